@@ -1,0 +1,106 @@
+# postmortem.remediation: every target installs what it needs. Run as root on Debian 12.
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT := $(CURDIR)
+VENV := $(ROOT)/.venv
+BIN := $(VENV)/bin
+# The collection seen by Ansible as postmortem.remediation: a link for playbooks and Molecule,
+# a copy for ansible-test (which wants a real ansible_collections/<ns>/<name> tree).
+COLL_LINK_ROOT := $(ROOT)/build/collections
+COLL_COPY_ROOT := $(ROOT)/build/sanity
+export ANSIBLE_COLLECTIONS_PATH := $(COLL_LINK_ROOT)
+export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := true
+export ANSIBLE_HOME := $(ROOT)/build/ansible-home
+export ANSIBLE_LOCAL_TEMP := $(ROOT)/build/ansible-home/tmp
+export ANSIBLE_FORCE_COLOR := false
+export PATH := $(BIN):$(PATH)
+LAB_HOSTS ?= 2
+
+.PHONY: help
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
+	python3 -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv $(VENV); }
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+.PHONY: venv
+venv: $(BIN)/.installed  ## Python virtual environment with every dependency
+
+.PHONY: collection-link
+collection-link:
+	mkdir -p $(COLL_LINK_ROOT)/ansible_collections/postmortem $(ANSIBLE_LOCAL_TEMP)
+	ln -sfn $(ROOT) $(COLL_LINK_ROOT)/ansible_collections/postmortem/remediation
+
+.PHONY: engine
+engine:  ## A Docker engine that answers (installs and starts Debian's docker.io if needed)
+	bash tests/lab/engine.sh
+
+.PHONY: image
+image: engine  ## The lab host image and the workload image, rebuilt when their definition changes
+	bash tests/lab/image.sh
+
+.PHONY: lab-up
+lab-up: venv image collection-link  ## Start LAB_HOSTS lab hosts and write lab/inventory.ini
+	bash tests/lab/lab.sh up $(LAB_HOSTS)
+
+.PHONY: lab-down
+lab-down:  ## Remove the lab hosts
+	bash tests/lab/lab.sh down
+
+.PHONY: lint
+lint: venv collection-link  ## ruff and ansible-lint (production profile)
+	$(BIN)/ruff check .
+	$(BIN)/ansible-lint --profile production --offline
+
+.PHONY: sanity
+sanity: venv  ## ansible-test sanity on a copy at ansible_collections/postmortem/remediation
+	rm -rf $(COLL_COPY_ROOT)
+	mkdir -p $(COLL_COPY_ROOT)/ansible_collections/postmortem/remediation
+	git ls-files -co --exclude-standard | grep -v -E '^(bench|tests/lab)/' | \
+	  while read -r f; do [ -e "$$f" ] && echo "$$f"; done | \
+	  rsync -a --files-from=- ./ $(COLL_COPY_ROOT)/ansible_collections/postmortem/remediation/
+	cd $(COLL_COPY_ROOT)/ansible_collections/postmortem/remediation
+	git init -q . && git add -A >/dev/null
+	$(BIN)/ansible-test sanity --python 3.11 --color no \
+	  --skip-test shebang --skip-test pylint --skip-test mypy
+
+.PHONY: unit
+unit: venv collection-link  ## pytest unit tests
+	$(BIN)/pytest -q tests/unit
+
+.PHONY: build
+build: venv  ## Build the collection artifact, install it, and check ansible-doc for every module
+	rm -rf build/artifact && mkdir -p build/artifact/collections
+	$(BIN)/ansible-galaxy collection build --force --output-path build/artifact .
+	$(BIN)/ansible-galaxy collection install --force -p build/artifact/collections build/artifact/postmortem-remediation-*.tar.gz
+	for m in $$(ls plugins/modules/*.py | xargs -n1 basename | sed 's/\.py$$//'); do
+	  ANSIBLE_COLLECTIONS_PATH=$(ROOT)/build/artifact/collections $(BIN)/ansible-doc -t module postmortem.remediation.$$m >/dev/null
+	  echo "ansible-doc postmortem.remediation.$$m: ok"
+	done
+
+.PHONY: molecule
+molecule: venv image collection-link  ## Every Molecule scenario in extensions/molecule
+	cd extensions
+	for s in $$(ls molecule/*/molecule.yml | cut -d/ -f2 | sort); do
+	  echo "=== molecule test -s $$s"
+	  $(BIN)/molecule test -s $$s
+	done
+
+.PHONY: e2e
+e2e: venv image collection-link  ## End-to-end tests (real Alertmanager, receiver, ansible-runner, lab hosts)
+	if ls tests/integration/test_*.py >/dev/null 2>&1; then $(BIN)/pytest -q tests/integration; else echo "no e2e tests"; fi
+
+.PHONY: bench
+bench: venv image collection-link  ## Benchmarks: print figures and ratios
+	for b in bench/bench_*.py; do [ -e "$$b" ] && $(BIN)/python $$b; done
+
+.PHONY: test
+test: lint sanity unit build molecule e2e  ## Every check
+	@echo "make test: all checks passed"

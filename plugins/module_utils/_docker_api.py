@@ -1,0 +1,161 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE to the postmortem.remediation collection: may change without notice.
+#
+# A small Docker Engine API client over the Unix socket, standard library only, so that modules run
+# on managed hosts with nothing but the host's Python.
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import socket
+
+try:
+    from http.client import HTTPConnection
+    from urllib.parse import quote, urlencode
+except ImportError:  # pragma: no cover - Python 2 is not supported on targets
+    HTTPConnection = object
+
+DEFAULT_SOCKET = "/var/run/docker.sock"
+
+
+class DockerAPIError(Exception):
+    """The engine answered with an error, or could not be reached."""
+
+    def __init__(self, message, status=None, path=None):
+        super(DockerAPIError, self).__init__(message)
+        self.status = status
+        self.path = path
+
+
+class _UnixHTTPConnection(HTTPConnection):
+    def __init__(self, socket_path, timeout):
+        HTTPConnection.__init__(self, "localhost", timeout=timeout)
+        self._socket_path = socket_path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._socket_path)
+        self.sock = sock
+
+
+def _encode_query(query):
+    if not query:
+        return ""
+    pairs = []
+    for key, value in query.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "1" if value else "0"
+        elif isinstance(value, (dict, list)):
+            value = json.dumps(value, separators=(",", ":"))
+        pairs.append((key, str(value)))
+    return "?" + urlencode(pairs) if pairs else ""
+
+
+def filters(**kwargs):
+    """Build the engine's `filters` query value: each key maps to a list of strings."""
+    result = {}
+    for key, value in kwargs.items():
+        if value is None:
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        result[key.replace("_not", "!")] = [str(v) for v in values]
+    return result
+
+
+def quote_id(object_id):
+    return quote(str(object_id), safe="")
+
+
+class DockerAPI:
+    """Just enough of the Engine API for facts, reports and reclaim."""
+
+    def __init__(self, socket_path=DEFAULT_SOCKET, timeout=60):
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    def request(self, method, path, query=None, body=None, timeout=None):
+        conn = _UnixHTTPConnection(self.socket_path, timeout or self.timeout)
+        url = path + _encode_query(query)
+        headers = {"Host": "docker"}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        try:
+            conn.request(method, url, body=payload, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+        except (OSError, socket.timeout) as exc:
+            raise DockerAPIError(
+                "cannot reach the Docker engine at %s (%s %s): %s" % (self.socket_path, method, path, exc),
+                path=path,
+            )
+        finally:
+            conn.close()
+        data = _decode(raw)
+        if response.status >= 400:
+            message = data.get("message") if isinstance(data, dict) else raw.decode("utf-8", "replace")
+            raise DockerAPIError(
+                "Docker engine refused %s %s (HTTP %s): %s" % (method, path, response.status, message),
+                status=response.status,
+                path=path,
+            )
+        return data
+
+    def get(self, path, query=None, timeout=None):
+        return self.request("GET", path, query=query, timeout=timeout)
+
+    def post(self, path, query=None, body=None, timeout=None):
+        return self.request("POST", path, query=query, body=body, timeout=timeout)
+
+    def delete(self, path, query=None, timeout=None):
+        return self.request("DELETE", path, query=query, timeout=timeout)
+
+    # Convenience reads used by several modules.
+    def ping(self):
+        """True when the engine answers at all."""
+        try:
+            self.request("GET", "/_ping", timeout=5)
+        except DockerAPIError:
+            return False
+        return True
+
+    def info(self):
+        return self.get("/info")
+
+    def version(self):
+        return self.get("/version")
+
+    def containers(self, all=True, filters_=None):
+        return self.get("/containers/json", {"all": all, "filters": filters_})
+
+    def inspect_container(self, container_id):
+        return self.get("/containers/%s/json" % quote_id(container_id))
+
+    def images(self, all=False, filters_=None):
+        return self.get("/images/json", {"all": all, "filters": filters_})
+
+    def system_df(self, timeout=None):
+        return self.get("/system/df", timeout=timeout)
+
+
+def _decode(raw):
+    if not raw:
+        return None
+    text = raw.decode("utf-8", "replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        # Streaming endpoints answer with one JSON document per line.
+        lines = [line for line in text.splitlines() if line.strip()]
+        try:
+            return [json.loads(line) for line in lines]
+        except ValueError:
+            return text.strip()
