@@ -77,7 +77,9 @@ def write_receiver_config(workdir: Path, port: int, rules: list[dict[str, Any]],
     (workdir / "token").write_text(TOKEN + "\n")
     lines = ["[lab]"] + [f"{h} ansible_connection=community.docker.docker ansible_python_interpreter=/usr/bin/python3"
                          for h in hosts]
-    lines += ["", "[web]", "web1 ansible_connection=community.docker.docker", "web2 ansible_connection=community.docker.docker"]
+    # Never reachable: any run against them would fail loudly, so the hostile tests can see nothing ran.
+    lines += ["", "[web]", "web1 ansible_connection=community.docker.docker",
+              "web2 ansible_connection=community.docker.docker"]
     (workdir / "inventory.ini").write_text("\n".join(lines) + "\n")
     config: dict[str, Any] = {
         "listen": {"host": "127.0.0.1", "port": port},

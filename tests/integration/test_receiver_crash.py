@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -19,8 +18,7 @@ from receiver_e2e import (
     write_receiver_config,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from remediation_receiver.executor import find_run_processes  # noqa: E402
+from remediation_receiver.executor import find_run_processes
 
 FINAL = ("successful", "failed", "timeout", "canceled", "interrupted", "error")
 
