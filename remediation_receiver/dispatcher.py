@@ -165,8 +165,11 @@ class Dispatcher:
             batch = self.journal.undecided_alerts(limit=200)
             if not batch:
                 break
-            for alert in batch:
-                self.decide(alert)
+            # Decide in small transactions: one fsync per chunk, and ingress waits at most one chunk.
+            for start in range(0, len(batch), 25):
+                with self.journal.transaction():
+                    for alert in batch[start:start + 25]:
+                        self.decide(alert)
         self.expire_approvals()
         self.handle_finished()
         self.schedule()

@@ -239,6 +239,19 @@ def _alert_from_row(row: sqlite3.Row) -> AlertRecord:
     )
 
 
+class _Pending:
+    """One delivery waiting for the group commit."""
+
+    def __init__(self, remote: str, payload: dict[str, Any], raw_sha256: str, alerts: list[dict[str, Any]]) -> None:
+        self.remote = remote
+        self.payload = payload
+        self.raw_sha256 = raw_sha256
+        self.alerts = alerts
+        self.done = False
+        self.delivery_id = 0
+        self.error: BaseException | None = None
+
+
 class Journal:
     """SQLite journal shared by threads (one connection per thread) and by the CLI (another process)."""
 
@@ -248,6 +261,9 @@ class Journal:
         self._local = threading.local()
         # One writer at a time inside this process; SQLite's busy timeout covers other processes (the CLI).
         self._write_lock = threading.Lock()
+        self._gc_cond = threading.Condition()
+        self._gc_queue: list[_Pending] = []
+        self._gc_leader = False
         if not readonly:
             directory = os.path.dirname(os.path.abspath(path))
             os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -282,10 +298,33 @@ class Journal:
             self._local.db = None
 
     @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Several writes from this thread in one transaction (one fsync); writes inside join it."""
+        if getattr(self._local, "in_tx", False):
+            yield self._connect()
+            return
+        with self._write() as db:
+            self._local.in_tx = True
+            try:
+                yield db
+            finally:
+                self._local.in_tx = False
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         if self.readonly:
             raise JournalError("journal opened read-only")
         db = self._connect()
+        if getattr(self._local, "in_tx", False):
+            db.execute("SAVEPOINT nested")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK TO nested")
+                db.execute("RELEASE nested")
+                raise
+            db.execute("RELEASE nested")
+            return
         with self._write_lock:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -302,29 +341,73 @@ class Journal:
     # -- ingress -----------------------------------------------------------------------------------------------
     def store_delivery(self, *, remote: str, payload: dict[str, Any], raw_sha256: str,
                        alerts: list[dict[str, Any]]) -> int:
-        """Store one delivery and its alerts in one transaction; return the delivery id."""
-        now = time.time()
+        """Store one delivery and its alerts durably; return the delivery id.
+
+        Group commit: concurrent deliveries share one transaction (one fsync), each in its own savepoint, and
+        every caller returns only after the commit that holds its delivery.
+        """
+        item = _Pending(remote, payload, raw_sha256, alerts)
+        with self._gc_cond:
+            self._gc_queue.append(item)
+            while not item.done and self._gc_leader:
+                self._gc_cond.wait()
+            if not item.done:
+                self._gc_leader = True
+                batch, self._gc_queue = self._gc_queue, []
+            else:
+                batch = []
+        if batch:
+            try:
+                self._store_batch(batch)
+            finally:
+                with self._gc_cond:
+                    for pending in batch:
+                        pending.done = True
+                    self._gc_leader = False
+                    self._gc_cond.notify_all()
+        if item.error is not None:
+            raise JournalError(f"could not store the delivery: {item.error}")
+        return item.delivery_id
+
+    def _store_batch(self, batch: list[_Pending]) -> None:
         try:
             with self._write() as db:
-                cur = db.execute(
-                    "INSERT INTO deliveries(received_at, remote, receiver, group_key, status, truncated_alerts,"
-                    " alert_count, body_sha256, payload) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (now, remote, payload.get("receiver"), payload.get("groupKey"), payload.get("status"),
-                     int(payload.get("truncatedAlerts") or 0), len(alerts), raw_sha256,
-                     json.dumps(payload, sort_keys=True)),
-                )
-                delivery_id = int(cur.lastrowid or 0)
-                db.executemany(
-                    "INSERT INTO alerts(delivery_id, fingerprint, status, starts_at, ends_at, alertname, labels,"
-                    " annotations, generator_url, received_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    [(delivery_id, a["fingerprint"], a["status"], a["startsAt"], a.get("endsAt"),
-                      a["labels"].get("alertname"), json.dumps(a["labels"], sort_keys=True),
-                      json.dumps(a.get("annotations") or {}, sort_keys=True), a.get("generatorURL"), now)
-                     for a in alerts],
-                )
-            return delivery_id
+                for item in batch:
+                    db.execute("SAVEPOINT delivery")
+                    try:
+                        item.delivery_id = self._insert_delivery(db, item)
+                    except Exception as exc:  # this delivery only: the others in the batch still commit
+                        db.execute("ROLLBACK TO delivery")
+                        item.error = exc
+                    db.execute("RELEASE delivery")
         except sqlite3.Error as exc:
-            raise JournalError(f"could not store the delivery: {exc}") from exc
+            for item in batch:
+                item.error = item.error or exc
+        except BaseException as exc:
+            for item in batch:
+                item.error = item.error or exc
+            raise
+
+    def _insert_delivery(self, db: sqlite3.Connection, item: _Pending) -> int:
+        now = time.time()
+        remote, payload, raw_sha256, alerts = item.remote, item.payload, item.raw_sha256, item.alerts
+        cur = db.execute(
+            "INSERT INTO deliveries(received_at, remote, receiver, group_key, status, truncated_alerts,"
+            " alert_count, body_sha256, payload) VALUES (?,?,?,?,?,?,?,?,?)",
+            (now, remote, payload.get("receiver"), payload.get("groupKey"), payload.get("status"),
+             int(payload.get("truncatedAlerts") or 0), len(alerts), raw_sha256,
+             json.dumps(payload, sort_keys=True)),
+        )
+        delivery_id = int(cur.lastrowid or 0)
+        db.executemany(
+            "INSERT INTO alerts(delivery_id, fingerprint, status, starts_at, ends_at, alertname, labels,"
+            " annotations, generator_url, received_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [(delivery_id, a["fingerprint"], a["status"], a["startsAt"], a.get("endsAt"),
+              a["labels"].get("alertname"), json.dumps(a["labels"], sort_keys=True),
+              json.dumps(a.get("annotations") or {}, sort_keys=True), a.get("generatorURL"), now)
+             for a in alerts],
+        )
+        return delivery_id
 
     def record_rejection(self, *, remote: str, http_status: int, reason: str, size: int | None) -> None:
         """Keep the last REJECTIONS_KEPT refused requests (never their body or headers)."""
