@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,7 +52,8 @@ CASES: list[tuple[str, bytes, dict[str, Any], int, str]] = [
     ("instance all", labelled(instance="all"), {}, 202, "refused: target: 'all' is an Ansible group pattern"),
     ("instance *", labelled(instance="*"), {}, 202, "refused: target: '*' is not a plain host name"),
     ("instance list", labelled(instance="web1,web2"), {}, 202, "refused: target: 'web1,web2' is not a plain host"),
-    ("instance intersection", labelled(instance="web1:&db"), {}, 202, "refused: target: 'web1:&db': expected host:port"),
+    ("instance intersection", labelled(instance="web1:&db"), {}, 202,
+     "refused: target: 'web1:&db': expected host:port"),
     ("instance localhost", labelled(instance="localhost:9100"), {}, 202,
      "refused: target: 'localhost' is not in the inventory"),
     ("instance ::1", labelled(instance="[::1]:9100"), {}, 202, "refused: target: '::1' is not in the inventory"),
@@ -80,7 +80,8 @@ def test_hostile_input_is_refused_with_a_reason(receiver: Receiver, case: str, b
     decisions = wait_for(lambda: receiver.journal(
         "SELECT d.outcome, d.reason FROM decisions d JOIN alerts a ON a.id = d.alert_id WHERE a.delivery_id=?",
         (reply["delivery"],)), 10, "the decision")
-    assert [f"{d['outcome']}: {d['reason']}" for d in decisions][0].startswith(why)
+    first = decisions[0]
+    assert f"{first['outcome']}: {first['reason']}".startswith(why)
 
 
 def test_nothing_ran_and_the_token_is_nowhere(receiver: Receiver, lab_host: str) -> None:  # noqa: F811
