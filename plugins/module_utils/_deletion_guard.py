@@ -30,6 +30,7 @@ __metaclass__ = type
 
 import json
 import os
+import shutil
 import tempfile
 
 ON_REFUSAL_CHOICES = ("fail", "report")
@@ -255,9 +256,14 @@ def refusal(verdict, on_refusal="fail"):
     return on_refusal == "fail", fields
 
 
-def write_json_atomic(module, path, data, mode=0o600):
-    """Write ``data`` as JSON to ``path`` through a temp file in the same directory and ``atomic_move``."""
+def write_json_atomic(module, path, data, mode=0o600, keep_previous=False):
+    """Write ``data`` as JSON to ``path`` through a temp file in the same directory and ``atomic_move``.
+
+    With ``keep_previous``, the file being replaced is first copied to ``<path>.prev`` (one generation).
+    """
     directory = os.path.dirname(os.path.abspath(path))
+    if keep_previous and os.path.isfile(path):
+        shutil.copy2(path, path + ".prev")
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w") as handle:
