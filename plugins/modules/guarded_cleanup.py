@@ -26,10 +26,10 @@ description:
     there. A later run purges them only after O(grace_period), and only if the reference, healthy again, still
     does not name them; an item that the reference names again is moved back (O(restore_referenced)).
   - O(state=restore) moves quarantined items back (all of them, or those in O(names)).
-  - A refusal fails the task by default (RV(refused=true), the reason in RV(msg)); O(on_refusal=report) returns it
+  - A refusal fails the task by default (RV(refused=true), the reason in C(msg)); O(on_refusal=report) returns it
     as data instead.
 author:
-  - postmortem.remediation maintainers
+  - postmortem.remediation maintainers (@postmortem-remediation)
 options:
   path:
     description: The directory holding the items (not searched recursively).
@@ -78,7 +78,7 @@ options:
     default: 0.1
   max_orphans:
     description:
-      - Refuse when there are more orphans than this, counting those still in the quarantine (not yet purged):
+      - Refuse when there are more orphans than this, counting those still in the quarantine (not yet purged);
         the bound holds for everything out of place at once, not per run.
     type: int
     default: 10
@@ -139,12 +139,15 @@ options:
     default: 50
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Check mode reads the reference, runs the guard and returns the plan; nothing is moved or written.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: The diff lists the planned moves and purges, cut after O(list_limit) lines.
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: partial
     details:
       - A second run with the same items and reference changes nothing.
@@ -680,7 +683,7 @@ def main():
         argument_spec=dict(
             path=dict(type="path", required=True),
             pattern=dict(type="str", default="*"),
-            key_regex=dict(type="str"),
+            key_regex=dict(type="str", no_log=False),
             reference_command=dict(type="list", elements="str"),
             reference_sqlite=dict(type="path"),
             reference_query=dict(type="str"),

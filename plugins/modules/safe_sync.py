@@ -24,11 +24,11 @@ description:
   - Only then rsync runs for real, with C(--delete-delay) (deletions after the transfer is complete) and
     C(--max-delete) set to the planned number of deletions, so that rsync itself stops if the tree changed
     between the plan and the run.
-  - A refusal fails the task by default (RV(refused=true) and the reason in RV(msg)); O(on_refusal=report)
+  - A refusal fails the task by default (RV(refused=true) and the reason in C(msg)); O(on_refusal=report)
     returns it as data instead, without failing.
   - Deletions are counted in files (anything that is not a directory); deleted directories are reported apart.
 author:
-  - postmortem.remediation maintainers
+  - postmortem.remediation maintainers (@postmortem-remediation)
 options:
   src:
     description:
@@ -99,12 +99,15 @@ options:
     default: 50
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Check mode runs the dry run and the guard and returns the plan; nothing is transferred or deleted.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: The diff is the itemized plan (one line per change), cut after O(list_limit) lines.
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: When source and destination already match, the dry run plans nothing and the real run is skipped.
 notes:

@@ -40,8 +40,9 @@ PATH_REFUSALS = [
 
 
 @pytest.mark.parametrize(("path", "suffix", "absolute", "words"), PATH_REFUSALS)
-def test_path_scope_refuses_and_names_the_component(path: str, suffix: str | None, absolute: bool,
-                                                     words: list[str]) -> None:
+def test_path_scope_refuses_and_names_the_component(
+    path: str, suffix: str | None, absolute: bool, words: list[str]
+) -> None:
     with pytest.raises(guard.PathScopeError) as err:
         guard.check_path_scope(path, "src", expect_suffix=suffix, absolute=absolute)
     for word in words:
