@@ -143,11 +143,13 @@ attributes:
     support: full
     details: Check mode reads the reference, runs the guard and returns the plan; nothing is moved or written.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    description:
+      Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: The diff lists the planned moves and purges, cut after O(list_limit) lines.
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+    description:
+      When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: partial
     details:
       - A second run with the same items and reference changes nothing.

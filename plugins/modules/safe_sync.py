@@ -103,11 +103,13 @@ attributes:
     support: full
     details: Check mode runs the dry run and the guard and returns the plan; nothing is transferred or deleted.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    description:
+      Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: The diff is the itemized plan (one line per change), cut after O(list_limit) lines.
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+    description:
+      When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: When source and destination already match, the dry run plans nothing and the real run is skipped.
 notes:

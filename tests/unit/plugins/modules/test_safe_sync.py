@@ -24,7 +24,9 @@ def mirror(tmp_path: Path) -> Path:
             directory = tmp_path / side / "debian" / arch
             directory.mkdir(parents=True)
             for i in range(FILES_PER_ARCH):
-                (directory / f"pkg{i}_{arch}.deb").write_text(f"{arch} {i}")
+                package = directory / f"pkg{i}_{arch}.deb"
+                package.write_text(f"{arch} {i}")
+                os.utime(package, (1_700_000_000, 1_700_000_000))  # published as built: same size, same time
     (tmp_path / "build/debian/amd64/pkg0_amd64.deb").unlink()
     (tmp_path / "build/debian/amd64/pkg20_amd64.deb").write_text("amd64 20")
     return tmp_path
