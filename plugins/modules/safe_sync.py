@@ -279,7 +279,8 @@ class Location(object):
     def validate(self, expect_suffix):
         if self.remote and not self.host.strip():
             raise PathScopeError("%s '%s': the host part is empty" % (self.label, self.spec))
-        check_path_scope(self.path, self.label, expect_suffix=expect_suffix, absolute=self.kind != "daemon")
+        label = self.label if not self.remote else "%s path on %s" % (self.label, self.host)
+        check_path_scope(self.path, label, expect_suffix=expect_suffix, absolute=self.kind != "daemon")
 
     def as_content(self):
         """The rsync argument that means 'the content of this directory'."""

@@ -201,7 +201,7 @@ def test_remote_shell_destination(mirror: Path, tmp_path_factory: pytest.TempPat
     shell.chmod(shell.stat().st_mode | stat.S_IXUSR)
     args = sync_args(mirror) | {"dest": f"lab-host:{mirror}/mirror/debian/amd64", "rsh": str(shell)}
     refused = run_module(safe_sync, args | {"dest": f"lab-host:{mirror}/mirror/debian/"})
-    assert "last component (after 'debian') is empty" in refused["msg"]
+    assert "dest path on lab-host '" in refused["msg"] and "last component (after 'debian') is empty" in refused["msg"]
     result = run_module(safe_sync, args)
     assert result["changed"] is True
     assert f"--rsh={shell}" in result["cmd"]
