@@ -100,7 +100,7 @@ class DockerAPI:
             raise DockerAPIError(
                 "cannot reach the Docker engine at %s (%s %s): %s" % (self.socket_path, method, path, exc),
                 path=path,
-            )
+            ) from exc
         finally:
             conn.close()
         data = _decode(raw)
