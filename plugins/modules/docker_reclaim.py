@@ -220,14 +220,11 @@ class ReclaimManager:
     def __init__(self, module):
         self.module = module
         params = module.params
-        try:
-            self.target = parse_target(params["target_free"])
-            self.tiers = select_tiers(params["tiers"], params["volumes"])
-            min_age = parse_duration(params["min_age"])
-            log_max_size = parse_size(params["log_max_size"])
-            log_keep_tail = parse_size(params["log_keep_tail"])
-        except PolicyError as exc:
-            module.fail_json(msg="docker_reclaim: invalid option: %s" % exc)
+        self.target = self._option("target_free", parse_target)
+        self.tiers = self._option("tiers", lambda tiers: select_tiers(tiers, params["volumes"]))
+        min_age = self._option("min_age", parse_duration)
+        log_max_size = self._option("log_max_size", parse_size)
+        log_keep_tail = self._option("log_keep_tail", parse_size)
         self.api = DockerAPI(params["docker_socket"], timeout=params["timeout"])
         self.data_root = self._data_root()
         self.reclaimer = Reclaimer(
@@ -236,6 +233,12 @@ class ReclaimManager:
                                                       "dangling_images", "unused_images")),
             log_max_size=log_max_size, log_keep_tail=log_keep_tail,
         )
+
+    def _option(self, name, parse):
+        try:
+            return parse(self.module.params[name])
+        except PolicyError as exc:
+            self.module.fail_json(msg="docker_reclaim: invalid option %s: %s" % (name, exc))
 
     def _data_root(self):
         try:
