@@ -67,9 +67,8 @@ sanity: venv  ## ansible-test sanity on a copy at ansible_collections/postmortem
 	  while read -r f; do [ -e "$$f" ] && echo "$$f"; done | \
 	  rsync -a --files-from=- ./ $(COLL_COPY_ROOT)/ansible_collections/postmortem/remediation/
 	cd $(COLL_COPY_ROOT)/ansible_collections/postmortem/remediation
-	git init -q . && git add -A >/dev/null
-	$(BIN)/ansible-test sanity --python 3.11 --color no \
-	  --skip-test shebang --skip-test pylint --skip-test mypy
+	printf "tests/output/\n" >.gitignore && git init -q . && git add -A >/dev/null
+	$(BIN)/ansible-test sanity --venv --python 3.11 --color no
 
 .PHONY: unit
 unit: venv collection-link  ## pytest unit tests
