@@ -304,6 +304,7 @@ class Executor:
 
         envvars = dict(self.cfg.envvars)
         envvars[RUN_MARKER] = run.id
+        envvars.setdefault("ANSIBLE_NOCOLOR", "1")  # plain text in the stored stdout
         # ansible-playbook from the receiver's own virtual environment comes first.
         bindir = os.path.dirname(sys.executable)
         envvars.setdefault("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', os.defpath)}")
