@@ -351,7 +351,8 @@ class Executor:
             scrub_artifacts(private_data_dir, self.redactor)
         except OSError:
             log.exception("run %s: scrubbing artifacts failed", run.id)
-        self.journal.set_run_status(run.id, status, reason=reason, rc=runner.rc, stats=stats,
+        # A successful run keeps the reason it was queued with ("approved by ...", "rerun of ...").
+        self.journal.set_run_status(run.id, status, reason=reason or None, rc=runner.rc, stats=stats,
                                     finished_at=time.time(), expect=("starting", "running"))
         log.info("run %s: %s rc=%s %s", run.id, status, runner.rc, reason)
 

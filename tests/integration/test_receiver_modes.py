@@ -1,0 +1,123 @@
+"""Modes and operator commands against a running receiver: approve (with the CLI), observe in check mode,
+pause/resume, and a resolved alert cancelling a run that waits."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from receiver_e2e import (
+    Receiver,
+    clear_probe_files,
+    free_port,
+    lab_host,  # noqa: F401 - fixture
+    probe_files,
+    require_tools,
+    wait_for,
+    webhook_alert,
+    webhook_payload,
+    write_receiver_config,
+)
+
+FINAL = ("successful", "failed", "timeout", "canceled", "interrupted", "error", "expired")
+
+
+class Pager(BaseHTTPRequestHandler):
+    pages: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        self.pages.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver(lab_host: str, tmp_path: Path) -> Iterator[Receiver]:  # noqa: F811
+    require_tools()
+    clear_probe_files(lab_host)
+    Pager.pages = []
+    pager = ThreadingHTTPServer(("127.0.0.1", 0), Pager)
+    threading.Thread(target=pager.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    port = free_port()
+    config = write_receiver_config(tmp_path / "receiver", port, hosts=[lab_host],
+                                   notify_url=f"http://127.0.0.1:{pager.server_address[1]}/", rules=[
+        {"name": "gated", "when": "labels.alertname == 'Gated'", "playbook": "receiver_probe.yml",
+         "mode": "approve", "approval_ttl": 600, "cooldown": 0},
+        {"name": "dry", "when": "labels.alertname == 'Dry'", "playbook": "receiver_probe.yml",
+         "mode": "observe", "observe": "check", "cooldown": 0},
+        {"name": "auto", "when": "labels.alertname == 'Auto'", "playbook": "receiver_probe.yml", "cooldown": 0},
+    ])
+    rec = Receiver(config, port).start()
+    yield rec
+    rec.stop()
+    pager.shutdown()
+    pager.server_close()
+
+
+def post(receiver: Receiver, name: str, fingerprint: str, host: str, status: str = "firing") -> None:
+    alert = dict(webhook_alert(fingerprint, status=status), labels={"alertname": name, "instance": host})
+    assert receiver.post(webhook_payload(alert))[0] == 202
+
+
+def run_of(receiver: Receiver, rule: str) -> dict[str, Any] | None:
+    rows = receiver.journal("SELECT * FROM runs WHERE rule=? ORDER BY created_at DESC LIMIT 1", (rule,))
+    return rows[0] if rows else None
+
+
+def test_approve_mode_waits_for_the_cli(receiver: Receiver, lab_host: str) -> None:  # noqa: F811
+    post(receiver, "Gated", "a1", lab_host)
+    waiting = wait_for(lambda: run_of(receiver, "gated"), 10, "the run awaiting approval")
+    assert waiting["status"] == "awaiting_approval"
+    page = wait_for(lambda: [p for p in Pager.pages if p["kind"] == "approval_needed"], 10, "the approval page")[0]
+    assert page["details"]["run"] == waiting["id"]
+    assert probe_files(lab_host) == []
+    approved = receiver.cli("approve", waiting["id"])
+    assert approved.returncode == 0, approved.stderr
+    done = wait_for(lambda: (lambda r: r if r and r["status"] in FINAL else None)(run_of(receiver, "gated")), 60,
+                    "the approved run")
+    assert done["status"] == "successful" and done["reason"].startswith("approved by")
+    assert probe_files(lab_host) == [waiting["id"]]
+
+
+def test_a_resolved_alert_cancels_the_run_waiting_for_approval(receiver: Receiver, lab_host: str) -> None:  # noqa: F811
+    post(receiver, "Gated", "b2", lab_host)
+    waiting = wait_for(lambda: run_of(receiver, "gated"), 10, "the run awaiting approval")
+    post(receiver, "Gated", "b2", lab_host, status="resolved")
+    canceled = wait_for(lambda: (lambda r: r if r["status"] == "canceled" else None)(run_of(receiver, "gated")), 10,
+                        "the cancellation")
+    assert canceled["id"] == waiting["id"] and canceled["reason"] == "alert resolved before the run started"
+    assert receiver.cli("approve", waiting["id"]).returncode == 1
+
+
+def test_observe_mode_runs_in_check_mode_and_changes_nothing(receiver: Receiver, lab_host: str) -> None:  # noqa: F811
+    post(receiver, "Dry", "c3", lab_host)
+    done = wait_for(lambda: (lambda r: r if r and r["status"] in FINAL else None)(run_of(receiver, "dry")), 60,
+                    "the check-mode run")
+    assert (done["status"], done["check_mode"]) == ("successful", 1)
+    assert probe_files(lab_host) == [], "check mode wrote a file on the host"
+    changed = receiver.journal("SELECT data FROM run_events WHERE run_id=? AND event='runner_on_ok'", (done["id"],))
+    assert any(json.loads(e["data"])["res"].get("changed") for e in changed), "check mode should report the change"
+
+
+def test_pause_holds_runs_and_resume_releases_nothing_stale(receiver: Receiver, lab_host: str) -> None:  # noqa: F811
+    assert receiver.cli("pause", "--reason", "maintenance window").returncode == 0
+    post(receiver, "Auto", "d4", lab_host)
+    decision = wait_for(lambda: receiver.journal("SELECT * FROM decisions WHERE rule='auto'"), 10, "the decision")[0]
+    assert decision["outcome"] == "paused" and "maintenance window" in decision["reason"]
+    assert wait_for(lambda: [p for p in Pager.pages if p["kind"] == "paused"], 10, "the pause notice")
+    status, health = receiver.get("/healthz")
+    assert status == 200 and "maintenance window" in health["paused"]
+    assert receiver.cli("resume").returncode == 0
+    post(receiver, "Auto", "d4", lab_host)
+    done = wait_for(lambda: (lambda r: r if r and r["status"] in FINAL else None)(run_of(receiver, "auto")), 60,
+                    "the run after resume")
+    assert done["status"] == "successful"
+    assert len(receiver.journal("SELECT * FROM runs WHERE rule='auto'")) == 1
