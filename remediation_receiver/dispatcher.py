@@ -136,6 +136,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_loop = time.time()
+        self._last_checkpoint = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -173,6 +174,9 @@ class Dispatcher:
         self.expire_approvals()
         self.handle_finished()
         self.schedule()
+        if time.time() - self._last_checkpoint > 2.0:
+            self._last_checkpoint = time.time()
+            self.journal.checkpoint()
 
     # -- deciding --------------------------------------------------------------------------------------------
     def decide(self, alert: AlertRecord) -> None:

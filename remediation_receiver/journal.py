@@ -285,11 +285,18 @@ class Journal:
                 db.execute("PRAGMA journal_mode=WAL")
                 # FULL: a commit is on disk before the 202 goes out.
                 db.execute("PRAGMA synchronous=FULL")
+                # Checkpoints run from the dispatcher (checkpoint()), never inside an acknowledgement.
+                db.execute("PRAGMA wal_autocheckpoint=0")
                 db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA busy_timeout=30000")
             db.row_factory = sqlite3.Row
             self._local.db = db
         return db
+
+    def checkpoint(self) -> None:
+        """Copy the WAL back into the database without blocking writers (the WAL would grow forever otherwise)."""
+        if not self.readonly:
+            self._connect().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
