@@ -80,7 +80,7 @@ def post(port: int, path: str, body: bytes, token: str | None) -> tuple[int, flo
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered))) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
 def ack_load(port: int, path: str, token: str | None, ok: int, offset: int) -> dict[int, dict[str, float]]:
