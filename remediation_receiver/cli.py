@@ -150,7 +150,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                         "decisions": plan.decisions,
                         "would_run": [{k: r[k] for k in ("rule", "playbook", "host", "mode", "check_mode", "status",
                                                          "extravars")} for r in plan.runs],
-                        "would_cancel": [run_id for run_id, _ in plan.cancel]})
+                        "would_cancel": [cancel[0] for cancel in plan.cancel]})
     print(json.dumps({"receiver": payload.get("receiver"), "alerts": out}, indent=2, sort_keys=True, default=str))
     return 0
 

@@ -91,8 +91,8 @@ def parse_payload(body: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         if not isinstance(starts_at, str) or not starts_at:
             raise PayloadError(f"{where}.startsAt must be an RFC 3339 time string")
         fingerprint = alert.get("fingerprint")
-        if fingerprint is not None and (not isinstance(fingerprint, str) or not re.match(r"^[0-9A-Za-z]{1,64}$",
-                                                                                        fingerprint)):
+        valid = isinstance(fingerprint, str) and re.match(r"^[0-9A-Za-z]{1,64}$", fingerprint)
+        if fingerprint is not None and not valid:
             raise PayloadError(f"{where}.fingerprint must be a short hexadecimal string")
         ends_at = alert.get("endsAt")
         generator = alert.get("generatorURL")
@@ -114,7 +114,7 @@ def bearer_ok(header: str | None, token: bytes) -> bool:
         # Still compare, so a missing header costs the same as a wrong one.
         hmac.compare_digest(b"", token)
         return False
-    scheme, _, presented = header.partition(" ")
+    scheme, _space, presented = header.partition(" ")
     good_scheme = scheme.lower() == "bearer"
     same = hmac.compare_digest(presented.strip().encode("utf-8", "replace"), token)
     return good_scheme and same

@@ -307,13 +307,22 @@ class Journal:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """Several writes from this thread in one transaction (one fsync); writes inside join it."""
+        db = self._connect()
         if getattr(self._local, "in_tx", False):
-            yield self._connect()
+            yield db
             return
-        with self._write() as db:
+        if self.readonly:
+            raise JournalError("journal opened read-only")
+        with self._write_lock:
+            db.execute("BEGIN IMMEDIATE")
             self._local.in_tx = True
             try:
                 yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            else:
+                db.execute("COMMIT")
             finally:
                 self._local.in_tx = False
 

@@ -29,6 +29,7 @@ LAB_PREFIX = os.environ.get("RECEIVER_LAB_PREFIX", "pmr-i5")
 LAB_HOST = f"{LAB_PREFIX}-1"
 TOKEN = "e2e-receiver-token-0123456789abcdef"
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
+FINAL = ("successful", "failed", "timeout", "canceled", "interrupted", "error", "expired")
 
 
 def free_port() -> int:
@@ -126,7 +127,7 @@ class Receiver:
         if self.proc.poll() is not None:
             raise AssertionError(f"receiver exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
         try:
-            status, _ = self.get("/healthz")
+            status = self.get("/healthz")[0]
         except OSError:
             return False
         return status == 200
@@ -185,6 +186,19 @@ class Receiver:
 
     def runs(self) -> list[dict[str, Any]]:
         return self.journal("SELECT * FROM runs ORDER BY created_at")
+
+    def finished_runs(self, count: int | None = None) -> list[dict[str, Any]] | None:
+        """All runs, once every one of them has finished (and there are `count` of them, when given)."""
+        runs = self.runs()
+        if count is not None and len(runs) != count:
+            return None
+        return runs if runs and all(r["status"] in FINAL for r in runs) else None
+
+    def last_run(self, rule: str, *, finished: bool = False) -> dict[str, Any] | None:
+        rows = self.journal("SELECT * FROM runs WHERE rule=? ORDER BY created_at DESC LIMIT 1", (rule,))
+        if not rows or (finished and rows[0]["status"] not in FINAL):
+            return None
+        return rows[0]
 
 
 def webhook_payload(*alerts: dict[str, Any], receiver: str = "remediation") -> bytes:

@@ -11,7 +11,7 @@ from receiver_e2e import (
     Receiver,
     clear_probe_files,
     free_port,
-    lab_host,  # noqa: F401 - fixture
+    lab_host,  # noqa: F401  # pylint: disable=unused-import  (a fixture)
     on_host,
     probe_files,
     require_tools,
@@ -60,7 +60,7 @@ def test_alert_through_alertmanager_runs_the_playbook_on_the_lab_host(lab_host: 
         events = [e["event"] for e in detail["events"]]
         assert events[0] == "playbook_on_start" and events[-1] == "playbook_on_stats"
         assert any(e["event"] == "runner_on_ok" and e["host"] == lab_host for e in detail["events"])
-        _, metrics = receiver.get("/metrics")
+        metrics = receiver.get("/metrics")[1]
         assert 'remediation_receiver_journal_runs{status="successful"} 1' in metrics
 
         # Resolving the alert reaches the receiver too, and closes the alert's record.

@@ -16,7 +16,7 @@ from receiver_e2e import (
     Alertmanager,
     Receiver,
     free_port,
-    lab_host,  # noqa: F401 - fixture
+    lab_host,  # noqa: F401  # pylint: disable=unused-import  (a fixture)
     on_host,
     require_tools,
     wait_for,
@@ -91,8 +91,7 @@ def test_disk_pressure_remediation_and_escalation(lab_host: str, tmp_path: Path,
         # A reachable target: the run succeeds and nobody is paged.
         alertmanager.post_alerts([{"labels": {"alertname": "DockerDiskPressure", "instance": f"{lab_host}:9323",
                                               "target_free": "1M"}}])
-        runs = wait_for(lambda: (lambda rs: rs if len(rs) == 2 and all(r["status"] in FINAL for r in rs) else None)(
-            receiver.runs()), 120, "the second run")
+        runs = wait_for(lambda: receiver.finished_runs(2), 120, "the second run")
         assert runs[1]["status"] == "successful", runs[1]["reason"]
         assert [p["kind"] for p in Pager.pages] == ["run_failed"]
     finally:

@@ -12,7 +12,7 @@ from receiver_e2e import (
     Receiver,
     clear_probe_files,
     free_port,
-    lab_host,  # noqa: F401 - fixture
+    lab_host,  # noqa: F401  # pylint: disable=unused-import  (a fixture)
     probe_files,
     require_tools,
     wait_for,

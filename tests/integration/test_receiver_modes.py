@@ -15,7 +15,7 @@ from receiver_e2e import (
     Receiver,
     clear_probe_files,
     free_port,
-    lab_host,  # noqa: F401 - fixture
+    lab_host,  # noqa: F401  # pylint: disable=unused-import  (a fixture)
     probe_files,
     require_tools,
     wait_for,
@@ -23,8 +23,6 @@ from receiver_e2e import (
     webhook_payload,
     write_receiver_config,
 )
-
-FINAL = ("successful", "failed", "timeout", "canceled", "interrupted", "error", "expired")
 
 
 class Pager(BaseHTTPRequestHandler):
@@ -67,21 +65,16 @@ def post(receiver: Receiver, name: str, fingerprint: str, host: str, status: str
     assert receiver.post(webhook_payload(alert))[0] == 202
 
 
-def run_of(receiver: Receiver, rule: str) -> dict[str, Any] | None:
-    rows = receiver.journal("SELECT * FROM runs WHERE rule=? ORDER BY created_at DESC LIMIT 1", (rule,))
-    return rows[0] if rows else None
-
-
 def test_approve_mode_waits_for_the_cli(receiver: Receiver, lab_host: str) -> None:  # noqa: F811
     post(receiver, "Gated", "a1", lab_host)
-    waiting = wait_for(lambda: run_of(receiver, "gated"), 10, "the run awaiting approval")
+    waiting = wait_for(lambda: receiver.last_run("gated"), 10, "the run awaiting approval")
     assert waiting["status"] == "awaiting_approval"
     page = wait_for(lambda: [p for p in Pager.pages if p["kind"] == "approval_needed"], 10, "the approval page")[0]
     assert page["details"]["run"] == waiting["id"]
     assert probe_files(lab_host) == []
     approved = receiver.cli("approve", waiting["id"])
     assert approved.returncode == 0, approved.stderr
-    done = wait_for(lambda: (lambda r: r if r and r["status"] in FINAL else None)(run_of(receiver, "gated")), 60,
+    done = wait_for(lambda: receiver.last_run("gated", finished=True), 60,
                     "the approved run")
     assert done["status"] == "successful" and done["reason"].startswith("approved by")
     assert probe_files(lab_host) == [waiting["id"]]
@@ -89,17 +82,17 @@ def test_approve_mode_waits_for_the_cli(receiver: Receiver, lab_host: str) -> No
 
 def test_a_resolved_alert_cancels_the_run_waiting_for_approval(receiver: Receiver, lab_host: str) -> None:  # noqa: F811
     post(receiver, "Gated", "b2", lab_host)
-    waiting = wait_for(lambda: run_of(receiver, "gated"), 10, "the run awaiting approval")
+    waiting = wait_for(lambda: receiver.last_run("gated"), 10, "the run awaiting approval")
     post(receiver, "Gated", "b2", lab_host, status="resolved")
-    canceled = wait_for(lambda: (lambda r: r if r["status"] == "canceled" else None)(run_of(receiver, "gated")), 10,
-                        "the cancellation")
+    canceled = wait_for(lambda: receiver.last_run("gated", finished=True), 10, "the cancellation")
+    assert canceled["status"] == "canceled"
     assert canceled["id"] == waiting["id"] and canceled["reason"] == "alert resolved before the run started"
     assert receiver.cli("approve", waiting["id"]).returncode == 1
 
 
 def test_observe_mode_runs_in_check_mode_and_changes_nothing(receiver: Receiver, lab_host: str) -> None:  # noqa: F811
     post(receiver, "Dry", "c3", lab_host)
-    done = wait_for(lambda: (lambda r: r if r and r["status"] in FINAL else None)(run_of(receiver, "dry")), 60,
+    done = wait_for(lambda: receiver.last_run("dry", finished=True), 60,
                     "the check-mode run")
     assert (done["status"], done["check_mode"]) == ("successful", 1)
     assert probe_files(lab_host) == [], "check mode wrote a file on the host"
@@ -117,7 +110,7 @@ def test_pause_holds_runs_and_resume_releases_nothing_stale(receiver: Receiver, 
     assert status == 200 and "maintenance window" in health["paused"]
     assert receiver.cli("resume").returncode == 0
     post(receiver, "Auto", "d4", lab_host)
-    done = wait_for(lambda: (lambda r: r if r and r["status"] in FINAL else None)(run_of(receiver, "auto")), 60,
+    done = wait_for(lambda: receiver.last_run("auto", finished=True), 60,
                     "the run after resume")
     assert done["status"] == "successful"
     assert len(receiver.journal("SELECT * FROM runs WHERE rule='auto'")) == 1

@@ -93,7 +93,7 @@ def test_modes(tmp_path: Path, mode: str, observe: str, outcome: str, status: st
 
 def test_duplicates_make_one_run_and_survive_a_reopened_journal(tmp_path: Path) -> None:
     cfg, journal, inventory = setup(tmp_path)
-    for record in stored(journal, *[alert() for _ in range(5)]):
+    for record in stored(journal, *[alert()] * 5):
         decide(cfg, journal, inventory, record)
     journal.close()
     reopened = Journal(cfg.journal)

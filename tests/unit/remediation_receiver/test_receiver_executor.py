@@ -169,14 +169,17 @@ def test_failures_and_timeouts_are_recorded(executor: Any, extravars: dict[str, 
 
 
 def test_cancel_stops_a_running_playbook(executor: Any) -> None:
-    ex, journal, _ = executor
+    ex, journal = executor[0], executor[1]
     run = make_run(journal, "r-cancel", probe_sleep="60")
     done = threading.Event()
     ex.on_finished = lambda run_id: done.set()
     ex.submit(run)
     deadline = time.time() + 30
-    while time.time() < deadline and not any(e["event"] == "playbook_on_task_start" and "Take a while" in
-                                              (e["task"] or "") for e in journal.run_events(run.id)):
+    def sleeping() -> bool:
+        return any(e["event"] == "playbook_on_task_start" and "Take a while" in (e["task"] or "")
+                   for e in journal.run_events(run.id))
+
+    while time.time() < deadline and not sleeping():
         time.sleep(0.2)
     ex.cancel(run.id, "alert resolved while running")
     assert done.wait(20)

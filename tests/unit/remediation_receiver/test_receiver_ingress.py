@@ -45,7 +45,7 @@ def test_malformed_payloads_are_refused_with_the_reason(raw: bytes, why: str) ->
 
 def test_a_valid_payload_is_split_into_alerts_and_a_missing_fingerprint_is_derived() -> None:
     no_fp = {k: v for k, v in alert(fingerprint="x").items() if k != "fingerprint"}
-    _, alerts = parse_payload(body(payload(alert(), dict(alert(status="resolved"), fingerprint="beef"), no_fp)))
+    alerts = parse_payload(body(payload(alert(), dict(alert(status="resolved"), fingerprint="beef"), no_fp)))[1]
     assert [a["status"] for a in alerts] == ["firing", "resolved", "firing"]
     assert alerts[0]["fingerprint"] == "f00d"
     assert len(alerts[2]["fingerprint"]) == 16 and alerts[2]["fingerprint"] != "f00d"
@@ -126,7 +126,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ])
 def test_http_contract(server: tuple[int, Journal, Metrics], method: str, path: str, data: bytes | None,
                        headers: dict[str, str], status: int, why: str) -> None:
-    port, journal, _ = server
+    port, journal = server[0], server[1]
     got, reply = request(port, method, path, data, headers)
     assert got == status, reply
     assert why in json.dumps(reply)
@@ -157,8 +157,8 @@ def test_a_delivery_that_cannot_be_stored_gets_503(tmp_path: Any) -> None:
 
 
 def test_metrics_count_acknowledged_deliveries(server: tuple[int, Journal, Metrics]) -> None:
-    port, _, _ = server
-    for _ in range(3):
+    port = server[0]
+    for _round in range(3):
         request(port, "POST", "/alerts", body(payload(alert(), alert(fingerprint="beef"))), AUTH)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", "/metrics")

@@ -57,7 +57,7 @@ def test_retry_with_backoff_then_record(tmp_path: Path, sink: Any, statuses: lis
     notifier.notify("run_failed", "probe on web1 failed", {"run": "r1"}, dedup="outcome|r1")
     notifier.notify("run_failed", "probe on web1 failed", {"run": "r1"}, dedup="outcome|r1")
     clock = 1e10
-    for _ in range(rounds):
+    for _round in range(rounds):
         notifier.send_due(now=clock)
         clock += 1000
     [row] = journal.notifications()

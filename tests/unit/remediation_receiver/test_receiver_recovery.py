@@ -36,8 +36,8 @@ def crashed_run(journal: Journal, run_id: str, status: str = "running") -> None:
     ("rerun", 1, None),
     ("escalate", 0, "run_interrupted"),
 ])
-def test_a_run_found_running_is_interrupted_and_handled_by_its_rule(tmp_path: Path, on_interrupted: str,
-                                                                     new_runs: int, notification: str | None) -> None:
+def test_a_run_found_running_is_interrupted_and_handled_by_its_rule(
+        tmp_path: Path, on_interrupted: str, new_runs: int, notification: str | None) -> None:
     dispatcher, journal = dispatcher_for(tmp_path, on_interrupted)
     crashed_run(journal, "r-crashed")
     # What the killed receiver left behind: a process group carrying the run's marker.
