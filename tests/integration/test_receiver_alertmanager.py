@@ -6,18 +6,20 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import receiver_e2e
 from receiver_e2e import (
     Alertmanager,
     Receiver,
     clear_probe_files,
     free_port,
-    lab_host,  # noqa: F401  # pylint: disable=unused-import  (a fixture)
     on_host,
     probe_files,
     require_tools,
     wait_for,
     write_receiver_config,
 )
+
+lab_host = receiver_e2e.lab_host  # the session fixture, registered in this module
 
 FINAL = ("successful", "failed", "timeout", "canceled", "interrupted", "error")
 
@@ -26,7 +28,7 @@ def iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def test_alert_through_alertmanager_runs_the_playbook_on_the_lab_host(lab_host: str, tmp_path: Path) -> None:  # noqa: F811
+def test_alert_through_alertmanager_runs_the_playbook_on_the_lab_host(lab_host: str, tmp_path: Path) -> None:
     require_tools()
     clear_probe_files(lab_host)
     port = free_port()

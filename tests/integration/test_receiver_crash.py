@@ -6,12 +6,12 @@ import re
 import time
 from pathlib import Path
 
+import receiver_e2e
 from receiver_e2e import (
     Alertmanager,
     Receiver,
     clear_probe_files,
     free_port,
-    lab_host,  # noqa: F401  # pylint: disable=unused-import  (a fixture)
     probe_files,
     require_tools,
     wait_for,
@@ -20,10 +20,12 @@ from receiver_e2e import (
 
 from remediation_receiver.executor import find_run_processes
 
+lab_host = receiver_e2e.lab_host  # the session fixture, registered in this module
+
 FINAL = ("successful", "failed", "timeout", "canceled", "interrupted", "error")
 
 
-def test_kill_mid_run_then_restart(lab_host: str, tmp_path: Path) -> None:  # noqa: F811
+def test_kill_mid_run_then_restart(lab_host: str, tmp_path: Path) -> None:
     require_tools()
     clear_probe_files(lab_host)
     port = free_port()

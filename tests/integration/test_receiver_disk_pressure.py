@@ -11,17 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import receiver_e2e
 from receiver_e2e import (
     REPO,
     Alertmanager,
     Receiver,
     free_port,
-    lab_host,  # noqa: F401  # pylint: disable=unused-import  (a fixture)
     on_host,
     require_tools,
     wait_for,
     write_receiver_config,
 )
+
+lab_host = receiver_e2e.lab_host  # the session fixture, registered in this module
 
 FINAL = ("successful", "failed", "timeout", "canceled", "interrupted", "error")
 
@@ -56,7 +58,7 @@ def stopped_containers(host: str) -> list[str]:
     return sorted(out.split())
 
 
-def test_disk_pressure_remediation_and_escalation(lab_host: str, tmp_path: Path, pager: str) -> None:  # noqa: F811
+def test_disk_pressure_remediation_and_escalation(lab_host: str, tmp_path: Path, pager: str) -> None:
     require_tools()
     assert (REPO / "playbooks/remediate/disk_pressure.yml").exists()
     on_host(lab_host, "sh", "-c", "docker rm -f $(docker ps -aq --filter label=pmr.e2e=leftover) 2>/dev/null; true")

@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import receiver_e2e
 from receiver_e2e import (
     TOKEN,
     Receiver,
     clear_probe_files,
     free_port,
-    lab_host,  # noqa: F401  # pylint: disable=unused-import  (a fixture)
     probe_files,
     require_tools,
     wait_for,
@@ -21,9 +21,11 @@ from receiver_e2e import (
     write_receiver_config,
 )
 
+lab_host = receiver_e2e.lab_host  # the session fixture, registered in this module
+
 
 @pytest.fixture(scope="module")
-def receiver(lab_host: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:  # noqa: F811
+def receiver(lab_host: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     require_tools()
     clear_probe_files(lab_host)
     port = free_port()
@@ -84,7 +86,7 @@ def test_hostile_input_is_refused_with_a_reason(receiver: Receiver, case: str, b
     assert f"{first['outcome']}: {first['reason']}".startswith(why)
 
 
-def test_nothing_ran_and_the_token_is_nowhere(receiver: Receiver, lab_host: str) -> None:  # noqa: F811
+def test_nothing_ran_and_the_token_is_nowhere(receiver: Receiver, lab_host: str) -> None:
     assert receiver.runs() == []
     assert probe_files(lab_host) == []
     status, runs = receiver.get("/runs")

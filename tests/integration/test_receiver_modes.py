@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import receiver_e2e
 from receiver_e2e import (
     Receiver,
     clear_probe_files,
     free_port,
-    lab_host,  # noqa: F401  # pylint: disable=unused-import  (a fixture)
     probe_files,
     require_tools,
     wait_for,
@@ -23,6 +23,8 @@ from receiver_e2e import (
     webhook_payload,
     write_receiver_config,
 )
+
+lab_host = receiver_e2e.lab_host  # the session fixture, registered in this module
 
 
 class Pager(BaseHTTPRequestHandler):
@@ -38,7 +40,7 @@ class Pager(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def receiver(lab_host: str, tmp_path: Path) -> Iterator[Receiver]:  # noqa: F811
+def receiver(lab_host: str, tmp_path: Path) -> Iterator[Receiver]:
     require_tools()
     clear_probe_files(lab_host)
     Pager.pages = []
@@ -65,7 +67,7 @@ def post(receiver: Receiver, name: str, fingerprint: str, host: str, status: str
     assert receiver.post(webhook_payload(alert))[0] == 202
 
 
-def test_approve_mode_waits_for_the_cli(receiver: Receiver, lab_host: str) -> None:  # noqa: F811
+def test_approve_mode_waits_for_the_cli(receiver: Receiver, lab_host: str) -> None:
     post(receiver, "Gated", "a1", lab_host)
     waiting = wait_for(lambda: receiver.last_run("gated"), 10, "the run awaiting approval")
     assert waiting["status"] == "awaiting_approval"
@@ -80,7 +82,7 @@ def test_approve_mode_waits_for_the_cli(receiver: Receiver, lab_host: str) -> No
     assert probe_files(lab_host) == [waiting["id"]]
 
 
-def test_a_resolved_alert_cancels_the_run_waiting_for_approval(receiver: Receiver, lab_host: str) -> None:  # noqa: F811
+def test_a_resolved_alert_cancels_the_run_waiting_for_approval(receiver: Receiver, lab_host: str) -> None:
     post(receiver, "Gated", "b2", lab_host)
     waiting = wait_for(lambda: receiver.last_run("gated"), 10, "the run awaiting approval")
     post(receiver, "Gated", "b2", lab_host, status="resolved")
@@ -90,7 +92,7 @@ def test_a_resolved_alert_cancels_the_run_waiting_for_approval(receiver: Receive
     assert receiver.cli("approve", waiting["id"]).returncode == 1
 
 
-def test_observe_mode_runs_in_check_mode_and_changes_nothing(receiver: Receiver, lab_host: str) -> None:  # noqa: F811
+def test_observe_mode_runs_in_check_mode_and_changes_nothing(receiver: Receiver, lab_host: str) -> None:
     post(receiver, "Dry", "c3", lab_host)
     done = wait_for(lambda: receiver.last_run("dry", finished=True), 60,
                     "the check-mode run")
@@ -100,7 +102,7 @@ def test_observe_mode_runs_in_check_mode_and_changes_nothing(receiver: Receiver,
     assert any(json.loads(e["data"])["res"].get("changed") for e in changed), "check mode should report the change"
 
 
-def test_pause_holds_runs_and_resume_releases_nothing_stale(receiver: Receiver, lab_host: str) -> None:  # noqa: F811
+def test_pause_holds_runs_and_resume_releases_nothing_stale(receiver: Receiver, lab_host: str) -> None:
     assert receiver.cli("pause", "--reason", "maintenance window").returncode == 0
     post(receiver, "Auto", "d4", lab_host)
     decision = wait_for(lambda: receiver.journal("SELECT * FROM decisions WHERE rule='auto'"), 10, "the decision")[0]

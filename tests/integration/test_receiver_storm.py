@@ -11,11 +11,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import receiver_e2e
 from receiver_e2e import (
     Receiver,
     clear_probe_files,
     free_port,
-    lab_host,  # noqa: F401  # pylint: disable=unused-import  (a fixture)
     probe_files,
     require_tools,
     wait_for,
@@ -24,10 +24,12 @@ from receiver_e2e import (
     write_receiver_config,
 )
 
+lab_host = receiver_e2e.lab_host  # the session fixture, registered in this module
+
 SENDER_TIMEOUT = 10.0
 
 
-def test_storm(lab_host: str, tmp_path: Path) -> None:  # noqa: F811
+def test_storm(lab_host: str, tmp_path: Path) -> None:
     require_tools()
     clear_probe_files(lab_host)
     port = free_port()

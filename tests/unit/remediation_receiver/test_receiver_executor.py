@@ -175,6 +175,7 @@ def test_cancel_stops_a_running_playbook(executor: Any) -> None:
     ex.on_finished = lambda run_id: done.set()
     ex.submit(run)
     deadline = time.time() + 30
+
     def sleeping() -> bool:
         return any(e["event"] == "playbook_on_task_start" and "Take a while" in (e["task"] or "")
                    for e in journal.run_events(run.id))

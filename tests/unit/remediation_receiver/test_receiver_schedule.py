@@ -1,0 +1,97 @@
+"""Scheduling: one run per host, the global cap and pause hold queued runs (recorded); approvals expire."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from receiver_helpers import write_config
+
+from remediation_receiver.dispatcher import Dispatcher
+from remediation_receiver.executor import Executor
+from remediation_receiver.journal import Journal, RunRecord
+from remediation_receiver.metrics import Metrics
+from remediation_receiver.notify import Notifier
+from remediation_receiver.redact import Redactor
+
+
+class RecordingExecutor(Executor):
+    """The real executor's bookkeeping, without starting ansible-runner (scheduling is what is under test)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started: list[str] = []
+
+    def submit(self, run: RunRecord) -> bool:
+        if not self.journal.set_run_status(run.id, "starting", expect=("queued",), started_at=time.time()):
+            return False
+        with self._lock:
+            self._active[run.id] = run.host
+        self.started.append(run.id)
+        return True
+
+
+def setup(tmp_path: Path, cap: int = 2) -> tuple[Dispatcher, Journal, RecordingExecutor]:
+    cfg = write_config(tmp_path, guards={"max_concurrent_runs": cap})
+    journal = Journal(cfg.journal)
+    executor = RecordingExecutor(cfg, journal, Redactor([]), on_finished=lambda run_id: None)
+    return Dispatcher(cfg, journal, executor, Notifier(cfg, journal), Metrics()), journal, executor
+
+
+def queue(journal: Journal, run_id: str, host: str, status: str = "queued", **extra: Any) -> None:
+    journal.add_run({"id": run_id, "rule": "probe", "playbook": "receiver_probe.yml", "host": host,
+                     "fingerprint": run_id, "starts_at": "s", "dedup_key": run_id, "attempt": 1, "mode": "auto",
+                     "status": status, "extravars": {}, **extra})
+
+
+def test_one_run_per_host_and_the_global_cap(tmp_path: Path) -> None:
+    dispatcher, journal, executor = setup(tmp_path, cap=2)
+    for run_id, host in (("r1", "web1"), ("r2", "web1"), ("r3", "web2"), ("r4", "db1")):
+        queue(journal, run_id, host)
+        time.sleep(0.002)
+    dispatcher.schedule()
+    assert executor.started == ["r1", "r3"]
+    held = {r.id: r.held for r in journal.runs_in(("queued",))}
+    assert held["r2"].startswith("host_busy: run r1 is running on web1")
+    assert held["r4"].startswith("concurrency_cap: 2 runs already running")
+    assert [e["event"] for e in journal.run_events("r2")] == ["held"]
+    dispatcher.schedule()  # still held: recorded once, not on every pass
+    assert [e["event"] for e in journal.run_events("r2")] == ["held"]
+
+
+def test_pause_holds_queued_runs(tmp_path: Path) -> None:
+    dispatcher, journal, executor = setup(tmp_path)
+    queue(journal, "r1", "web1")
+    journal.set_state("paused", "maintenance")
+    dispatcher.schedule()
+    assert executor.started == []
+    [run] = journal.runs_in(("queued",))
+    assert run.held == "paused: the receiver is paused"
+    journal.set_state("paused", None)
+    dispatcher.schedule()
+    assert executor.started == ["r1"]
+
+
+def test_an_unapproved_run_expires_and_says_so(tmp_path: Path) -> None:
+    dispatcher, journal, _executor = setup(tmp_path)
+    queue(journal, "late", "web1", status="awaiting_approval")
+    queue(journal, "timely", "web2", status="awaiting_approval")
+    journal.set_run_status("late", "awaiting_approval", approve_by=time.time() - 1)
+    journal.set_run_status("timely", "awaiting_approval", approve_by=time.time() + 600)
+    dispatcher.expire_approvals()
+    statuses = {r.id: r.status for r in journal.list_runs()}
+    assert statuses == {"late": "expired", "timely": "awaiting_approval"}
+    assert [n["kind"] for n in journal.notifications()] == ["approval_expired"]
+
+
+def test_failed_runs_are_escalated_once(tmp_path: Path) -> None:
+    dispatcher, journal, _executor = setup(tmp_path)
+    queue(journal, "bad", "web1")
+    queue(journal, "good", "web2")
+    journal.set_run_status("bad", "failed", reason="playbook failed (rc 2)", finished_at=time.time())
+    journal.set_run_status("good", "successful", finished_at=time.time())
+    dispatcher.handle_finished()
+    dispatcher.handle_finished()
+    assert [n["kind"] for n in journal.notifications()] == ["run_failed"]
+    assert all(r.handled for r in journal.list_runs())
