@@ -5,6 +5,9 @@
    queue put. Same Alertmanager payloads for both; no rule matches them (no playbook runs).
 2. Time from the alert POST to the playbook's first task (it writes `date +%s.%N` to a file), same alert, same
    playbook, same local-connection inventory host, 5 alerts each, one at a time.
+3. A burst of 16 matching alerts, posted one after the other with a 5 s client timeout, while each one starts a
+   3 s playbook: how long each acknowledgement takes once actions pile up (ansible-rulebook with its default
+   sequential strategy; the receiver with its defaults).
 
 Installs ansible-rulebook 1.3.2 into build/rulebook-venv with pip when missing (needs Java 17).
 Prints figures and ratios; writes bench/out/receiver.json.
@@ -34,6 +37,9 @@ TOKEN = "bench-receiver-token-0123456789"
 PLAYBOOK = REPO / "bench" / "playbooks" / "receiver_first_task.yml"
 LOAD = {1: 200, 8: 800, 32: 1600, 64: 1600}
 FIRST_TASK_ROUNDS = 5
+SLOW_PLAYBOOK = REPO / "bench" / "playbooks" / "receiver_slow.yml"
+BURST = 16
+BURST_TIMEOUT = 5.0
 
 
 def free_port() -> int:
@@ -65,12 +71,12 @@ def payload(alertname: str, index: int, **labels: str) -> bytes:
                        "alerts": [alert]}).encode()
 
 
-def post(port: int, path: str, body: bytes, token: str | None) -> tuple[int, float]:
+def post(port: int, path: str, body: bytes, token: str | None, timeout: float = 30) -> tuple[int, float]:
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     started = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     conn.request("POST", path, body=body, headers=headers)
     response = conn.getresponse()
     response.read()
@@ -120,6 +126,18 @@ def first_task(port: int, path: str, token: str | None, workdir: Path, tag: str)
     return times
 
 
+def burst(port: int, path: str, token: str | None) -> dict[str, Any]:
+    """Sequential POSTs of matching alerts; a timeout is what Alertmanager would see (and then re-send)."""
+    latencies, timeouts = [], 0
+    for i in range(BURST):
+        try:
+            latencies.append(post(port, path, payload("BenchSlow", 700000 + i), token, timeout=BURST_TIMEOUT)[1])
+        except TimeoutError:
+            timeouts += 1
+            latencies.append(BURST_TIMEOUT)
+    return {"max_ms": max(latencies) * 1000, "p50_ms": statistics.median(latencies) * 1000, "timeouts": timeouts}
+
+
 def ensure_rulebook() -> Path:
     binary = RULEBOOK_VENV / "bin" / "ansible-rulebook"
     if not binary.exists():
@@ -139,9 +157,11 @@ def start_receiver(workdir: Path, inventory: Path) -> tuple[subprocess.Popen[byt
         "listen": {"host": "127.0.0.1", "port": port}, "auth": {"token_file": "token"},
         "journal": "receiver/journal.sqlite", "artifacts": {"dir": "receiver/runs", "keep_runs": 20},
         "inventory": str(inventory), "project_dir": str(PLAYBOOK.parent),
-        "executor": {"workers": 2, "envvars": {"ANSIBLE_HOME": str(workdir / "ansible-home")}},
+        "executor": {"workers": 2, "shutdown_grace": 0, "envvars": {"ANSIBLE_HOME": str(workdir / "ansible-home")}},
         "rules": [{"name": "bench", "when": "labels.alertname == 'BenchAlert'", "playbook": PLAYBOOK.name,
-                   "vars": {"bench_marker": "labels.marker"}, "cooldown": 0, "max_runs_per_hour": 1000}],
+                   "vars": {"bench_marker": "labels.marker"}, "cooldown": 0, "max_runs_per_hour": 1000},
+                  {"name": "slow", "when": "labels.alertname == 'BenchSlow'", "playbook": SLOW_PLAYBOOK.name,
+                   "cooldown": 0, "max_runs_per_hour": 1000}],
     }
     (workdir / "receiver.yml").write_text(json.dumps(config))
     log = workdir / "receiver.log"
@@ -151,7 +171,8 @@ def start_receiver(workdir: Path, inventory: Path) -> tuple[subprocess.Popen[byt
     return proc, port, log
 
 
-def start_rulebook(workdir: Path, inventory: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+def start_rulebook(workdir: Path, inventory: Path,
+                   strategy: str = "parallel") -> tuple[subprocess.Popen[bytes], int, Path]:
     binary = ensure_rulebook()
     port = free_port()
     rulebook = [{
@@ -160,14 +181,17 @@ def start_rulebook(workdir: Path, inventory: Path) -> tuple[subprocess.Popen[byt
         "rules": [{"name": "Run the playbook",
                    "condition": 'event.payload.alerts[0].labels.alertname == "BenchAlert"',
                    "action": {"run_playbook": {"name": str(PLAYBOOK), "extra_vars": {
-                       "bench_marker": "{{ event.payload.alerts[0].labels.marker }}"}}}}],
+                       "bench_marker": "{{ event.payload.alerts[0].labels.marker }}"}}}},
+                  {"name": "Run the slow playbook",
+                   "condition": 'event.payload.alerts[0].labels.alertname == "BenchSlow"',
+                   "action": {"run_playbook": {"name": str(SLOW_PLAYBOOK)}}}],
     }]
-    (workdir / "rulebook.yml").write_text(json.dumps(rulebook))
+    (workdir / f"rulebook-{strategy}.yml").write_text(json.dumps(rulebook))
     env = dict(os.environ, JAVA_HOME=JAVA_HOME, PATH=f"{RULEBOOK_VENV / 'bin'}:{os.environ['PATH']}",
                ANSIBLE_HOME=str(workdir / "ansible-home-rb"))
-    log = workdir / "rulebook.log"
-    proc = subprocess.Popen([str(binary), "--rulebook", str(workdir / "rulebook.yml"), "-i", str(inventory),
-                             "--execution-strategy", "parallel"], stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    log = workdir / f"rulebook-{strategy}.log"
+    proc = subprocess.Popen([str(binary), "--rulebook", str(workdir / f"rulebook-{strategy}.yml"), "-i", str(inventory),
+                             "--execution-strategy", strategy], stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             env=env, cwd=workdir)
     wait_port(port, 90, proc, log)
     return proc, port, log
@@ -191,6 +215,7 @@ def main() -> int:
         try:
             out["receiver_ack"] = ack_load(port, "/alerts", TOKEN, 202, 0)
             out["receiver_first_task"] = first_task(port, "/alerts", TOKEN, workdir, "receiver")
+            out["receiver_burst"] = burst(port, "/alerts", TOKEN)
         finally:
             stop(proc)
         if "--receiver-only" in sys.argv:
@@ -203,6 +228,11 @@ def main() -> int:
         try:
             out["rulebook_ack"] = ack_load(port, "/alerts", None, 200, 0)
             out["rulebook_first_task"] = first_task(port, "/alerts", None, workdir, "rulebook")
+        finally:
+            stop(proc)
+        proc, port, _ = start_rulebook(workdir, inventory, strategy="sequential")
+        try:
+            out["rulebook_burst"] = burst(port, "/alerts", None)
         finally:
             stop(proc)
     finally:
@@ -225,6 +255,13 @@ def main() -> int:
     print(f"  rulebook  {bm * 1000:7.0f} ms  (min {min(out['rulebook_first_task']) * 1000:.0f}, "
           f"max {max(out['rulebook_first_task']) * 1000:.0f})")
     print(f"  ratio receiver/rulebook: {rm / bm:.2f}")
+    rb, bb = out["receiver_burst"], out["rulebook_burst"]
+    print(f"burst of {BURST} matching alerts, each starting a 3 s playbook, posted one after the other "
+          f"({BURST_TIMEOUT:.0f} s client timeout)")
+    print(f"  receiver  ack p50 {rb['p50_ms']:7.1f} ms  max {rb['max_ms']:7.1f} ms  timeouts {rb['timeouts']}")
+    print(f"  rulebook  ack p50 {bb['p50_ms']:7.1f} ms  max {bb['max_ms']:7.1f} ms  timeouts {bb['timeouts']} "
+          "(sequential, the default)")
+    print(f"  max ack ratio receiver/rulebook: {rb['max_ms'] / bb['max_ms']:.3f}")
     out_dir = REPO / "bench" / "out"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "receiver.json").write_text(json.dumps(out, indent=2))

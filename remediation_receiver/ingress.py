@@ -186,6 +186,8 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "remediation-receiver"
     sys_version = ""
     protocol_version = "HTTP/1.1"
+    # A sender that stops mid-request (or an idle keep-alive connection) gives its thread back after this.
+    timeout = 30
     # Set per server in make_server.
     ingress: Ingress
     views: Any
