@@ -71,6 +71,7 @@ class Config:
     token_env: str | None = None
     max_body_bytes: int = 1_048_576
     journal: str = "/var/lib/remediation-receiver/journal.sqlite"
+    journal_retention_days: float = 90.0
     artifacts_dir: str = "/var/lib/remediation-receiver/runs"
     keep_runs: int = 200
     max_artifact_age_days: float = 30.0
@@ -194,8 +195,8 @@ def parse_config(data: Any, path: str) -> Config:
     cfg = Config(path=os.path.abspath(path))
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: expected a mapping at the top level"])
-    known = {"listen", "auth", "max_body_bytes", "journal", "artifacts", "inventory", "project_dir", "target",
-             "executor", "guards", "notify", "redact", "rules"}
+    known = {"listen", "auth", "max_body_bytes", "journal", "journal_retention_days", "artifacts", "inventory",
+             "project_dir", "target", "executor", "guards", "notify", "redact", "rules"}
     _unknown(errors, "config", data, known)
 
     listen = _mapping(errors, "listen", data.get("listen"))
@@ -212,6 +213,9 @@ def parse_config(data: Any, path: str) -> Config:
 
     if "max_body_bytes" in data:
         cfg.max_body_bytes = _number(errors, "max_body_bytes", data["max_body_bytes"], minimum=1024, integer=True)
+    if "journal_retention_days" in data:
+        cfg.journal_retention_days = _number(errors, "journal_retention_days", data["journal_retention_days"],
+                                             minimum=1)
     for key in ("journal", "inventory", "project_dir"):
         if key in data:
             if not isinstance(data[key], str) or not data[key]:

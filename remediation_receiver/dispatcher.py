@@ -137,6 +137,7 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self.last_loop = time.time()
         self._last_checkpoint = 0.0
+        self._last_prune = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -177,6 +178,11 @@ class Dispatcher:
         if time.time() - self._last_checkpoint > 2.0:
             self._last_checkpoint = time.time()
             self.journal.checkpoint()
+        if time.time() - self._last_prune > 3600:
+            self._last_prune = time.time()
+            removed = self.journal.prune(time.time() - self.cfg.journal_retention_days * 86400)
+            if any(removed.values()):
+                log.info("journal retention (%.0f days): removed %s", self.cfg.journal_retention_days, removed)
 
     # -- deciding --------------------------------------------------------------------------------------------
     def decide(self, alert: AlertRecord) -> None:

@@ -649,6 +649,31 @@ class Journal:
             "SELECT http_status, COUNT(*) FROM rejections GROUP BY http_status")}
         return out
 
+    def prune(self, before: float) -> dict[str, int]:
+        """Forget what finished before `before`: finished runs and their events, decided alerts nothing refers to,
+        their decisions and deliveries, sent or failed notifications, refusals. Never a waiting or active run."""
+        final = ",".join(f"'{s}'" for s in FINAL)
+        removed: dict[str, int] = {}
+        with self._write() as db:
+            old_runs = f"SELECT id FROM runs WHERE created_at < ? AND status IN ({final}) AND handled = 1"
+            removed["run_events"] = db.execute(f"DELETE FROM run_events WHERE run_id IN ({old_runs})",
+                                               (before,)).rowcount
+            removed["runs"] = db.execute(f"DELETE FROM runs WHERE id IN ({old_runs})", (before,)).rowcount
+            removed["decisions"] = db.execute(
+                "DELETE FROM decisions WHERE created_at < ? AND alert_id NOT IN"
+                " (SELECT alert_id FROM runs WHERE alert_id IS NOT NULL)", (before,)).rowcount
+            removed["alerts"] = db.execute(
+                "DELETE FROM alerts WHERE received_at < ? AND decided_at IS NOT NULL"
+                " AND id NOT IN (SELECT alert_id FROM runs WHERE alert_id IS NOT NULL)"
+                " AND id NOT IN (SELECT alert_id FROM decisions)", (before,)).rowcount
+            removed["deliveries"] = db.execute(
+                "DELETE FROM deliveries WHERE received_at < ? AND id NOT IN (SELECT delivery_id FROM alerts)",
+                (before,)).rowcount
+            removed["notifications"] = db.execute(
+                "DELETE FROM notifications WHERE created_at < ? AND status != 'pending'", (before,)).rowcount
+            removed["rejections"] = db.execute("DELETE FROM rejections WHERE created_at < ?", (before,)).rowcount
+        return removed
+
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         """Read-only ad-hoc query (tests and the CLI)."""
         return [dict(r) for r in self._read().execute(sql, params).fetchall()]

@@ -74,3 +74,28 @@ def test_nested_writes_join_one_transaction(tmp_path: Path) -> None:
         journal.set_state("a", "1")
     other = sqlite3.connect(str(tmp_path / "journal.sqlite"))
     assert other.execute("SELECT value FROM state WHERE key='a'").fetchone() == ("1",)
+
+
+def test_retention_forgets_old_finished_work_and_keeps_what_is_pending(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path / "journal.sqlite"))
+    for fingerprint in ("old", "waiting"):
+        journal.store_delivery(remote="127.0.0.1", payload={}, raw_sha256="x", alerts=[alert(fingerprint=fingerprint)])
+    undecided_new = journal.store_delivery(remote="127.0.0.1", payload={}, raw_sha256="y", alerts=[alert()])
+    old_alert, waiting_alert = journal.undecided_alerts()[:2]
+    for record, status in ((old_alert, "successful"), (waiting_alert, "awaiting_approval")):
+        journal.record_decisions(record.id, [{"outcome": "run", "reason": "r", "run_id": record.fingerprint}], [{
+            "id": record.fingerprint, "rule": "probe", "playbook": "p.yml", "host": "web1",
+            "fingerprint": record.fingerprint, "starts_at": "s", "dedup_key": record.fingerprint, "mode": "auto",
+            "status": status, "extravars": {}}])
+    journal.set_run_status("old", "successful", handled=1)
+    journal.add_run_events("old", [{"event": "runner_on_ok", "data": {}}])
+    journal.add_notification("run_failed", {}, dedup="x")
+    journal.update_notification(1, status="sent")
+
+    removed = journal.prune(before=2e10)  # everything is "old"
+    assert removed["runs"] == 1 and removed["run_events"] == 1 and removed["notifications"] == 1
+    assert [r.id for r in journal.list_runs()] == ["waiting"]
+    remaining = {a["fingerprint"] for a in journal.query("SELECT fingerprint FROM alerts")}
+    assert remaining == {"waiting", "f00d"}  # the waiting run's alert and the undecided one stay
+    assert journal.query("SELECT id FROM deliveries WHERE id=?", (undecided_new,))
+    assert journal.prune(before=0) == dict.fromkeys(removed, 0)
