@@ -38,6 +38,7 @@ class Planned:
     runs: list[dict[str, Any]]
     cancel: list[tuple[str, str]]
     notes: list[tuple[str, str, dict[str, Any], str | None]]
+    close: str | None = None
 
 
 def alert_vars(alert: AlertRecord) -> dict[str, Any]:
@@ -53,6 +54,7 @@ def plan_alert(cfg: Config, journal: Journal, inventory: InventoryCache, alert: 
     if alert.status == "resolved":
         waiting = journal.firing_runs_for_fingerprint(alert.fingerprint)
         plan.cancel = [(r.id, "alert resolved before the run started") for r in waiting]
+        plan.close = alert.fingerprint
         plan.decisions.append({"outcome": "resolved", "reason": f"alert resolved; {len(waiting)} queued or waiting "
                                                                 f"run(s) canceled"})
         return plan
@@ -187,7 +189,7 @@ class Dispatcher:
     # -- deciding --------------------------------------------------------------------------------------------
     def decide(self, alert: AlertRecord) -> None:
         plan = plan_alert(self.cfg, self.journal, self.inventory, alert)
-        self.journal.record_decisions(alert.id, plan.decisions, plan.runs, plan.cancel)
+        self.journal.record_decisions(alert.id, plan.decisions, plan.runs, plan.cancel, close=plan.close)
         for decision in plan.decisions:
             self.metrics.inc("remediation_receiver_decisions_total", {"outcome": decision["outcome"]})
             log.info("alert %d (%s %s): %s %s", alert.id, alert.labels.get("alertname"), alert.status,

@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     annotations TEXT NOT NULL,
     generator_url TEXT,
     received_at REAL NOT NULL,
-    decided_at REAL
+    decided_at REAL,
+    closed_at REAL
 );
 CREATE INDEX IF NOT EXISTS alerts_undecided ON alerts(decided_at, id);
 CREATE INDEX IF NOT EXISTS alerts_fingerprint ON alerts(fingerprint, status);
@@ -443,10 +444,14 @@ class Journal:
         return _alert_from_row(row) if row else None
 
     def record_decisions(self, alert_id: int, decisions: list[dict[str, Any]], runs: list[dict[str, Any]],
-                         cancel_runs: list[tuple[str, str]] | None = None) -> None:
-        """Write an alert's decisions and the runs they create, and mark the alert decided: one transaction."""
+                         cancel_runs: list[tuple[str, str]] | None = None, close: str | None = None) -> None:
+        """Write an alert's decisions and the runs they create, and mark the alert decided: one transaction.
+        `close` is a fingerprint whose firing records a resolved alert closes."""
         now = time.time()
         with self._write() as db:
+            if close is not None:
+                db.execute("UPDATE alerts SET closed_at=? WHERE fingerprint=? AND closed_at IS NULL AND id<=?",
+                           (now, close, alert_id))
             for run in runs:
                 db.execute(
                     "INSERT INTO runs(id, created_at, alert_id, rule, playbook, host, fingerprint, starts_at,"
@@ -491,10 +496,11 @@ class Journal:
         return int(row[0])
 
     def hosts_alerting(self, rule: str, since: float) -> set[str]:
-        """Hosts with a firing alert that matched `rule` since `since` (any outcome)."""
+        """Hosts with a firing, not yet resolved alert that matched `rule` since `since` (any outcome)."""
         rows = self._read().execute(
             "SELECT DISTINCT d.host FROM decisions d JOIN alerts a ON a.id=d.alert_id"
-            " WHERE d.rule=? AND d.created_at>=? AND d.host IS NOT NULL AND a.status='firing'", (rule, since))
+            " WHERE d.rule=? AND d.created_at>=? AND d.host IS NOT NULL AND a.status='firing'"
+            " AND a.closed_at IS NULL", (rule, since))
         return {r[0] for r in rows.fetchall()}
 
     def firing_runs_for_fingerprint(self, fingerprint: str) -> list[RunRecord]:

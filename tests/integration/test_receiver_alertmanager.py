@@ -73,6 +73,8 @@ def test_alert_through_alertmanager_runs_the_playbook_on_the_lab_host(lab_host: 
         assert resolved[0]["fingerprint"] == alert["fingerprint"]
         wait_for(lambda: receiver.journal("SELECT * FROM decisions WHERE outcome='resolved'"), 10,
                  "the resolved decision")
+        [closed] = receiver.journal("SELECT closed_at FROM alerts WHERE id=?", (alert["id"],))
+        assert closed["closed_at"] is not None, "the resolved alert did not close the firing record"
         assert len(receiver.runs()) == 1
     finally:
         alertmanager.stop()

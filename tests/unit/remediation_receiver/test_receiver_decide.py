@@ -186,3 +186,17 @@ def test_a_broken_condition_is_recorded_not_raised(tmp_path: Path) -> None:
     assert decision["outcome"] == "rule_error"
     assert "rule probe: condition failed" in decision["reason"]
     assert journal.list_runs() == []
+
+
+def test_resolved_alerts_close_their_records_and_leave_the_fleet_count(tmp_path: Path) -> None:
+    cfg, journal, inventory = setup(tmp_path, fleet_breaker={"max_hosts": 2, "window": 600}, mode="observe")
+    for fingerprint, host in (("h1", "web1"), ("h2", "web2")):
+        [record] = stored(journal, alert(fingerprint=fingerprint, instance=host))
+        decide(cfg, journal, inventory, record)
+    assert journal.hosts_alerting("probe", 0) == {"web1", "web2"}
+    [record] = stored(journal, alert(fingerprint="h1", instance="web1", status="resolved"))
+    plan = plan_alert(cfg, journal, inventory, record)
+    journal.record_decisions(record.id, plan.decisions, plan.runs, plan.cancel, close=plan.close)
+    closed = journal.query("SELECT fingerprint, status FROM alerts WHERE closed_at IS NOT NULL ORDER BY id")
+    assert closed == [{"fingerprint": "h1", "status": "firing"}, {"fingerprint": "h1", "status": "resolved"}]
+    assert journal.hosts_alerting("probe", 0) == {"web2"}
