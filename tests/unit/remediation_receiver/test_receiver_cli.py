@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,38 @@ def test_the_example_configuration_in_the_docs_is_valid() -> None:
     data = yaml.safe_load(example.read_text())
     cfg = parse_config(data, str(example))
     assert [r.mode for r in cfg.rules] == ["auto", "observe", "approve"]
+
+
+@pytest.mark.parametrize(("auth", "file_text", "environ", "result"), [
+    ({"token_file": "tok"}, "a-long-enough-token-0123\n", {}, "a-long-enough-token-0123"),
+    ({"token_env": "RR_TOKEN"}, None, {"RR_TOKEN": " env-token-0123456789 "}, "env-token-0123456789"),
+    ({"token_env": "RR_TOKEN"}, None, {}, "environment variable RR_TOKEN is empty or unset"),
+    ({"token_file": "tok"}, None, {}, "cannot read"),
+    ({"token_file": "tok"}, "short\n", {}, "shorter than 16 characters"),
+])
+def test_the_token_comes_from_a_file_or_the_environment(tmp_path: Path, auth: dict[str, str], file_text: str | None,
+                                                        environ: dict[str, str], result: str) -> None:
+    from remediation_receiver.config import read_token
+
+    if file_text is not None:
+        (tmp_path / "tok").write_text(file_text)
+    cfg = parse_config({**BASE, "auth": auth}, str(tmp_path / "config.yml"))
+    if result.startswith(("a-long", "env-token")):
+        assert read_token(cfg, environ) == result
+    else:
+        with pytest.raises(ConfigError, match=result):
+            read_token(cfg, environ)
+
+
+def test_a_token_from_the_environment_is_not_inherited_by_playbooks(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from remediation_receiver.service import Service
+
+    monkeypatch.setenv("RR_TEST_TOKEN", "env-token-0123456789-abcdef")
+    cfg = write_config(tmp_path, auth={"token_env": "RR_TEST_TOKEN"})
+    service = Service(cfg)
+    try:
+        assert "RR_TEST_TOKEN" not in os.environ
+        assert "env-token-0123456789-abcdef" in service.redactor.secrets
+    finally:
+        service.server.server_close()
