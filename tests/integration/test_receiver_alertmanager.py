@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
 from pathlib import Path
 
 import receiver_e2e
 from receiver_e2e import (
+    REPO,
     Alertmanager,
     Receiver,
     clear_probe_files,
+    ensure_alertmanager,
     free_port,
     on_host,
     probe_files,
@@ -22,6 +25,14 @@ from receiver_e2e import (
 lab_host = receiver_e2e.lab_host  # the session fixture, registered in this module
 
 FINAL = ("successful", "failed", "timeout", "canceled", "interrupted", "error")
+
+
+def test_the_documented_alertmanager_configuration_is_valid() -> None:
+    ensure_alertmanager()
+    checked = subprocess.run(["amtool", "check-config", str(REPO / "docs" / "alertmanager.example.yml")],
+                             capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "2 receivers" in checked.stdout
 
 
 def iso(moment: dt.datetime) -> str:
