@@ -209,8 +209,8 @@ def test_hung_database_times_out(catalog: Path, postgres: Postgres, tmp_path: Pa
 
 @pytest.mark.parametrize("backup_path", ["", "/", "/srv/backups/", "/srv//backups", "/srv/../etc", "srv/backups"])
 def test_playbook_refuses_a_path_that_widens_the_scope(tmp_path: Path, backup_path: str) -> None:
-    rc, tasks = playbook("reconcile_backups", tmp_path, {"backup_path": backup_path,
-                                                          "backup_reference_command": ["echo", "x"]})
+    extra = {"backup_path": backup_path, "backup_reference_command": ["echo", "x"]}
+    rc, tasks = playbook("reconcile_backups", tmp_path, extra)
     assert rc != 0
     check = tasks["Validate the variables that scope the cleanup"]
     assert check["failed"] is True
