@@ -148,6 +148,16 @@ def test_sync_within_bounds_touches_only_that_architecture(mirror: Path) -> None
     assert "--dry-run" in again["cmd"]  # nothing planned: the real run is skipped
 
 
+def test_backup_dir_keeps_what_was_deleted_or_replaced(mirror: Path) -> None:
+    (mirror / "build/debian/amd64/pkg5_amd64.deb").write_text("rebuilt 5")
+    attic = mirror / "attic/debian/amd64"
+    result = run_module(safe_sync, sync_args(mirror, backup_dir=str(attic)))
+    assert result["changed"] is True
+    assert tree(attic) == {"pkg0_amd64.deb": "amd64 0", "pkg5_amd64.deb": "amd64 5"}
+    assert (mirror / "mirror/debian/amd64/pkg5_amd64.deb").read_text() == "rebuilt 5"
+    assert run_module(safe_sync, sync_args(mirror, backup_dir=f"{mirror}/attic//amd64"))["refused"] is True
+
+
 def test_delete_false_never_deletes(mirror: Path) -> None:
     result = run_module(safe_sync, sync_args(mirror, max_delete=0, delete=False))
     assert result["refused"] is False
