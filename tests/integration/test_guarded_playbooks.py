@@ -27,13 +27,23 @@ CUSTOMERS = 120
 ORPHANS = ["cust010.tar.gz", "cust020.tar.gz", "cust030.tar.gz"]
 
 
+def apt_install(package: str) -> None:
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True, env=env)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _rsync_installed() -> None:
+    if shutil.which("rsync") is None:
+        apt_install("rsync")
+
+
 # --- PostgreSQL ------------------------------------------------------------------------------------------------
 def pg_bin() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found:
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], check=True,
-                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        apt_install("postgresql")
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     return Path(found[-1]).parent
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 from ansible.module_utils.basic import AnsibleModule
-from guard_module_runner import load, run_module, tree
+from guard_module_runner import load, require_program, run_module, tree
 
+RSYNC = require_program("rsync", "rsync")
 safe_sync = load("safe_sync")
 ARCHES = ("amd64", "i386", "arm64")
 FILES_PER_ARCH = 20
@@ -232,7 +233,7 @@ def rsync_daemon(mirror: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     (conf_dir / "rsyncd.conf").write_text(
         f"pid file = {conf_dir}/rsyncd.pid\nuse chroot = no\nuid = root\ngid = root\n"
         f"[debian]\npath = {mirror}/mirror/debian\nread only = no\n")
-    daemon = subprocess.Popen(["rsync", "--daemon", "--no-detach", "--address=127.0.0.1", f"--port={port}",
+    daemon = subprocess.Popen([RSYNC, "--daemon", "--no-detach", "--address=127.0.0.1", f"--port={port}",
                                f"--config={conf_dir}/rsyncd.conf"])
     try:
         for _ in range(50):
