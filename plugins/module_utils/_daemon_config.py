@@ -1,0 +1,184 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE to the postmortem.remediation collection: may change without notice.
+#
+# Rules for /etc/docker/daemon.json: merging, coercion dockerd insists on, validation, and which
+# changes a SIGHUP reload applies versus which need a restart. Pure functions, no Ansible imports.
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import copy
+import json
+import shlex
+
+# Top-level keys dockerd accepts in daemon.json (Engine 20.10 to 28). dockerd refuses any other key
+# ("the following directives don't match any configuration option"), so we refuse it first.
+KNOWN_KEYS = frozenset(
+    """
+    allow-direct-routing allow-nondistributable-artifacts api-cors-header authorization-plugins bip bip6 bridge
+    builder cdi-spec-dirs cgroup-parent cluster-advertise cluster-store cluster-store-opts containerd
+    containerd-namespace containerd-plugins-namespace cpu-rt-period cpu-rt-runtime data-root debug
+    default-address-pools default-cgroupns-mode default-gateway default-gateway-v6 default-ipc-mode
+    default-network-opts default-runtime default-shm-size default-ulimits dns dns-opts dns-search exec-opts
+    exec-root experimental features firewall-backend fixed-cidr fixed-cidr-v6 group host-gateway-ip
+    host-gateway-ips hosts http-proxy https-proxy icc init init-path insecure-registries ip ip-forward
+    ip-forward-no-drop ip-masq ip6tables iptables ipv6 labels live-restore log-driver log-format log-level
+    log-opts max-concurrent-downloads max-concurrent-uploads max-download-attempts metrics-addr min-api-version
+    mtu no-new-privileges no-proxy node-generic-resources oom-score-adjust pidfile proxies raw-logs
+    registry-mirrors rootless runtimes seccomp-profile selinux-enabled shutdown-timeout storage-driver
+    storage-opts swarm-default-advertise-addr tls tlscacert tlscert tlskey tlsverify userland-proxy
+    userland-proxy-path userns-remap
+    """.split()
+)
+
+# Keys dockerd re-reads on SIGHUP ("Configuration reload behavior" in the dockerd reference).
+# Everything else, the log driver and its options and the storage driver included, needs a restart.
+RELOADABLE_KEYS = frozenset(
+    """
+    debug labels live-restore max-concurrent-downloads max-concurrent-uploads max-download-attempts
+    default-runtime runtimes authorization-plugins allow-nondistributable-artifacts insecure-registries
+    registry-mirrors shutdown-timeout features
+    """.split()
+)
+
+# Values dockerd parses as map[string]string: a number or a boolean there stops the daemon from starting.
+STRING_MAP_KEYS = ("log-opts",)
+
+
+class ConfigError(Exception):
+    """The existing file or the requested change cannot be used; the message says which and why."""
+
+
+def parse_existing(text, path):
+    """Parse the current file; an empty file counts as no settings. Invalid JSON is an error, never overwritten."""
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(
+            "%s is not valid JSON (%s); it was left untouched. Fix or remove it by hand, then run again." % (path, exc)
+        ) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(
+            "%s holds a JSON %s, not an object; it was left untouched." % (path, type(data).__name__)
+        )
+    return data
+
+
+def deep_merge(base, overlay):
+    """Return base with overlay merged in: nested dicts merged key by key, any other value replaced."""
+    result = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = deep_merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def remove_keys(config, keys):
+    """Remove top-level keys, or nested ones named as a dotted path (``log-opts.max-size``)."""
+    result = copy.deepcopy(config)
+    for key in keys:
+        parts = key.split(".") if key not in result else [key]
+        node = result
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if isinstance(node, dict):
+            node.pop(parts[-1], None)
+    return result
+
+
+def _as_docker_string(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def coerce(config):
+    """Turn values dockerd reads as strings into strings (log-opts max-file: 3 becomes "3")."""
+    result = copy.deepcopy(config)
+    for key in STRING_MAP_KEYS:
+        opts = result.get(key)
+        if isinstance(opts, dict):
+            result[key] = dict((name, _as_docker_string(value)) for name, value in opts.items())
+    return result
+
+
+def unit_host_flags(exec_start):
+    """The -H/--host flags in a docker unit's ExecStart line."""
+    try:
+        argv = shlex.split(exec_start or "")
+    except ValueError:
+        argv = (exec_start or "").split()
+    flags = []
+    for index, arg in enumerate(argv):
+        if arg in ("-H", "--host") and index + 1 < len(argv):
+            flags.append(argv[index + 1])
+        elif arg.startswith("--host=") or (arg.startswith("-H") and len(arg) > 2):
+            flags.append(arg.split("=", 1)[-1] if "=" in arg else arg[2:])
+    return flags
+
+
+def validate(config, allow_unknown_keys=False, exec_start=None):
+    """Return the reasons dockerd would refuse this configuration (an empty list when none)."""
+    problems = []
+    unknown = sorted(key for key in config if key not in KNOWN_KEYS)
+    if unknown and not allow_unknown_keys:
+        problems.append(
+            "unknown top-level key(s) %s: dockerd refuses to start with them "
+            "(set allow_unknown_keys=true if your dockerd is newer than this list)" % ", ".join(unknown)
+        )
+    for key in STRING_MAP_KEYS:
+        if key in config and not isinstance(config[key], dict):
+            kind = type(config[key]).__name__
+            problems.append("%s must be a mapping of option names to values, not %s" % (key, kind))
+    if "hosts" in config:
+        flags = unit_host_flags(exec_start)
+        if flags:
+            problems.append(
+                "'hosts' is set in daemon.json while the docker unit already passes %s in ExecStart: dockerd refuses "
+                "to start when hosts are given both as a flag and in the file. Remove the flag with a systemd drop-in "
+                "(ExecStart= then ExecStart=/usr/sbin/dockerd) first, or drop 'hosts' from settings"
+                % " ".join("-H " + flag for flag in flags)
+            )
+    if "data-root" in config and not str(config["data-root"]).startswith("/"):
+        problems.append("data-root must be an absolute path, got %r" % config["data-root"])
+    return problems
+
+
+def changed_keys(before, after):
+    """Top-level keys whose value differs between the two configurations, sorted."""
+    keys = set(before) | set(after)
+    return sorted(key for key in keys if before.get(key, _MISSING) != after.get(key, _MISSING))
+
+
+def needs_restart(keys):
+    """True when any changed key is one dockerd only reads at start."""
+    return any(key not in RELOADABLE_KEYS for key in keys)
+
+
+def render(config):
+    """The file text: stable key order, two-space indent, trailing newline, no timestamps."""
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+class _Missing:
+    def __repr__(self):
+        return "<missing>"
+
+
+_MISSING = _Missing()
+
+
+def plan(current, settings, remove=(), exclusive=False):
+    """The configuration that should be on disk, from what is there and what was asked."""
+    desired = copy.deepcopy(settings) if exclusive else deep_merge(current, settings)
+    desired = remove_keys(desired, remove)
+    return coerce(desired)

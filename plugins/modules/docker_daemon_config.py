@@ -1,0 +1,295 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: docker_daemon_config
+short_description: Manage /etc/docker/daemon.json by merge, without ever breaking the daemon
+version_added: 0.1.0
+description:
+  - Merges O(settings) into the Docker daemon configuration file. Nested mappings are merged key by key, other
+    values are replaced, and keys the module was not told about are kept (a C(runtimes) block written by another
+    tool survives).
+  - Writes values dockerd reads as strings (every C(log-opts) value) as strings, refuses top-level keys dockerd
+    does not know, and refuses a C(hosts) key while the docker unit passes C(-H) in its C(ExecStart).
+  - Checks the candidate with C(dockerd --validate) where the installed dockerd has it (Docker Engine 23.0 and later).
+  - An existing file that is not valid JSON is never overwritten. The file is replaced atomically and the previous
+    version is kept as a backup.
+  - Says whether the change needs a restart of dockerd or whether a reload (SIGHUP) is enough. It never restarts
+    the daemon itself; roles do that in a handler that can roll back.
+author:
+  - Postmortem Remediation Maintainers (@postmortem-remediation)
+attributes:
+  check_mode:
+    support: full
+    description: Computes and returns the change, runs the validation, writes nothing.
+  diff_mode:
+    support: full
+    description: Returns the file text before and after.
+  idempotent:
+    support: full
+    description: A second run with the same arguments reports no change.
+options:
+  path:
+    description: The daemon configuration file.
+    type: path
+    default: /etc/docker/daemon.json
+  settings:
+    description:
+      - Settings to merge into the file. With O(exclusive=true), the whole content of the file.
+    type: dict
+    default: {}
+  remove_keys:
+    description:
+      - Keys to remove, top-level names or dotted paths into nested mappings such as C(log-opts.max-size).
+    type: list
+    elements: str
+    default: []
+  exclusive:
+    description:
+      - Make the file exactly O(settings) (after O(remove_keys) and coercion); keys not in O(settings) are removed.
+    type: bool
+    default: false
+  allow_unknown_keys:
+    description:
+      - Accept top-level keys this module does not know, for a dockerd newer than its list.
+    type: bool
+    default: false
+  validate:
+    description:
+      - Run C(dockerd --validate --config-file <candidate>) before writing, when the installed dockerd supports it.
+    type: bool
+    default: true
+  dockerd_path:
+    description: The dockerd binary used for validation. Found on the PATH when not given.
+    type: path
+  service_name:
+    description: The systemd unit of the daemon, read for its C(ExecStart) flags.
+    type: str
+    default: docker
+  backup:
+    description: Keep a timestamped copy of the file it replaces.
+    type: bool
+    default: true
+  mode:
+    description: File mode of the written file.
+    type: raw
+    default: '0644'
+"""
+
+EXAMPLES = r"""
+- name: Bound container logs daemon-wide
+  postmortem.remediation.docker_daemon_config:
+    settings:
+      log-driver: local
+      log-opts:
+        max-size: 10m
+        max-file: 5
+  register: daemon_config
+
+- name: Restart dockerd only when the change needs it
+  ansible.builtin.systemd_service:
+    name: docker
+    state: restarted
+  when: daemon_config.restart_needed
+
+- name: Stop managing a key and leave the rest alone
+  postmortem.remediation.docker_daemon_config:
+    remove_keys:
+      - log-opts.compress
+"""
+
+RETURN = r"""
+changed_keys:
+  description: Top-level keys whose value changed.
+  returned: always
+  type: list
+  elements: str
+  sample: [log-driver, log-opts]
+restart_needed:
+  description: True when a changed key is only read by dockerd at start (log and storage settings among them).
+  returned: always
+  type: bool
+reload_enough:
+  description: True when the file changed and every changed key is applied by a reload (SIGHUP).
+  returned: always
+  type: bool
+backup_file:
+  description: The copy of the replaced file.
+  returned: when a file was replaced and O(backup=true)
+  type: str
+  sample: /etc/docker/daemon.json.12345.2026-11-21@10:00:00~
+config:
+  description: The configuration as it is (or in check mode, would be) on disk.
+  returned: always
+  type: dict
+validated_with:
+  description: How the candidate was checked, C(dockerd --validate) or C(rules) when dockerd has no validate flag.
+  returned: always
+  type: str
+"""
+
+import os
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_bytes, to_native
+
+from ansible_collections.postmortem.remediation.plugins.module_utils._daemon_config import (
+    ConfigError,
+    changed_keys,
+    needs_restart,
+    parse_existing,
+    plan,
+    render,
+    validate,
+)
+
+
+class DaemonConfig:
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.path = self.params["path"]
+
+    def read_current(self):
+        if not os.path.exists(self.path):
+            return None, {}
+        try:
+            with open(self.path, "rb") as handle:
+                text = handle.read().decode("utf-8")
+        except (IOError, OSError, UnicodeDecodeError) as exc:
+            self.module.fail_json(msg="Cannot read %s: %s" % (self.path, to_native(exc)))
+        return text, parse_existing(text, self.path)
+
+    def unit_exec_start(self):
+        systemctl = self.module.get_bin_path("systemctl")
+        if not systemctl:
+            return ""
+        rc, out, _err = self.module.run_command(
+            [systemctl, "show", self.params["service_name"], "--property=ExecStart", "--value"],
+            environ_update={"LANG": "C"},
+        )
+        if rc != 0:
+            return ""
+        # Output looks like "{ path=/usr/sbin/dockerd ; argv[]=/usr/sbin/dockerd -H fd:// ; ... }".
+        for part in out.split(";"):
+            part = part.strip()
+            if part.startswith("argv[]="):
+                return part[len("argv[]="):]
+        return out.strip()
+
+    def dockerd(self):
+        given = self.params["dockerd_path"]
+        if given and not os.access(given, os.X_OK):
+            self.module.fail_json(
+                msg="dockerd_path %s is not an executable file; cannot validate %s" % (given, self.path)
+            )
+        return given or self.module.get_bin_path("dockerd")
+
+    def dockerd_validates(self, dockerd):
+        rc, out, err = self.module.run_command([dockerd, "--help"], environ_update={"LANG": "C"})
+        return rc == 0 and "--validate" in (out + err)
+
+    def write_candidate(self, text):
+        # Same directory as the target so the final move is atomic; check mode may run before it exists.
+        directory = os.path.dirname(self.path) or "."
+        if not os.path.isdir(directory):
+            directory = tempfile.gettempdir()
+        fd, tmp = tempfile.mkstemp(prefix=".daemon.json.", dir=directory)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(to_bytes(text))
+        return tmp
+
+    def validate_with_dockerd(self, tmp):
+        dockerd = self.dockerd()
+        if not self.params["validate"] or not dockerd or not self.dockerd_validates(dockerd):
+            return "rules"
+        rc, out, err = self.module.run_command([dockerd, "--validate", "--config-file", tmp])
+        if rc != 0:
+            os.unlink(tmp)
+            self.module.fail_json(
+                msg="dockerd --validate refused the new %s, which was not written: %s"
+                % (self.path, (err or out).strip()),
+            )
+        return "dockerd --validate"
+
+    def run(self):
+        params = self.params
+        try:
+            before_text, current = self.read_current()
+            desired = plan(current, params["settings"], params["remove_keys"], params["exclusive"])
+        except ConfigError as exc:
+            self.module.fail_json(msg=to_native(exc), path=self.path)
+        problems = validate(desired, params["allow_unknown_keys"], self.unit_exec_start())
+        if problems:
+            self.module.fail_json(
+                msg="Refusing to write %s: %s" % (self.path, "; ".join(problems)), problems=problems, path=self.path
+            )
+
+        keys = changed_keys(current, desired)
+        # Compared as data, not text: a hand-formatted file that already says the same is left alone.
+        changed = bool(keys)
+        restart = needs_restart(keys)
+        result = dict(
+            changed=changed,
+            changed_keys=keys,
+            restart_needed=changed and restart,
+            reload_enough=changed and not restart,
+            config=desired,
+            path=self.path,
+            validated_with="rules",
+        )
+        after_text = render(desired)
+        if self.module._diff:
+            result["diff"] = dict(
+                before=before_text or "", after=after_text if changed else (before_text or ""),
+                before_header=self.path, after_header=self.path,
+            )
+        if not changed:
+            return result
+
+        tmp = self.write_candidate(after_text)
+        result["validated_with"] = self.validate_with_dockerd(tmp)
+        if self.module.check_mode:
+            os.unlink(tmp)
+            return result
+        if before_text is not None and params["backup"]:
+            result["backup_file"] = self.module.backup_local(self.path)
+        self.module.atomic_move(tmp, self.path)
+        self.module.set_mode_if_different(self.path, params["mode"], False)
+        return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", default="/etc/docker/daemon.json"),
+            settings=dict(type="dict", default={}),
+            remove_keys=dict(type="list", elements="str", default=[], no_log=False),
+            exclusive=dict(type="bool", default=False),
+            allow_unknown_keys=dict(type="bool", default=False),
+            validate=dict(type="bool", default=True),
+            dockerd_path=dict(type="path"),
+            service_name=dict(type="str", default="docker"),
+            backup=dict(type="bool", default=True),
+            mode=dict(type="raw", default="0644"),
+        ),
+        supports_check_mode=True,
+    )
+    directory = os.path.dirname(module.params["path"])
+    if directory and not os.path.isdir(directory) and not module.check_mode:
+        try:
+            os.makedirs(directory, 0o755)
+        except OSError as exc:
+            module.fail_json(msg="Cannot create %s for %s: %s" % (directory, module.params["path"], exc))
+    module.exit_json(**DaemonConfig(module).run())
+
+
+if __name__ == "__main__":
+    main()

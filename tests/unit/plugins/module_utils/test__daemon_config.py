@@ -1,0 +1,124 @@
+"""The daemon.json rules, as a specification."""
+
+from __future__ import annotations
+
+import pytest
+from ansible_collections.postmortem.remediation.plugins.module_utils import _daemon_config as dc
+
+MERGE = [
+    # (current, settings, remove, exclusive, expected)
+    ({}, {"log-driver": "local"}, [], False, {"log-driver": "local"}),
+    (
+        {"runtimes": {"nvidia": {"path": "nvidia-container-runtime"}}},
+        {"log-driver": "local"},
+        [],
+        False,
+        {"runtimes": {"nvidia": {"path": "nvidia-container-runtime"}}, "log-driver": "local"},
+    ),
+    (
+        {"log-opts": {"max-size": "10m", "labels": "team"}},
+        {"log-opts": {"max-size": "50m", "max-file": "3"}},
+        [],
+        False,
+        {"log-opts": {"max-size": "50m", "labels": "team", "max-file": "3"}},
+    ),
+    ({"dns": ["1.1.1.1"]}, {"dns": ["9.9.9.9"]}, [], False, {"dns": ["9.9.9.9"]}),
+    ({"debug": True, "log-driver": "json-file"}, {"log-driver": "local"}, [], True, {"log-driver": "local"}),
+    ({"debug": True, "log-level": "warn"}, {}, ["debug"], False, {"log-level": "warn"}),
+    ({"log-opts": {"max-size": "1m", "compress": "true"}}, {}, ["log-opts.compress"], False,
+     {"log-opts": {"max-size": "1m"}}),
+    ({"debug": True}, {}, ["no-such-key", "log-opts.max-size"], False, {"debug": True}),
+]
+
+
+@pytest.mark.parametrize(("current", "settings", "remove", "exclusive", "expected"), MERGE)
+def test_plan_merges_removes_and_owns(current, settings, remove, exclusive, expected):
+    assert dc.plan(current, settings, remove, exclusive) == expected
+
+
+def test_plan_does_not_mutate_its_inputs():
+    current = {"log-opts": {"max-size": "1m"}}
+    settings = {"log-opts": {"max-file": 2}}
+    dc.plan(current, settings)
+    assert current == {"log-opts": {"max-size": "1m"}}
+    assert settings == {"log-opts": {"max-file": 2}}
+
+
+COERCE = [
+    ({"log-opts": {"max-file": 3}}, {"log-opts": {"max-file": "3"}}),
+    ({"log-opts": {"compress": True}}, {"log-opts": {"compress": "true"}}),
+    ({"log-opts": {"compress": False, "max-size": "10m"}}, {"log-opts": {"compress": "false", "max-size": "10m"}}),
+    # Only log-opts is a string map; booleans elsewhere stay booleans (dockerd wants "live-restore": true).
+    ({"live-restore": True, "max-concurrent-downloads": 3}, {"live-restore": True, "max-concurrent-downloads": 3}),
+]
+
+
+@pytest.mark.parametrize(("given", "written"), COERCE)
+def test_coerce_writes_log_opts_as_strings(given, written):
+    assert dc.coerce(given) == written
+
+
+VALIDATE = [
+    # (config, allow_unknown, exec_start, fragment of the expected reason or None)
+    ({"log-driver": "local"}, False, "", None),
+    ({"log-driver": "local", "log-rotation": "yes"}, False, "", "unknown top-level key(s) log-rotation"),
+    ({"log-rotation": "yes"}, True, "", None),
+    ({"log-opts": "max-size=10m"}, False, "", "log-opts must be a mapping"),
+    ({"hosts": ["unix:///var/run/docker.sock"]}, False, "/usr/sbin/dockerd -H fd:// --containerd=/run/c.sock",
+     "-H fd://"),
+    ({"hosts": ["unix:///var/run/docker.sock"]}, False, "/usr/sbin/dockerd --containerd=/run/c.sock", None),
+    ({"hosts": ["tcp://127.0.0.1:2375"]}, False, "/usr/sbin/dockerd --host=fd://", "-H fd://"),
+    ({"data-root": "var/lib/docker"}, False, "", "data-root must be an absolute path"),
+]
+
+
+@pytest.mark.parametrize(("config", "allow_unknown", "exec_start", "reason"), VALIDATE)
+def test_validate_refuses_what_dockerd_refuses(config, allow_unknown, exec_start, reason):
+    problems = dc.validate(config, allow_unknown, exec_start)
+    if reason is None:
+        assert problems == []
+    else:
+        assert any(reason in problem for problem in problems), problems
+
+
+PARSE = [
+    ("", {}),
+    ("  \n", {}),
+    ('{"debug": true}', {"debug": True}),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), PARSE)
+def test_parse_existing_accepts_json_objects_and_empty_files(text, expected):
+    assert dc.parse_existing(text, "/etc/docker/daemon.json") == expected
+
+
+@pytest.mark.parametrize("text", ['{"debug": true,}', "[1, 2]", "log-driver: local", '"just a string"'])
+def test_parse_existing_refuses_what_it_cannot_merge_into(text):
+    with pytest.raises(dc.ConfigError, match=r"/etc/docker/daemon\.json"):
+        dc.parse_existing(text, "/etc/docker/daemon.json")
+
+
+RESTART = [
+    (["log-opts"], True),
+    (["storage-driver"], True),
+    (["debug"], False),
+    (["live-restore", "registry-mirrors"], False),
+    (["debug", "log-driver"], True),
+]
+
+
+@pytest.mark.parametrize(("keys", "restart"), RESTART)
+def test_reload_is_enough_only_for_reloadable_keys(keys, restart):
+    assert dc.needs_restart(keys) is restart
+
+
+def test_changed_keys_sees_additions_removals_and_type_changes():
+    before = {"debug": True, "log-opts": {"max-file": 3}, "gone": 1}
+    after = {"debug": True, "log-opts": {"max-file": "3"}, "new": 2}
+    assert dc.changed_keys(before, after) == ["gone", "log-opts", "new"]
+
+
+def test_render_is_stable():
+    assert dc.render({"b": 1, "a": {"d": "x", "c": "y"}}) == dc.render({"a": {"c": "y", "d": "x"}, "b": 1})
+    assert dc.render({}).endswith("\n")

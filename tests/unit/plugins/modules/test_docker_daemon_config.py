@@ -1,0 +1,120 @@
+"""docker_daemon_config run for real against files in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+
+@pytest.fixture
+def daemon_json(tmp_path):
+    return tmp_path / "docker" / "daemon.json"
+
+
+def args(path, **kwargs):
+    # No systemd unit to read and rules-only validation: the dockerd path is covered by its own test below.
+    return dict(path=str(path), service_name="pmr-no-such-unit", validate=False, **kwargs)
+
+
+def test_creates_file_with_string_log_opts_and_is_idempotent(module_runner, daemon_json):
+    settings = {"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": 3}}
+    first = module_runner("docker_daemon_config", args(daemon_json, settings=settings))
+    assert first["changed"] is True, first
+    assert first["changed_keys"] == ["log-driver", "log-opts"]
+    assert first["restart_needed"] is True and first["reload_enough"] is False
+    assert json.loads(daemon_json.read_text()) == {
+        "log-driver": "json-file",
+        "log-opts": {"max-size": "10m", "max-file": "3"},
+    }
+    assert "backup_file" not in first  # nothing was replaced
+    second = module_runner("docker_daemon_config", args(daemon_json, settings=settings))
+    assert second["changed"] is False, second
+
+
+def test_keeps_unmanaged_keys_and_backs_up_what_it_replaces(module_runner, daemon_json):
+    daemon_json.parent.mkdir(parents=True)
+    original = '{"runtimes": {"nvidia": {"path": "nvidia-container-runtime"}}}\n'
+    daemon_json.write_text(original)
+    result = module_runner("docker_daemon_config", args(daemon_json, settings={"log-driver": "local"}))
+    assert result["changed"] is True
+    assert json.loads(daemon_json.read_text())["runtimes"] == {"nvidia": {"path": "nvidia-container-runtime"}}
+    with open(result["backup_file"]) as handle:
+        assert handle.read() == original
+
+
+def test_check_mode_reports_and_diffs_but_writes_nothing(module_runner, daemon_json):
+    daemon_json.parent.mkdir(parents=True)
+    daemon_json.write_text('{"debug": true}\n')
+    result = module_runner(
+        "docker_daemon_config", args(daemon_json, settings={"debug": False}), check_mode=True, diff=True
+    )
+    assert result["changed"] is True
+    assert result["reload_enough"] is True and result["restart_needed"] is False
+    assert '"debug": true' in result["diff"]["before"] and '"debug": false' in result["diff"]["after"]
+    assert daemon_json.read_text() == '{"debug": true}\n'
+    assert sorted(os.listdir(daemon_json.parent)) == ["daemon.json"]  # no candidate or backup left behind
+
+
+def test_check_mode_on_a_host_without_the_directory(module_runner, tmp_path):
+    path = tmp_path / "absent" / "daemon.json"
+    result = module_runner("docker_daemon_config", args(path, settings={"debug": True}), check_mode=True)
+    assert result["changed"] is True
+    assert not path.parent.exists()
+
+
+def test_invalid_json_is_never_overwritten(module_runner, daemon_json):
+    daemon_json.parent.mkdir(parents=True)
+    daemon_json.write_text('{"debug": true,,}')
+    result = module_runner("docker_daemon_config", args(daemon_json, settings={"log-driver": "local"}))
+    assert result["failed"] is True
+    assert str(daemon_json) in result["msg"] and "not valid JSON" in result["msg"]
+    assert daemon_json.read_text() == '{"debug": true,,}'
+
+
+def test_unknown_key_is_refused_with_its_name(module_runner, daemon_json):
+    result = module_runner("docker_daemon_config", args(daemon_json, settings={"log-rotate": "daily"}))
+    assert result["failed"] is True and "log-rotate" in result["msg"]
+    assert not daemon_json.exists()
+    allowed = module_runner(
+        "docker_daemon_config", args(daemon_json, settings={"log-rotate": "daily"}, allow_unknown_keys=True)
+    )
+    assert allowed["changed"] is True
+
+
+def test_exclusive_owns_the_file_and_remove_keys_removes(module_runner, daemon_json):
+    daemon_json.parent.mkdir(parents=True)
+    daemon_json.write_text('{"debug": true, "log-opts": {"max-size": "1m", "compress": "true"}}')
+    removed = module_runner("docker_daemon_config", args(daemon_json, remove_keys=["log-opts.compress"]))
+    assert json.loads(daemon_json.read_text()) == {"debug": True, "log-opts": {"max-size": "1m"}}
+    assert removed["changed_keys"] == ["log-opts"]
+    module_runner("docker_daemon_config", args(daemon_json, settings={"log-driver": "local"}, exclusive=True))
+    assert json.loads(daemon_json.read_text()) == {"log-driver": "local"}
+
+
+def test_failing_dockerd_validate_leaves_the_file_alone(module_runner, daemon_json, tmp_path):
+    # A stand-in dockerd that has --validate and refuses: the fault a real Engine >= 23 produces.
+    fake = tmp_path / "dockerd"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in --help) echo "  --validate  Validate daemon configuration and exit";; '
+        '--validate) echo "unable to configure the Docker daemon with file $3: bad value" >&2; exit 1;; esac\n'
+    )
+    fake.chmod(0o755)
+    daemon_json.parent.mkdir(parents=True)
+    daemon_json.write_text('{"debug": true}\n')
+    result = module_runner(
+        "docker_daemon_config",
+        dict(path=str(daemon_json), settings={"debug": False}, dockerd_path=str(fake), service_name="pmr-none"),
+    )
+    assert result["failed"] is True and "dockerd --validate refused" in result["msg"] and "bad value" in result["msg"]
+    assert daemon_json.read_text() == '{"debug": true}\n'
+    assert sorted(os.listdir(daemon_json.parent)) == ["daemon.json"]
+
+
+def test_missing_dockerd_path_is_a_clear_error(module_runner, daemon_json):
+    missing = dict(path=str(daemon_json), settings={"debug": True}, dockerd_path="/nonexistent/dockerd")
+    result = module_runner("docker_daemon_config", missing)
+    assert result["failed"] is True and "/nonexistent/dockerd is not an executable" in result["msg"]
+    assert not daemon_json.exists()
