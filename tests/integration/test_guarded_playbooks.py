@@ -186,7 +186,7 @@ def test_database_down_is_refused(catalog: Path, postgres: Postgres, tmp_path: P
 
 def test_database_killed_mid_query_is_refused(catalog: Path, postgres: Postgres, tmp_path: Path) -> None:
     def kill_the_query() -> None:
-        for _ in range(100):
+        for _attempt in range(100):
             time.sleep(0.1)
             killed = postgres.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                                   "WHERE query LIKE '%pg_sleep(2)%' AND pid <> pg_backend_pid()")

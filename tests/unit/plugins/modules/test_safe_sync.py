@@ -236,7 +236,7 @@ def rsync_daemon(mirror: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     daemon = subprocess.Popen([RSYNC, "--daemon", "--no-detach", "--address=127.0.0.1", f"--port={port}",
                                f"--config={conf_dir}/rsyncd.conf"])
     try:
-        for _ in range(50):
+        for _attempt in range(50):
             with socket.socket() as client:
                 if client.connect_ex(("127.0.0.1", port)) == 0:
                     break
