@@ -641,8 +641,8 @@ class Reclaimer:
             except (IOError, OSError) as exc:
                 report["failed"].append({"name": candidate["name"], "error": "%s: %s" % (candidate["path"], exc)})
                 continue
-            report["removed"].append("log of %s (%s -> %s)" % (candidate["name"], human_bytes(before),
-                                                                human_bytes(after)))
+            sizes = (candidate["name"], human_bytes(before), human_bytes(after))
+            report["removed"].append("log of %s (%s -> %s)" % sizes)
             report["truncated"].append({"container": candidate["name"], "path": candidate["path"],
                                         "size_before": before, "size_after": after})
 
