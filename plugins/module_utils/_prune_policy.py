@@ -482,6 +482,14 @@ class EngineState:
         listed = api.containers(all=True)
         if not isinstance(listed, list):
             raise PolicyError("the engine's container list is not a list: refusing to plan on it")
+        # An empty answer next to a non-empty count is a partial view: "unused" would then mean everything.
+        counts = api.info() or {}
+        if not listed and (counts.get("Containers") or 0) > 0:
+            raise PolicyError("the engine listed no containers but counts %s: refusing to decide what is unused"
+                              % counts.get("Containers"))
+        if not self.images and (counts.get("Images") or 0) > 0:
+            raise PolicyError("the engine's disk usage lists no images but it counts %s: refusing to plan on it"
+                              % counts.get("Images"))
         self.containers = []
         for summary in listed:
             detail = api.inspect_container(summary["Id"])

@@ -601,3 +601,44 @@ def test_write_atomically_replaces_the_file_and_leaves_no_temp(tmp_path):
     assert target.read_text() == "new\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docker_prune.prom"]
     assert oct(target.stat().st_mode & 0o777) == "0o644"
+
+
+# --- never plan on a partial view ----------------------------------------------------------------------------
+class PartialEngine:
+    """An engine whose answers disagree with each other: a fault that cannot be produced on a real engine at will."""
+
+    error_class = RuntimeError
+
+    def __init__(self, containers: list, images: list, counts: dict) -> None:
+        self._containers = containers
+        self._images = images
+        self._counts = counts
+
+    def system_df(self) -> dict:
+        return {"Images": self._images, "Containers": [], "BuildCache": [], "Volumes": []}
+
+    def containers(self, all: bool = True) -> list:
+        return self._containers
+
+    def info(self) -> dict:
+        return self._counts
+
+    def images(self, all: bool = False) -> list:
+        return self._images
+
+
+@pytest.mark.parametrize(
+    ("containers", "images", "counts", "fragment"),
+    [
+        ([], [image("a", ["a:1"])], {"Containers": 3, "Images": 1}, "listed no containers but counts 3"),
+        ([], [], {"Containers": 0, "Images": 5}, "lists no images but it counts 5"),
+    ],
+)
+def test_engine_state_refuses_a_partial_view(containers, images, counts, fragment):
+    with pytest.raises(policy.PolicyError, match=fragment):
+        policy.EngineState(PartialEngine(containers, images, counts))
+
+
+def test_engine_state_accepts_an_empty_engine():
+    state = policy.EngineState(PartialEngine([], [], {"Containers": 0, "Images": 0}))
+    assert state.containers == [] and state.images == []
