@@ -97,19 +97,21 @@ INNER_SECONDS: dict[str, float] = {}
 
 def run_docker_reclaim() -> float:
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / "build" / "collections"),
-               ANSIBLE_HOME=str(REPO / "build" / "ansible-home"), ANSIBLE_FORCE_COLOR="false")
+               ANSIBLE_HOME=str(REPO / "build" / "ansible-home"), ANSIBLE_FORCE_COLOR="false",
+               ANSIBLE_LOAD_CALLBACK_PLUGINS="true", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
     ansible = Path(sys.executable).parent / "ansible"
     started = time.monotonic()
     result = subprocess.run(
         [str(ansible), "-i", f"{HOST},", "-c", "community.docker.docker", "-e",
          "ansible_python_interpreter=/usr/bin/python3", HOST, "-m", "postmortem.remediation.docker_reclaim",
-         "-a", f"target_free={TARGET}", "-o"],
+         "-a", f"target_free={TARGET}"],
         capture_output=True, text=True, env=env, check=False,
     )
     wall = time.monotonic() - started
     if result.returncode != 0:
         raise RuntimeError(f"docker_reclaim failed: {result.stdout}{result.stderr}")
-    INNER_SECONDS["docker_reclaim"] = json.loads(result.stdout.split("=> ", 1)[1])["elapsed_seconds"]
+    answer = json.loads(result.stdout)["plays"][0]["tasks"][0]["hosts"][HOST]
+    INNER_SECONDS["docker_reclaim"] = answer["elapsed_seconds"]
     return wall
 
 
