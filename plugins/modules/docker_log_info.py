@@ -19,7 +19,7 @@ description:
     defaults unless C(max-size=-1). C(none) writes nothing. Remote drivers keep a bounded local cache (dual logging).
   - Talks to the Docker Engine API over its Unix socket with the standard library.
 author:
-  - postmortem.remediation maintainers
+  - Postmortem Remediation Maintainers (@postmortem-remediation)
 attributes:
   check_mode:
     support: full
@@ -63,16 +63,32 @@ containers:
   type: list
   elements: dict
   contains:
-    id: {description: Short container ID., type: str}
-    name: {description: Container name without the leading slash., type: str}
-    state: {description: Container state (running, exited, ...)., type: str}
-    driver: {description: The log driver the container was created with., type: str}
-    options: {description: The log options it was created with., type: dict}
-    bounded: {description: Whether the log files have a size limit., type: bool}
-    reason: {description: Why the logs count as bounded or unbounded., type: str}
-    log_bytes: {description: Bytes its log files use now (0 when not stored locally)., type: int}
+    id:
+      description: Short container ID.
+      type: str
+    name:
+      description: Container name without the leading slash.
+      type: str
+    state:
+      description: Container state, such as C(running) or C(exited).
+      type: str
+    driver:
+      description: The log driver the container was created with.
+      type: str
+    options:
+      description: The log options it was created with.
+      type: dict
+    bounded:
+      description: Whether the log files have a size limit.
+      type: bool
+    reason:
+      description: Why the logs count as bounded or unbounded.
+      type: str
+    log_bytes:
+      description: Bytes its log files use now (0 when not stored locally).
+      type: int
 unbounded:
-  description: The subset of O(containers) whose logs have no size limit, largest first.
+  description: The subset of RV(containers) whose logs have no size limit, largest first.
   returned: always
   type: list
   elements: dict
@@ -120,10 +136,8 @@ def log_bytes(container, data_root):
         paths = glob.glob(os.path.join(data_root, "containers", container["Id"], "*-logs", "*"))
     total = 0
     for path in paths:
-        try:
+        if os.path.exists(path):  # a file may rotate away between listing and stat
             total += os.path.getsize(path)
-        except OSError:
-            pass  # rotated away between listing and stat
     return total
 
 
