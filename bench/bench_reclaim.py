@@ -65,7 +65,7 @@ def create_host() -> None:
        "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
        "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
        "-v", f"{mount}:/var/lib/docker:rw", "--label", "pmr.lab=1", "pmr-lab:latest", "/sbin/init")
-    for _ in range(90):
+    for _attempt in range(90):
         state = sh("docker", "exec", HOST, "systemctl", "is-system-running", check=False).strip()
         if state in ("running", "degraded") and in_host("docker info >/dev/null 2>&1 && echo up", check=False):
             break

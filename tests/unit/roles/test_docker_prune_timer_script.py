@@ -45,7 +45,7 @@ def write_config(tmp_path: Path, **overrides) -> Path:
 
 
 def run(script: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=60, check=False)
 
 
 def metrics(tmp_path: Path) -> str:
@@ -88,7 +88,7 @@ def test_another_holder_of_the_lock_makes_it_stand_aside(installed, tmp_path):
     lock_file = str(tmp_path / "prune.lock")
     holder = subprocess.Popen(["flock", lock_file, "sleep", "5"])
     try:
-        for _ in range(50):
+        for _attempt in range(50):
             if Path(lock_file).exists():
                 break
             subprocess.run(["sleep", "0.1"], check=True)

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Fill /var/lib/docker the way the incident did: CI rebuilds (dangling images with the classic builder, build
 # cache with BuildKit), finished job containers, a service stopped by the backup, and one container logging
 # into an unbounded json-file log. Prints one JSON line describing what must survive.

@@ -353,7 +353,7 @@ def test_unused_tier_min_age_spares_fresh_images():
 
 def test_images_of_removed_containers_become_candidates():
     remaining = [c for c in CONTAINERS if c["Id"] != "job"]
-    candidates, _ = policy.plan_images(IMAGES, remaining, PARENTS, KEEP, dangling=False, min_age=0, now=NOW)
+    candidates = policy.plan_images(IMAGES, remaining, PARENTS, KEEP, dangling=False, min_age=0, now=NOW)[0]
     assert "app-stopped" in [c["id"] for c in candidates]
 
 
@@ -476,7 +476,7 @@ def test_estimate_counts_images_freed_by_removing_their_stopped_containers():
 )
 def test_estimate_stops_inside_a_tier(target, dangling_removed):
     # The stopped containers go first, so the image old-job used becomes dangling-and-unused.
-    report, _ = estimate(0, target, list(policy.DEFAULT_TIERS))
+    report = estimate(0, target, list(policy.DEFAULT_TIERS))[0]
     dangling = next(t for t in report if t["tier"] == "dangling_images")
     assert dangling["would_remove"] == dangling_removed
 
