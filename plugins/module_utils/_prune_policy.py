@@ -482,6 +482,14 @@ class EngineState:
         listed = api.containers(all=True)
         if not isinstance(listed, list):
             raise PolicyError("the engine's container list is not a list: refusing to plan on it")
+        # An empty answer next to a non-empty count is a partial view: "unused" would then mean everything.
+        counts = api.info() or {}
+        if not listed and (counts.get("Containers") or 0) > 0:
+            raise PolicyError("the engine listed no containers but counts %s: refusing to decide what is unused"
+                              % counts.get("Containers"))
+        if not self.images and (counts.get("Images") or 0) > 0:
+            raise PolicyError("the engine's disk usage lists no images but it counts %s: refusing to plan on it"
+                              % counts.get("Images"))
         self.containers = []
         for summary in listed:
             detail = api.inspect_container(summary["Id"])
@@ -641,8 +649,8 @@ class Reclaimer:
             except (IOError, OSError) as exc:
                 report["failed"].append({"name": candidate["name"], "error": "%s: %s" % (candidate["path"], exc)})
                 continue
-            report["removed"].append("log of %s (%s -> %s)" % (candidate["name"], human_bytes(before),
-                                                                human_bytes(after)))
+            sizes = (candidate["name"], human_bytes(before), human_bytes(after))
+            report["removed"].append("log of %s (%s -> %s)" % sizes)
             report["truncated"].append({"container": candidate["name"], "path": candidate["path"],
                                         "size_before": before, "size_after": after})
 

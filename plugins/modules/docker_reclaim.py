@@ -27,7 +27,7 @@ description:
   - Holds the lock file shared with the C(docker_prune_timer) role's service, so the two never run at once.
   - Talks to the Docker Engine API over its Unix socket with the Python standard library.
 author:
-  - postmortem.remediation maintainers
+  - postmortem.remediation maintainers (@postmortem-remediation)
 options:
   target_free:
     description:
@@ -98,14 +98,18 @@ options:
     default: 120
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying the target.
     support: full
     details: Estimates per tier from the engine's sizes; removes nothing and truncates nothing.
   diff_mode:
+    description: Returns details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
     details: Free space before and after, and the objects removed (or that would be removed).
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation
+      indicates no change.
     support: full
-    details: When the target is already met nothing runs and RV(changed=false).
+    details: When the target is already met nothing runs and the module reports no change.
 notes:
   - A truncated log is not backed up; freeing its space is the point. The kept tail stays in place.
   - Lines a container writes during the few milliseconds of a truncation may be lost.
@@ -180,6 +184,11 @@ tiers:
   returned: always
   type: list
   elements: dict
+elapsed_seconds:
+  description: How long the tiers took, lock wait excluded.
+  returned: when tiers ran
+  type: float
+  sample: 12.4
 plan:
   description: Check mode only. Per tier, the estimated bytes, whether it would run to meet the target, and
     what it would remove.
@@ -194,6 +203,7 @@ estimated_free_after:
 """
 
 import os
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import DockerAPI, DockerAPIError
@@ -298,6 +308,7 @@ class ReclaimManager:
             self.module.fail_json(msg="docker_reclaim: another prune holds %s after %ss; try again when it ends"
                                       % (self.module.params["lock_file"], self.module.params["lock_timeout"]),
                                   **result)
+        started = time.time()
         try:
             reports = self.reclaimer.run(target=target, with_volumes="volumes" in self.tiers)
         except (DockerAPIError, PolicyError) as exc:
@@ -309,7 +320,7 @@ class ReclaimManager:
         result.update(
             changed=bool(removed), tiers=reports, removed=removed, free_after=free_after,
             reclaimed=dict((r["tier"], r["reclaimed_bytes"]) for r in reports),
-            target_met=free_after >= target,
+            target_met=free_after >= target, elapsed_seconds=round(time.time() - started, 3),
         )
         result["msg"] = "%s -> %s free on %s (target %s): %s" % (
             human_bytes(result["free_before"]), human_bytes(free_after), self.data_root, human_bytes(target),

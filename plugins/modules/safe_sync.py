@@ -74,6 +74,12 @@ options:
     type: list
     elements: str
     default: []
+  backup_dir:
+    description:
+      - Keep every file that the sync deletes or replaces at the destination in this directory (rsync C(--backup
+        --backup-dir)), on the destination's side, with its path below O(dest). Without it, deleted files are gone.
+      - An absolute path, validated like O(src) and O(dest) (no empty component, no C(..)).
+    type: str
   rsh:
     description:
       - The remote shell for C(host:/path) locations, passed to rsync as C(--rsh) (rsync splits it into words).
@@ -129,6 +135,7 @@ EXAMPLES = r"""
     min_source_files: 100
     max_delete: 500
     max_delete_ratio: 0.05
+    backup_dir: "/srv/mirror-attic/{{ repo }}/{{ arch }}/{{ now(utc=true, fmt='%Y%m%dT%H%M%SZ') }}"
 
 - name: Push to another host over ssh
   postmortem.remediation.safe_sync:
@@ -386,6 +393,11 @@ class SafeSync(object):
         except PathScopeError as exc:
             self.verdict.require("expect_suffix", False, str(exc), expect_suffix)
             expect_suffix = None  # still check the paths' own components, so that the message names them
+        if self.params["backup_dir"] is not None:
+            try:
+                check_path_scope(self.params["backup_dir"], "backup_dir", absolute=True)
+            except PathScopeError as exc:
+                self.verdict.require("backup_dir", False, str(exc), self.params["backup_dir"])
         if self.src.remote and self.dest.remote:
             self.verdict.require("locations", False, "src and dest are both remote; rsync needs one local side")
         for location in (self.src, self.dest):
@@ -447,6 +459,8 @@ class SafeSync(object):
                 argv.append("--max-delete=%d" % max_delete)
         if self.params["checksum"]:
             argv.append("--checksum")
+        if self.params["backup_dir"] and not dry_run:
+            argv.extend(["--backup", "--backup-dir=%s" % self.params["backup_dir"]])
         argv.extend("--exclude=%s" % pattern for pattern in self.params["exclude"])
         if self.params["rsh"]:
             argv.append("--rsh=%s" % self.params["rsh"])
@@ -508,6 +522,7 @@ def main():
             delete=dict(type="bool", default=True),
             checksum=dict(type="bool", default=False),
             exclude=dict(type="list", elements="str", default=[]),
+            backup_dir=dict(type="str"),
             rsh=dict(type="str"),
             rsync_path=dict(type="str"),
             timeout=dict(type="int", default=0),

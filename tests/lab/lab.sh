@@ -56,7 +56,15 @@ case "$action" in
     } >"$inventory_dir/inventory.ini"
     for i in $(seq 1 "$count"); do
       name="$prefix-$i"
-      if docker inspect "$name" >/dev/null 2>&1; then log "$name exists"; else run_host "$name"; fi
+      running=$(docker inspect -f '{{.State.Running}}' "$name" 2>/dev/null || echo absent)
+      case "$running" in
+        true) log "$name is already running" ;;
+        absent) run_host "$name" ;;
+        # Left behind stopped (an engine restart, a killed session): start it afresh.
+        *) log "$name exists but is stopped: recreating it"
+           docker rm -f -v "$name" >/dev/null; docker volume rm "$name-docker" >/dev/null 2>&1 || true
+           run_host "$name" ;;
+      esac
     done
     for i in $(seq 1 "$count"); do
       wait_running "$prefix-$i"

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Scheduled Docker hygiene, run by docker-prune.service (installed by postmortem.remediation.docker_prune_timer).
 
@@ -10,6 +9,7 @@ docker_reclaim module). Writes node_exporter textfile metrics atomically and one
 The rules live in _prune_policy.py and the engine client in _docker_api.py, copied beside this script from the
 collection's plugins/module_utils: one source of truth for the module and the timer.
 
+Run as `python3 docker_prune.py [--dry-run] [--ignore-window] [--check-config]`.
 Exit status: 0 for a run that finished or was skipped, 1 when the run failed, 2 for an unusable configuration.
 """
 
@@ -107,7 +107,7 @@ def prune(config: dict, dry_run: bool) -> tuple[int, dict]:
             min_age=config["min_age"], build_cache_all=config["build_cache_all"],
         )
         if dry_run:
-            plan, _ = reclaimer.estimate(policy.EngineState(api, with_volumes="volumes" in config["tiers"]))
+            plan = reclaimer.estimate(policy.EngineState(api, with_volumes="volumes" in config["tiers"]))[0]
             for tier in plan:
                 would = ", ".join(tier["would_remove"]) or "-"
                 say(f"dry run: {tier['tier']} would free about {policy.human_bytes(tier['estimated_bytes'])}: {would}")

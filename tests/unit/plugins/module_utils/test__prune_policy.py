@@ -353,7 +353,7 @@ def test_unused_tier_min_age_spares_fresh_images():
 
 def test_images_of_removed_containers_become_candidates():
     remaining = [c for c in CONTAINERS if c["Id"] != "job"]
-    candidates, _ = policy.plan_images(IMAGES, remaining, PARENTS, KEEP, dangling=False, min_age=0, now=NOW)
+    candidates = policy.plan_images(IMAGES, remaining, PARENTS, KEEP, dangling=False, min_age=0, now=NOW)[0]
     assert "app-stopped" in [c["id"] for c in candidates]
 
 
@@ -476,7 +476,7 @@ def test_estimate_counts_images_freed_by_removing_their_stopped_containers():
 )
 def test_estimate_stops_inside_a_tier(target, dangling_removed):
     # The stopped containers go first, so the image old-job used becomes dangling-and-unused.
-    report, _ = estimate(0, target, list(policy.DEFAULT_TIERS))
+    report = estimate(0, target, list(policy.DEFAULT_TIERS))[0]
     dangling = next(t for t in report if t["tier"] == "dangling_images")
     assert dangling["would_remove"] == dangling_removed
 
@@ -601,3 +601,44 @@ def test_write_atomically_replaces_the_file_and_leaves_no_temp(tmp_path):
     assert target.read_text() == "new\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docker_prune.prom"]
     assert oct(target.stat().st_mode & 0o777) == "0o644"
+
+
+# --- never plan on a partial view ----------------------------------------------------------------------------
+class PartialEngine:
+    """An engine whose answers disagree with each other: a fault that cannot be produced on a real engine at will."""
+
+    error_class = RuntimeError
+
+    def __init__(self, containers: list, images: list, counts: dict) -> None:
+        self._containers = containers
+        self._images = images
+        self._counts = counts
+
+    def system_df(self) -> dict:
+        return {"Images": self._images, "Containers": [], "BuildCache": [], "Volumes": []}
+
+    def containers(self, all: bool = True) -> list:
+        return self._containers
+
+    def info(self) -> dict:
+        return self._counts
+
+    def images(self, all: bool = False) -> list:
+        return self._images
+
+
+@pytest.mark.parametrize(
+    ("containers", "images", "counts", "fragment"),
+    [
+        ([], [image("a", ["a:1"])], {"Containers": 3, "Images": 1}, "listed no containers but counts 3"),
+        ([], [], {"Containers": 0, "Images": 5}, "lists no images but it counts 5"),
+    ],
+)
+def test_engine_state_refuses_a_partial_view(containers, images, counts, fragment):
+    with pytest.raises(policy.PolicyError, match=fragment):
+        policy.EngineState(PartialEngine(containers, images, counts))
+
+
+def test_engine_state_accepts_an_empty_engine():
+    state = policy.EngineState(PartialEngine([], [], {"Containers": 0, "Images": 0}))
+    assert state.containers == [] and state.images == []

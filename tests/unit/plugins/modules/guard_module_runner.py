@@ -10,6 +10,9 @@ import contextlib
 import importlib
 import io
 import json
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -21,6 +24,17 @@ from ansible.module_utils.testing import patch_module_args
 COLLECTIONS = Path(__file__).resolve().parents[4] / "build" / "collections"
 if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
+
+
+def require_program(program: str, package: str) -> str:
+    """The path of ``program``, installed from Debian's ``package`` first when the machine lacks it."""
+    if shutil.which(program) is None:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True, env=env)
+    found = shutil.which(program)
+    assert found, f"{program} is still missing after installing {package}"
+    return found
 
 
 def load(name: str) -> ModuleType:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -304,8 +305,9 @@ def test_key_regex_and_unparsable_names(site: Site) -> None:
 
 def test_reference_from_a_command(site: Site) -> None:
     site.delete_rows(["cust007.tar.gz"])
+    script = "import sqlite3, sys\nfor (name,) in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]): print(name)"
     result = run(site, reference_sqlite=None, reference_query=None,
-                 reference_command=["sqlite3", str(site.db), "SELECT file_name FROM backups"])
+                 reference_command=[sys.executable, "-c", script, str(site.db), "SELECT file_name FROM backups"])
     assert result["quarantined"] == ["cust007.tar.gz"]
 
 

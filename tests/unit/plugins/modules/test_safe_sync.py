@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ansible.module_utils.basic import AnsibleModule
-from guard_module_runner import load, run_module, tree
+from guard_module_runner import load, require_program, run_module, tree
 
+RSYNC = require_program("rsync", "rsync")
 safe_sync = load("safe_sync")
 ARCHES = ("amd64", "i386", "arm64")
 FILES_PER_ARCH = 20
@@ -144,6 +149,16 @@ def test_sync_within_bounds_touches_only_that_architecture(mirror: Path) -> None
     assert "--dry-run" in again["cmd"]  # nothing planned: the real run is skipped
 
 
+def test_backup_dir_keeps_what_was_deleted_or_replaced(mirror: Path) -> None:
+    (mirror / "build/debian/amd64/pkg5_amd64.deb").write_text("rebuilt 5")
+    attic = mirror / "attic/debian/amd64"
+    result = run_module(safe_sync, sync_args(mirror, backup_dir=str(attic)))
+    assert result["changed"] is True
+    assert tree(attic) == {"pkg0_amd64.deb": "amd64 0", "pkg5_amd64.deb": "amd64 5"}
+    assert (mirror / "mirror/debian/amd64/pkg5_amd64.deb").read_text() == "rebuilt 5"
+    assert run_module(safe_sync, sync_args(mirror, backup_dir=f"{mirror}/attic//amd64"))["refused"] is True
+
+
 def test_delete_false_never_deletes(mirror: Path) -> None:
     result = run_module(safe_sync, sync_args(mirror, max_delete=0, delete=False))
     assert result["refused"] is False
@@ -206,6 +221,43 @@ def test_remote_shell_destination(mirror: Path, tmp_path_factory: pytest.TempPat
     assert result["changed"] is True
     assert f"--rsh={shell}" in result["cmd"]
     assert tree(mirror / "mirror/debian/amd64") == tree(mirror / "build/debian/amd64")
+
+
+@pytest.fixture
+def rsync_daemon(mirror: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real rsync daemon on 127.0.0.1 serving the mirror's repository as the module 'debian'."""
+    conf_dir = tmp_path_factory.mktemp("rsyncd")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (conf_dir / "rsyncd.conf").write_text(
+        f"pid file = {conf_dir}/rsyncd.pid\nuse chroot = no\nuid = root\ngid = root\n"
+        f"[debian]\npath = {mirror}/mirror/debian\nread only = no\n")
+    daemon = subprocess.Popen([RSYNC, "--daemon", "--no-detach", "--address=127.0.0.1", f"--port={port}",
+                               f"--config={conf_dir}/rsyncd.conf"])
+    try:
+        for _attempt in range(50):
+            with socket.socket() as client:
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield f"rsync://127.0.0.1:{port}/debian"
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+
+
+def test_rsync_daemon_destination(mirror: Path, rsync_daemon: str) -> None:
+    refused = run_module(safe_sync, sync_args(mirror) | {"dest": f"{rsync_daemon}/"})
+    assert refused["refused"] is True
+    assert "dest path on 127.0.0.1:" in refused["msg"] and "'debian/': the last component" in refused["msg"]
+    before_i386 = tree(mirror / "mirror/debian/i386")
+    result = run_module(safe_sync, sync_args(mirror, timeout=10) | {"dest": f"{rsync_daemon}/amd64"})
+    assert result["changed"] is True, result.get("msg")
+    assert "--contimeout=10" in result["cmd"]
+    assert (result["transferred"], result["deleted"]) == (1, 1)
+    assert tree(mirror / "mirror/debian/amd64") == tree(mirror / "build/debian/amd64")
+    assert tree(mirror / "mirror/debian/i386") == before_i386
 
 
 @pytest.mark.parametrize(("spec", "kind", "host", "path"), [
