@@ -19,7 +19,7 @@ from .config import DEFAULT_CONFIG, Config, ConfigError, load_config, read_token
 from .guards import PAUSE_KEY
 from .ingress import PayloadError, parse_payload
 from .journal import AlertRecord, Journal
-from .targets import InventoryCache, TargetError, load_inventory
+from .targets import InventoryCache, load_inventory
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -75,7 +75,7 @@ def check_config(cfg: Config, *, syntax: bool = True) -> tuple[list[str], list[s
             errors.append(f"inventory {cfg.inventory}: no hosts")
         else:
             ok.append(f"inventory {cfg.inventory}: {len(inventory.hosts)} host(s)")
-    except (TargetError, Exception) as exc:
+    except Exception as exc:  # InventoryError, or whatever Ansible raised
         errors.append(f"inventory {cfg.inventory}: cannot be loaded: {exc}")
     for rule in cfg.rules:
         path = os.path.join(cfg.project_dir, rule.playbook)
@@ -145,7 +145,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
                                  starts_at=alert["startsAt"], ends_at=alert.get("endsAt"), labels=alert["labels"],
                                  annotations=alert["annotations"], generator_url=alert.get("generatorURL"),
                                  received_at=time.time())
-            plan = plan_alert(cfg, journal, inventory, record)
+            try:
+                plan = plan_alert(cfg, journal, inventory, record)
+            except InventoryError as exc:
+                print(f"cannot decide: {exc}", file=sys.stderr)
+                return 2
             out.append({"alert": index, "alertname": alert["labels"].get("alertname"), "status": alert["status"],
                         "decisions": plan.decisions,
                         "would_run": [{k: r[k] for k in ("rule", "playbook", "host", "mode", "check_mode", "status",

@@ -67,11 +67,12 @@ def plan_alert(cfg: Config, journal: Journal, inventory: InventoryCache, alert: 
             plan.decisions.append({"outcome": "no_rule", "reason": "no rule matches this alert"})
         return plan
 
+    hosts = inventory.get()  # an unreadable inventory is an error for the operator, not a refusal
     for match in matched:
         rule = match.rule
         label = rule.target_label or cfg.target_label
         try:
-            host = resolve(alert.labels, label, inventory.get())
+            host = resolve(alert.labels, label, hosts)
         except TargetError as exc:
             plan.decisions.append({"rule": rule.name, "outcome": "refused", "reason": f"target: {exc}"})
             continue
@@ -173,7 +174,7 @@ class Dispatcher:
             for start in range(0, len(batch), 25):
                 with self.journal.transaction():
                     for alert in batch[start:start + 25]:
-                        self.decide(alert)
+                        self.decide_or_record(alert)
         self.expire_approvals()
         self.handle_finished()
         self.schedule()
@@ -187,6 +188,20 @@ class Dispatcher:
                 log.info("journal retention (%.0f days): removed %s", self.cfg.journal_retention_days, removed)
 
     # -- deciding --------------------------------------------------------------------------------------------
+    def decide_or_record(self, alert: AlertRecord) -> None:
+        """Decide one alert; an unexpected failure (an unreadable inventory, a bug) is recorded as the decision and
+        escalated, so one alert can never block the ones behind it."""
+        try:
+            with self.journal.transaction():
+                self.decide(alert)
+        except Exception as exc:
+            log.exception("alert %d could not be decided", alert.id)
+            reason = f"could not decide: {type(exc).__name__}: {exc}"[:1000]
+            self.journal.record_decisions(alert.id, [{"outcome": "error", "reason": reason}], [])
+            self.metrics.inc("remediation_receiver_decisions_total", {"outcome": "error"})
+            self.notifier.notify("decision_error", f"alert {alert.labels.get('alertname')} could not be decided: "
+                                 f"{reason}", {"alert": alert_vars(alert)}, dedup=f"decision_error|{alert.id}")
+
     def decide(self, alert: AlertRecord) -> None:
         plan = plan_alert(self.cfg, self.journal, self.inventory, alert)
         self.journal.record_decisions(alert.id, plan.decisions, plan.runs, plan.cancel, close=plan.close)

@@ -22,6 +22,10 @@ class TargetError(Exception):
     """The alert does not name exactly one inventory host."""
 
 
+class InventoryError(Exception):
+    """The inventory itself cannot be read: an operator problem, escalated, never a silent refusal."""
+
+
 @dataclass
 class Inventory:
     """The part of an Ansible inventory that targeting needs: host names, their ansible_host, group names."""
@@ -83,7 +87,10 @@ def load_inventory(path: str) -> Inventory:
     from ansible.parsing.dataloader import DataLoader
 
     if not os.path.exists(path):
-        raise TargetError(f"inventory {path} does not exist")
+        raise InventoryError(f"inventory {path} does not exist")
+    # Ansible only warns about an inventory it cannot parse and goes on with an empty one: refuse that instead.
+    if not InventoryManager(loader=DataLoader(), sources=[path], parse=False).parse_source(path):
+        raise InventoryError(f"inventory {path} could not be parsed by any inventory plugin")
     manager = InventoryManager(loader=DataLoader(), sources=[path])
     inventory = Inventory(source=path)
     for name, host in manager.hosts.items():

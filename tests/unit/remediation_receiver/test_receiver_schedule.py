@@ -95,3 +95,22 @@ def test_failed_runs_are_escalated_once(tmp_path: Path) -> None:
     dispatcher.handle_finished()
     assert [n["kind"] for n in journal.notifications()] == ["run_failed"]
     assert all(r.handled for r in journal.list_runs())
+
+
+def test_an_alert_that_cannot_be_decided_is_recorded_and_does_not_block_the_next(tmp_path: Path) -> None:
+    dispatcher, journal, _executor = setup(tmp_path)
+    inventory = Path(dispatcher.cfg.inventory)
+    good_text = inventory.read_text()
+    inventory.write_text("[broken\nthis is not an inventory ::: [\n")
+    from receiver_helpers import alert
+
+    journal.store_delivery(remote="127.0.0.1", payload={}, raw_sha256="x", alerts=[alert(fingerprint="a1")])
+    dispatcher.step()
+    [decision] = journal.query("SELECT outcome, reason FROM decisions")
+    assert decision["outcome"] == "error" and decision["reason"].startswith("could not decide")
+    assert [n["kind"] for n in journal.notifications()] == ["decision_error"]
+    inventory.write_text(good_text)
+    journal.store_delivery(remote="127.0.0.1", payload={}, raw_sha256="y", alerts=[alert(fingerprint="a2")])
+    dispatcher.step()
+    assert [d["outcome"] for d in journal.query("SELECT outcome FROM decisions ORDER BY id")] == ["error", "run"]
+    assert journal.counts()["undecided"]["all"] == 0
