@@ -19,7 +19,7 @@ from .config import DEFAULT_CONFIG, Config, ConfigError, load_config, read_token
 from .guards import PAUSE_KEY
 from .ingress import PayloadError, parse_payload
 from .journal import AlertRecord, Journal
-from .targets import InventoryCache, load_inventory
+from .targets import InventoryCache, InventoryError, load_inventory
 
 
 def _config(args: argparse.Namespace) -> Config:
