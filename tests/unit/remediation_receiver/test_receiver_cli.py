@@ -131,8 +131,8 @@ def test_the_token_comes_from_a_file_or_the_environment(tmp_path: Path, auth: di
             read_token(cfg, environ)
 
 
-def test_a_token_from_the_environment_is_not_inherited_by_playbooks(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_token_from_the_environment_is_not_inherited_by_playbooks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from remediation_receiver.service import Service
 
     monkeypatch.setenv("RR_TEST_TOKEN", "env-token-0123456789-abcdef")
