@@ -76,6 +76,10 @@ def quote_id(object_id):
 class DockerAPI:
     """Just enough of the Engine API for facts, reports and reclaim."""
 
+    # Lets code that receives a client (the prune policy, copied beside the timer's script) catch its errors
+    # without importing this module.
+    error_class = DockerAPIError
+
     def __init__(self, socket_path=DEFAULT_SOCKET, timeout=60):
         self.socket_path = socket_path
         self.timeout = timeout

@@ -23,7 +23,7 @@ description:
   - Says whether the change needs a restart of dockerd or whether a reload (SIGHUP) is enough. It never restarts
     the daemon itself; roles do that in a handler that can roll back.
 author:
-  - postmortem.remediation maintainers
+  - Postmortem Remediation Maintainers (@postmortem-remediation)
 attributes:
   check_mode:
     support: full
@@ -271,7 +271,7 @@ def main():
         argument_spec=dict(
             path=dict(type="path", default="/etc/docker/daemon.json"),
             settings=dict(type="dict", default={}),
-            remove_keys=dict(type="list", elements="str", default=[]),
+            remove_keys=dict(type="list", elements="str", default=[], no_log=False),
             exclusive=dict(type="bool", default=False),
             allow_unknown_keys=dict(type="bool", default=False),
             validate=dict(type="bool", default=True),

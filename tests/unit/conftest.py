@@ -36,9 +36,8 @@ def run_module(name: str, args: dict, check_mode: bool = False, diff: bool = Fal
     args_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"pmr-args-{os.getpid()}-{name}.json"
     args_file.write_text(payload)
     try:
-        proc = subprocess.run(
-            [sys.executable, str(path), str(args_file)], capture_output=True, text=True, env=environ, timeout=300
-        )
+        command = [sys.executable, str(path), str(args_file)]
+        proc = subprocess.run(command, capture_output=True, text=True, env=environ, timeout=300, check=False)
     finally:
         args_file.unlink(missing_ok=True)
     try:

@@ -1,0 +1,278 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE to the postmortem.remediation collection: may change without notice.
+#
+# The one deletion guard every destructive module of the collection shares. Two incidents are behind it:
+# an rsync --delete whose source path lost a component to an empty variable, and an orphan-backup cleanup
+# that trusted a failing database. Both deleted because nothing compared the plan with what is plausible.
+#
+# The shape a destructive module follows:
+#
+#   1. plan      compute what would be deleted, without touching anything (dry run, reconciliation);
+#   2. count     the planned deletions and the population they are taken from;
+#   3. compare   with the bounds: absolute count and ratio, plus input plausibility checks;
+#   4. refuse    with a reason that names the bound, the value and the limit (nothing was touched);
+#   5. act       only when every check passed, and only outside check mode.
+#
+#   verdict = Verdict('sync of /srv/mirror/debian/amd64')
+#   verdict.require_path_scope('src', src, expect_suffix='debian/amd64')
+#   verdict.require_at_least('source files', n_src, minimum=100)
+#   DeletionGuard(max_count=100, max_ratio=0.1).check(verdict, planned=n_del, population=n_dest)
+#   if not verdict.allowed:
+#       outcome = refusal(verdict, on_refusal)   # -> fail_json or exit_json with refused=True
+#
+# Standard library only: this code runs on managed hosts.
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import shutil
+import tempfile
+
+ON_REFUSAL_CHOICES = ("fail", "report")
+
+
+class PathScopeError(ValueError):
+    """A path that could widen the scope of a destructive operation."""
+
+
+class Check(object):
+    """One comparison of a measured value with its bound."""
+
+    def __init__(self, name, ok, value=None, limit=None, message=""):
+        self.name = name
+        self.ok = bool(ok)
+        self.value = value
+        self.limit = limit
+        self.message = message
+
+    def as_dict(self):
+        return {"name": self.name, "ok": self.ok, "value": self.value, "limit": self.limit, "message": self.message}
+
+
+class Verdict(object):
+    """The checks made on one planned destructive operation; allowed only when every check passed."""
+
+    def __init__(self, subject):
+        self.subject = subject
+        self.checks = []
+
+    # -- generic comparisons -------------------------------------------------------------------------
+    def require(self, name, ok, message, value=None, limit=None):
+        """Record a check whose outcome the caller computed; ``message`` explains a failure."""
+        self.checks.append(Check(name, ok, value, limit, "" if ok else message))
+        return ok
+
+    def require_at_most(self, name, value, limit, unit="items"):
+        """``value`` must not exceed ``limit``; a limit of None disables the check (recorded as passed)."""
+        ok = limit is None or value <= limit
+        message = "%s: %d %s planned, more than the bound of %d" % (name, value, unit, limit) if not ok else ""
+        return self.require(name, ok, message, value, limit)
+
+    def require_ratio_at_most(self, name, part, whole, limit, unit="items"):
+        """``part / whole`` must not exceed ``limit`` (0..1). With an empty population any part is 100 %."""
+        ratio = ratio_of(part, whole)
+        ok = limit is None or ratio <= limit
+        message = ""
+        if not ok:
+            message = "%s: %d of %d %s (%s) planned, more than the bound of %s" % (
+                name, part, whole, unit, percent(ratio), percent(limit))
+        return self.require(name, ok, message, round(ratio, 6), limit)
+
+    def require_at_least(self, name, value, minimum, unit="items"):
+        """``value`` must reach ``minimum`` (an input that is too small is not trusted)."""
+        ok = minimum is None or value >= minimum
+        message = "%s: %d %s, fewer than the minimum of %d" % (name, value, unit, minimum) if not ok else ""
+        return self.require(name, ok, message, value, minimum)
+
+    def require_no_shrink(self, name, previous, current, max_shrink, unit="items"):
+        """``current`` may be smaller than ``previous`` by at most ``max_shrink`` (0..1) of ``previous``.
+
+        ``previous`` of None (no earlier successful run) passes: there is nothing to compare with.
+        """
+        if previous is None or max_shrink is None or previous <= 0:
+            return self.require(name, True, "", current, max_shrink)
+        shrink = max(0.0, (previous - current) / float(previous))
+        ok = shrink <= max_shrink
+        message = ""
+        if not ok:
+            message = "%s: %d %s now, %d at the last successful run: shrank by %s, more than the bound of %s" % (
+                name, current, unit, previous, percent(shrink), percent(max_shrink))
+        return self.require(name, ok, message, round(shrink, 6), max_shrink)
+
+    def require_path_scope(self, name, path, expect_suffix=None, absolute=False):
+        """``path`` must have only real components and end with ``expect_suffix`` (see :func:`check_path_scope`)."""
+        try:
+            check_path_scope(path, name, expect_suffix=expect_suffix, absolute=absolute)
+        except PathScopeError as exc:
+            return self.require(name, False, str(exc), path, expect_suffix)
+        return self.require(name, True, "", path, expect_suffix)
+
+    # -- outcome ----------------------------------------------------------------------------------------
+    @property
+    def allowed(self):
+        return all(check.ok for check in self.checks)
+
+    @property
+    def failures(self):
+        return [check for check in self.checks if not check.ok]
+
+    @property
+    def reason(self):
+        """One line naming every failed check, or an empty string when allowed."""
+        if self.allowed:
+            return ""
+        return "refused %s: %s" % (self.subject, "; ".join(check.message for check in self.failures))
+
+    def as_dict(self):
+        return {
+            "subject": self.subject,
+            "allowed": self.allowed,
+            "reason": self.reason,
+            "checks": [check.as_dict() for check in self.checks],
+        }
+
+
+class DeletionGuard(object):
+    """Bounds on one kind of deletion: an absolute count and a ratio of the population."""
+
+    def __init__(self, max_count=None, max_ratio=None, unit="items"):
+        if max_count is not None and max_count < 0:
+            raise ValueError("max_count must be >= 0, got %r" % (max_count,))
+        if max_ratio is not None and not 0.0 <= max_ratio <= 1.0:
+            raise ValueError("max_ratio must be between 0 and 1, got %r" % (max_ratio,))
+        self.max_count = max_count
+        self.max_ratio = max_ratio
+        self.unit = unit
+
+    def check(self, verdict, planned, population, label="deletions"):
+        """Add the count and the ratio checks for ``planned`` deletions out of ``population`` to ``verdict``."""
+        verdict.require_at_most(label, planned, self.max_count, unit=self.unit)
+        verdict.require_ratio_at_most(label + " ratio", planned, population, self.max_ratio, unit=self.unit)
+        return verdict
+
+
+def ratio_of(part, whole):
+    """``part / whole``; an empty population with planned deletions counts as 100 %."""
+    if whole <= 0:
+        return 1.0 if part > 0 else 0.0
+    return part / float(whole)
+
+
+def percent(ratio):
+    return "%.1f %%" % (ratio * 100.0)
+
+
+def split_components(path):
+    """Components of a POSIX path; the leading '/' of an absolute path yields no component.
+
+    Empty components are kept so that they can be reported: 'a//b' -> ['a', '', 'b'], 'a/b/' -> ['a', 'b', ''].
+    """
+    if path.startswith("/"):
+        path = path[1:]
+    if path == "":
+        return []
+    return path.split("/")
+
+
+def _describe_position(components, index):
+    if index == 0:
+        return "the first component"
+    return "the component after '%s'" % components[index - 1]
+
+
+def check_path_scope(path, label, expect_suffix=None, absolute=False):
+    """Refuse a path whose components could come from an empty or hostile variable.
+
+    Rejected: an empty path, an empty component ('a//b', a trailing '/'), a whitespace-only component,
+    leading or trailing whitespace in a component, '.', '..', control characters; a relative path when
+    ``absolute``; a path that does not end with the components of ``expect_suffix``.
+    Raises PathScopeError with a message that names ``label``, the path and the offending component.
+    Returns the list of components.
+    """
+    if path is None or path.strip() == "":
+        raise PathScopeError("%s is empty (a variable expanded to nothing?)" % label)
+    if absolute and not path.startswith("/"):
+        raise PathScopeError("%s '%s' is not an absolute path" % (label, path))
+    components = split_components(path)
+    if not components:
+        raise PathScopeError("%s '%s' has no component below the root" % (label, path))
+    for index, component in enumerate(components):
+        where = _describe_position(components, index)
+        if component == "":
+            if index == len(components) - 1:
+                raise PathScopeError("%s '%s': the last component (after '%s') is empty; a variable expanded to "
+                                     "nothing?" % (label, path, components[index - 1] if index else "/"))
+            raise PathScopeError("%s '%s': %s is empty; a variable expanded to nothing?" % (label, path, where))
+        if component.strip() == "":
+            raise PathScopeError("%s '%s': %s is whitespace only" % (label, path, where))
+        if component != component.strip():
+            raise PathScopeError("%s '%s': %s ('%s') has leading or trailing whitespace" % (
+                label, path, where, component))
+        if component in (".", ".."):
+            raise PathScopeError("%s '%s': %s is '%s', which changes the scope" % (label, path, where, component))
+        if any(ord(char) < 32 or ord(char) == 127 for char in component):
+            raise PathScopeError("%s '%s': %s contains a control character" % (label, path, where))
+    if expect_suffix is not None:
+        suffix = check_path_scope(expect_suffix, "expect_suffix")
+        if expect_suffix.startswith("/"):
+            raise PathScopeError("expect_suffix '%s' must be relative (the trailing components of the path)"
+                                 % expect_suffix)
+        tail = components[-len(suffix):] if len(suffix) <= len(components) else components
+        if tail != suffix:
+            wrong = [
+                "'%s' where '%s' was expected" % (got, want)
+                for got, want in zip(reversed(tail), reversed(suffix)) if got != want  # noqa: B905 - py2.7-3.9 targets
+            ]
+            detail = ", ".join(wrong) if wrong else "too few components"
+            raise PathScopeError("%s '%s' does not end with the expected suffix '%s': %s" % (
+                label, path, expect_suffix, detail))
+    return components
+
+
+def bounded(items, limit):
+    """The first ``limit`` items as a list, and whether the list was cut."""
+    items = list(items)
+    if limit is None or len(items) <= limit:
+        return items, False
+    return items[:limit], True
+
+
+def refusal(verdict, on_refusal="fail"):
+    """How a module reports a refused verdict.
+
+    Returns ``(fail, fields)``: ``fail`` says whether the module must call ``fail_json`` (the default, so a
+    refusal stops the playbook) or ``exit_json`` (``on_refusal=report``: the refusal is data, the play goes on).
+    ``fields`` always carries ``refused=True``, ``reason`` and ``msg``; nothing was changed.
+    """
+    if on_refusal not in ON_REFUSAL_CHOICES:
+        raise ValueError("on_refusal must be one of %s" % ", ".join(ON_REFUSAL_CHOICES))
+    fields = {"changed": False, "refused": True, "reason": verdict.reason, "msg": verdict.reason,
+              "guard": verdict.as_dict()}
+    return on_refusal == "fail", fields
+
+
+def write_json_atomic(module, path, data, mode=0o600, keep_previous=False):
+    """Write ``data`` as JSON to ``path`` through a temp file in the same directory and ``atomic_move``.
+
+    With ``keep_previous``, the file being replaced is first copied to ``<path>.prev`` (one generation).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if keep_previous and os.path.isfile(path):
+        shutil.copy2(path, path + ".prev")
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        module.atomic_move(tmp, os.path.realpath(path) if os.path.exists(path) else path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

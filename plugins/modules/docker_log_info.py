@@ -1,0 +1,187 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: docker_log_info
+short_description: Report each container's log driver, its limits, and how much disk its logs use
+version_added: 0.1.0
+description:
+  - Daemon-wide log limits apply only to containers created after the change. This module lists every container
+    with the log configuration it was created with, whether its logs are bounded, and the bytes its log files use now,
+    so that the containers still able to fill the disk can be named and re-created.
+  - A C(json-file) container without C(max-size) (or with C(max-size=-1)) is unbounded. C(local) is bounded by its
+    defaults unless C(max-size=-1). C(none) writes nothing. Remote drivers keep a bounded local cache (dual logging).
+  - Talks to the Docker Engine API over its Unix socket with the standard library.
+author:
+  - Postmortem Remediation Maintainers (@postmortem-remediation)
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; runs the same in check mode.
+  diff_mode:
+    support: none
+    description: Changes nothing, so there is nothing to diff.
+  idempotent:
+    support: full
+    description: Never changes anything.
+options:
+  docker_socket:
+    description: Path of the Docker Engine API socket.
+    type: path
+    default: /var/run/docker.sock
+  include_stopped:
+    description: Also list containers that are not running (their logs still use disk).
+    type: bool
+    default: true
+"""
+
+EXAMPLES = r"""
+- name: Find containers that can still fill the disk with logs
+  postmortem.remediation.docker_log_info:
+  register: logs
+
+- name: Name them
+  ansible.builtin.debug:
+    msg: "{{ logs.unbounded | map(attribute='name') | list }}"
+"""
+
+RETURN = r"""
+daemon_log_driver:
+  description: The daemon's default log driver, for containers created from now on.
+  returned: always
+  type: str
+  sample: json-file
+containers:
+  description: Every container with its log configuration and current log size.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    id:
+      description: Short container ID.
+      type: str
+    name:
+      description: Container name without the leading slash.
+      type: str
+    state:
+      description: Container state, such as C(running) or C(exited).
+      type: str
+    driver:
+      description: The log driver the container was created with.
+      type: str
+    options:
+      description: The log options it was created with.
+      type: dict
+    bounded:
+      description: Whether the log files have a size limit.
+      type: bool
+    reason:
+      description: Why the logs count as bounded or unbounded.
+      type: str
+    log_bytes:
+      description: Bytes its log files use now (0 when not stored locally).
+      type: int
+unbounded:
+  description: The subset of RV(containers) whose logs have no size limit, largest first.
+  returned: always
+  type: list
+  elements: dict
+unbounded_log_bytes:
+  description: Bytes used by the logs of unbounded containers together.
+  returned: always
+  type: int
+"""
+
+import glob
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import DockerAPI, DockerAPIError
+
+REMOTE_DRIVERS_WITH_CACHE = ("syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "etwlogs", "gcplogs")
+
+
+def classify(driver, options):
+    """Return (bounded, reason) for a container's log configuration."""
+    max_size = (options or {}).get("max-size")
+    if driver == "json-file":
+        if max_size in (None, "", "-1"):
+            return False, "json-file without max-size: the log grows until the disk is full"
+        return True, "json-file rotated at max-size=%s, max-file=%s" % (max_size, options.get("max-file", "1"))
+    if driver == "local":
+        if max_size == "-1":
+            return False, "local with max-size=-1: rotation disabled"
+        return True, "local driver (default 20m x 5, compressed)" if not max_size else "local rotated at %s" % max_size
+    if driver == "none":
+        return True, "logging disabled"
+    if driver in REMOTE_DRIVERS_WITH_CACHE:
+        if (options or {}).get("cache-disabled") == "true":
+            return True, "%s, no local cache" % driver
+        return True, "%s with a bounded local cache (dual logging)" % driver
+    return True, "driver %s does not write log files under the data root" % driver
+
+
+def log_bytes(container, data_root):
+    driver = container["HostConfig"]["LogConfig"]["Type"]
+    if driver == "json-file" and container.get("LogPath"):
+        paths = glob.glob(container["LogPath"] + "*")
+    else:
+        paths = glob.glob(os.path.join(data_root, "containers", container["Id"], "*-logs", "*"))
+    total = 0
+    for path in paths:
+        if os.path.exists(path):  # a file may rotate away between listing and stat
+            total += os.path.getsize(path)
+    return total
+
+
+def describe(container, data_root):
+    log_config = container["HostConfig"]["LogConfig"]
+    driver = log_config.get("Type") or ""
+    options = log_config.get("Config") or {}
+    bounded, reason = classify(driver, options)
+    return dict(
+        id=container["Id"][:12],
+        name=container["Name"].lstrip("/"),
+        state=container["State"]["Status"],
+        driver=driver,
+        options=options,
+        bounded=bounded,
+        reason=reason,
+        log_bytes=log_bytes(container, data_root),
+    )
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            docker_socket=dict(type="path", default="/var/run/docker.sock"),
+            include_stopped=dict(type="bool", default=True),
+        ),
+        supports_check_mode=True,
+    )
+    api = DockerAPI(module.params["docker_socket"])
+    try:
+        info = api.info()
+        listed = api.containers(all=module.params["include_stopped"])
+        containers = [describe(api.inspect_container(item["Id"]), info["DockerRootDir"]) for item in listed]
+    except DockerAPIError as exc:
+        module.fail_json(msg="Cannot read container log settings: %s" % exc)
+    unbounded = sorted((c for c in containers if not c["bounded"]), key=lambda c: -c["log_bytes"])
+    module.exit_json(
+        changed=False,
+        daemon_log_driver=info.get("LoggingDriver"),
+        containers=containers,
+        unbounded=unbounded,
+        unbounded_log_bytes=sum(c["log_bytes"] for c in unbounded),
+    )
+
+
+if __name__ == "__main__":
+    main()

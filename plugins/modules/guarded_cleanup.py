@@ -1,0 +1,736 @@
+#!/usr/bin/python
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: guarded_cleanup
+short_description: Quarantine files that a healthy reference list no longer names, and purge them after a grace period
+version_added: 0.1.0
+description:
+  - Reconciles the items of a directory (entries of O(path) whose name matches O(pattern)) with a reference list
+    of keys, produced by a command (O(reference_command), for example C(psql)) or by a SQL query on a SQLite
+    database (O(reference_sqlite) and O(reference_query), read-only, with the host's Python C(sqlite3) module).
+    An item whose key is not in the reference is an orphan.
+  - The reference is trusted only when it is healthy and plausible. The module refuses when the command fails or
+    times out, the database cannot be opened or the query fails, the list is empty or shorter than
+    O(min_references), or it shrank by more than O(max_reference_shrink) since the last successful run (the count
+    is kept in O(state_file) on the host).
+  - It also refuses when the orphans exceed O(max_orphans) items or O(max_orphan_ratio) of the items.
+  - Locked items are never touched, whatever the reference says - those whose name matches O(lock_patterns) and
+    those with a lock marker next to them (C(<name>) plus O(lock_suffix), for example C(backup-17.tar.gz.lock)).
+  - Nothing is deleted at once. Orphans are moved (renamed) into O(quarantine_dir) and recorded in a JSON manifest
+    there. A later run purges them only after O(grace_period), and only if the reference, healthy again, still
+    does not name them; an item that the reference names again is moved back (O(restore_referenced)).
+  - O(state=restore) moves quarantined items back (all of them, or those in O(names)).
+  - A refusal fails the task by default (RV(refused=true), the reason in C(msg)); O(on_refusal=report) returns it
+    as data instead.
+author:
+  - postmortem.remediation maintainers (@postmortem-remediation)
+options:
+  path:
+    description: The directory holding the items (not searched recursively).
+    type: path
+    required: true
+  pattern:
+    description:
+      - Shell-style pattern the item names must match (C(fnmatch)). Names starting with C(.) match only a pattern
+        that starts with C(.).
+    type: str
+    default: "*"
+  key_regex:
+    description:
+      - Regular expression that extracts the reference key from an item name, with C(re.search); the key is the
+        group named C(key), else group 1, else the whole match. Without it, the key is the whole name.
+      - Items whose name does not match are kept (an item that cannot be understood is never an orphan).
+    type: str
+  reference_command:
+    description:
+      - Command (argument list, no shell) that prints one reference key per line, for example
+        C([psql, -X, -A, -t, -v, ON_ERROR_STOP=1, -c, "SELECT file_name FROM backups", backups]).
+      - A non-zero exit code, a timeout or an empty output refuses the cleanup.
+    type: list
+    elements: str
+  reference_sqlite:
+    description:
+      - SQLite database file to run O(reference_query) on, opened read-only (a missing file is an error, never an
+        empty database).
+    type: path
+  reference_query:
+    description: SQL query on O(reference_sqlite) whose first column holds the reference keys.
+    type: str
+  reference_timeout:
+    description: Seconds after which the reference command or query is abandoned (and the cleanup refused).
+    type: int
+    default: 60
+  min_references:
+    description: Refuse when the reference holds fewer keys than this.
+    type: int
+    default: 1
+  max_reference_shrink:
+    description:
+      - Refuse when the reference shrank by more than this fraction (0 to 1) since the last successful run.
+      - After a legitimate mass deletion, run once with V(1) to accept the new size.
+    type: float
+    default: 0.1
+  max_orphans:
+    description:
+      - Refuse when there are more orphans than this, counting those still in the quarantine (not yet purged);
+        the bound holds for everything out of place at once, not per run.
+    type: int
+    default: 10
+  max_orphan_ratio:
+    description:
+      - Refuse when the orphans (new ones plus those still in the quarantine) are more than this fraction (0 to 1)
+        of the items (the items in O(path) plus those still in the quarantine).
+    type: float
+    default: 0.05
+  lock_patterns:
+    description: Item names matching any of these patterns are locked and never touched.
+    type: list
+    elements: str
+    default: []
+  lock_suffix:
+    description: An item is locked while a file named C(<item name><lock_suffix>) exists next to it.
+    type: str
+    default: .lock
+  quarantine_dir:
+    description:
+      - Where orphans are moved, on the same filesystem as O(path) (moves are atomic renames; the module refuses
+        otherwise). Items go to C(items/), the manifest is C(manifest.json).
+      - Defaults to C(.quarantine) inside O(path).
+    type: path
+  state_file:
+    description: Where the size of the last healthy reference is kept. Defaults to C(state.json) in O(quarantine_dir).
+    type: path
+  grace_period:
+    description:
+      - How long an orphan stays in quarantine before a run may purge it, as a number with a unit
+        C(s), C(m), C(h), C(d) or C(w) (seconds without a unit).
+    type: str
+    default: 7d
+  restore_referenced:
+    description: Move a quarantined item back when the reference names it again.
+    type: bool
+    default: true
+  state:
+    description:
+      - V(reconcile) checks the reference, purges expired quarantined orphans and quarantines new ones.
+      - V(restore) moves quarantined items back to O(path); it does not need the reference.
+    type: str
+    choices: [reconcile, restore]
+    default: reconcile
+  names:
+    description: With O(state=restore), the item names to restore; all quarantined items when omitted.
+    type: list
+    elements: str
+  on_refusal:
+    description:
+      - V(fail) fails the task when the guard refuses, so the playbook stops. V(report) returns RV(refused=true).
+    type: str
+    choices: [fail, report]
+    default: fail
+  list_limit:
+    description: How many names each returned list holds at most.
+    type: int
+    default: 50
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: Check mode reads the reference, runs the guard and returns the plan; nothing is moved or written.
+  diff_mode:
+    description:
+      Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: full
+    details: The diff lists the planned moves and purges, cut after O(list_limit) lines.
+  idempotent:
+    description:
+      When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+    support: partial
+    details:
+      - A second run with the same items and reference changes nothing.
+      - Purging depends on the clock, so a run after O(grace_period) changes what an earlier run left.
+notes:
+  - The manifest and the state file are written atomically (temporary file and rename) and the previous version is
+    kept as C(<file>.prev).
+"""
+
+EXAMPLES = r"""
+- name: Quarantine offsite backups that no database row names any more
+  postmortem.remediation.guarded_cleanup:
+    path: /srv/backups
+    pattern: "*.tar.gz"
+    reference_sqlite: /var/lib/backupd/catalog.db
+    reference_query: SELECT file_name FROM backups
+    min_references: 100
+    max_orphans: 20
+    max_orphan_ratio: 0.02
+    grace_period: 7d
+
+- name: The same against PostgreSQL, through psql
+  postmortem.remediation.guarded_cleanup:
+    path: /srv/backups
+    pattern: "*.tar.gz"
+    key_regex: '^(?P<key>[0-9a-f-]{36})\.tar\.gz$'
+    reference_command: [psql, -X, -A, -t, -v, ON_ERROR_STOP=1, -c, "SELECT id FROM backups", catalog]
+    lock_patterns: ["legal-hold-*"]
+
+- name: Put every quarantined backup back
+  postmortem.remediation.guarded_cleanup:
+    path: /srv/backups
+    state: restore
+"""
+
+RETURN = r"""
+refused:
+  description: Whether the guard refused the run (nothing was moved, purged or written).
+  returned: always
+  type: bool
+  sample: false
+reason:
+  description: Why the run was refused, naming the failed check; empty otherwise.
+  returned: always
+  type: str
+  sample: "refused cleanup of /srv/backups: reference keys: 430 keys now, 1000 at the last successful run: shrank
+    by 57.0 %, more than the bound of 10.0 %"
+reference:
+  description: The reference that was read.
+  returned: when O(state=reconcile)
+  type: dict
+  sample: {source: "sqlite /var/lib/backupd/catalog.db", count: 1000, previous_count: 998, error: ""}
+items:
+  description: Items in O(path) matching O(pattern), locked ones included.
+  returned: always
+  type: int
+  sample: 1002
+referenced:
+  description: Items whose key is in the reference.
+  returned: when O(state=reconcile)
+  type: int
+  sample: 995
+orphans:
+  description: Unlocked items whose key is not in the reference (first O(list_limit)).
+  returned: when O(state=reconcile)
+  type: list
+  elements: str
+orphan_count:
+  description: Number of orphans.
+  returned: when O(state=reconcile)
+  type: int
+pending_quarantine:
+  description: Items already in the quarantine and still orphans; they count against O(max_orphans).
+  returned: when the reference was healthy
+  type: int
+quarantined:
+  description: Items moved into the quarantine by this run (first O(list_limit); in check mode, would be).
+  returned: always
+  type: list
+  elements: str
+quarantined_count:
+  description: Number of items moved into the quarantine.
+  returned: always
+  type: int
+purged:
+  description: Quarantined items deleted by this run after their grace period (first O(list_limit)).
+  returned: always
+  type: list
+  elements: str
+purged_count:
+  description: Number of purged items.
+  returned: always
+  type: int
+restored:
+  description: Items moved back from the quarantine (first O(list_limit)).
+  returned: always
+  type: list
+  elements: str
+restored_count:
+  description: Number of restored items.
+  returned: always
+  type: int
+kept:
+  description:
+    - Items left alone for a reason other than being referenced, each with the reason
+      (locked, unparsable name, still in its grace period, origin occupied; first O(list_limit)).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: backup-17.tar.gz, reason: "locked: marker backup-17.tar.gz.lock"}]
+kept_count:
+  description: Number of entries in RV(kept) before the cut.
+  returned: always
+  type: int
+references_without_item:
+  description: Reference keys with no item in O(path) (reported only; the module never edits the reference).
+  returned: when O(state=reconcile)
+  type: int
+  sample: 0
+quarantine_dir:
+  description: The quarantine directory.
+  returned: always
+  type: str
+guard:
+  description: Every check of the guard, with its value and limit.
+  returned: always
+  type: dict
+"""
+
+import fnmatch
+import json
+import os
+import re
+import shutil
+import sqlite3
+import time
+from urllib.parse import quote
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_guard import (
+    DeletionGuard,
+    Verdict,
+    bounded,
+    refusal,
+    write_json_atomic,
+)
+
+MANIFEST_VERSION = 1
+GRACE_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+GRACE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+TIMEOUT_RC = (124, 137)
+
+
+def parse_grace(text):
+    match = GRACE_RE.match(text or "")
+    if not match:
+        raise ValueError("grace_period '%s' is not a number with a unit s, m, h, d or w" % text)
+    return int(match.group(1)) * GRACE_UNITS[match.group(2)]
+
+
+def iso(epoch):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+class UnhealthyReference(Exception):
+    """The reference could not be read: the cleanup must not trust it."""
+
+
+class Reference(object):
+    """Read the reference keys from a command or a SQLite query, refusing anything unhealthy."""
+
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+
+    @property
+    def source(self):
+        if self.params["reference_command"]:
+            return "command %s" % " ".join(self.params["reference_command"])
+        return "sqlite %s" % self.params["reference_sqlite"]
+
+    def read(self):
+        if self.params["reference_command"]:
+            return self._from_command(self.params["reference_command"])
+        return self._from_sqlite(self.params["reference_sqlite"], self.params["reference_query"])
+
+    def _from_command(self, argv):
+        timeout = self.params["reference_timeout"]
+        timeout_bin = self.module.get_bin_path("timeout")
+        if not timeout_bin:
+            raise UnhealthyReference("the 'timeout' program is missing; the reference command cannot be bounded")
+        rc, out, err = self.module.run_command(
+            [timeout_bin, "--kill-after=5", str(timeout), *argv], environ_update={"LC_ALL": "C"})
+        if rc in TIMEOUT_RC:
+            raise UnhealthyReference("reference command %s timed out after %d s" % (argv[0], timeout))
+        if rc != 0:
+            raise UnhealthyReference("reference command %s failed (rc %d): %s" % (
+                argv[0], rc, (err.strip() or out.strip())[:500]))
+        return set(line.strip() for line in out.splitlines() if line.strip())
+
+    def _from_sqlite(self, database, query):
+        if not os.path.isfile(database):
+            raise UnhealthyReference("reference database %s does not exist" % database)
+        deadline = time.time() + self.params["reference_timeout"]
+        try:
+            conn = sqlite3.connect("file:%s?mode=ro" % quote(database), uri=True,
+                                   timeout=self.params["reference_timeout"])
+        except sqlite3.Error as exc:
+            raise UnhealthyReference("reference database %s cannot be opened: %s" % (database, exc)) from exc
+        try:
+            conn.set_progress_handler(lambda: 1 if time.time() > deadline else 0, 10000)
+            rows = conn.execute(query).fetchall()
+        except sqlite3.Error as exc:
+            timed_out = time.time() > deadline
+            cause = "timed out after %d s (%s)" % (self.params["reference_timeout"], exc) if timed_out else str(exc)
+            raise UnhealthyReference("reference query on %s failed: %s" % (database, cause)) from exc
+        finally:
+            conn.close()
+        return set(str(row[0]).strip() for row in rows if row and row[0] is not None and str(row[0]).strip())
+
+
+class Quarantine(object):
+    """The quarantine directory: items/ holds the moved items, manifest.json says where they came from."""
+
+    def __init__(self, module, directory):
+        self.module = module
+        self.directory = directory
+        self.items_dir = os.path.join(directory, "items")
+        self.manifest_path = os.path.join(directory, "manifest.json")
+        self.entries = self._load()
+
+    def _load(self):
+        if not os.path.exists(self.manifest_path):
+            return {}
+        try:
+            with open(self.manifest_path) as handle:
+                data = json.load(handle)
+        except (IOError, OSError, ValueError) as exc:
+            self.module.fail_json(msg="quarantine manifest %s cannot be read: %s; fix or move it away, the "
+                                      "module will not guess what the quarantine holds" % (self.manifest_path, exc))
+        return data.get("items", {})
+
+    def stored_path(self, name):
+        return os.path.join(self.items_dir, name)
+
+    def ensure(self):
+        for directory in (self.directory, self.items_dir):
+            if not os.path.isdir(directory):
+                os.makedirs(directory, 0o700)
+
+    def save(self, origin_dir):
+        write_json_atomic(self.module, self.manifest_path,
+                          {"version": MANIFEST_VERSION, "path": origin_dir, "items": self.entries}, keep_previous=True)
+
+
+class GuardedCleanup(object):
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.path = os.path.abspath(self.params["path"])
+        self.quarantine_dir = os.path.abspath(self.params["quarantine_dir"] or os.path.join(self.path, ".quarantine"))
+        self.state_file = self.params["state_file"] or os.path.join(self.quarantine_dir, "state.json")
+        self.verdict = Verdict("cleanup of %s" % self.path)
+        self.kept = []
+        self.diff_lines = []
+        self.result = {"changed": False, "refused": False, "reason": "", "quarantine_dir": self.quarantine_dir,
+                       "quarantined": [], "purged": [], "restored": []}
+
+    # -- discovery ------------------------------------------------------------------------------------------
+    def list_items(self):
+        if not os.path.isdir(self.path):
+            self.module.fail_json(msg="directory %s does not exist; nothing to reconcile" % self.path)
+        pattern = self.params["pattern"]
+        lock_suffix = self.params["lock_suffix"]
+        names = []
+        for name in sorted(os.listdir(self.path)):
+            full = os.path.join(self.path, name)
+            if os.path.abspath(full) == self.quarantine_dir:
+                continue
+            if name.startswith(".") and not pattern.startswith("."):
+                continue
+            if lock_suffix and name.endswith(lock_suffix):
+                continue
+            if fnmatch.fnmatchcase(name, pattern):
+                names.append(name)
+        return names
+
+    def lock_reason(self, name):
+        for lock_pattern in self.params["lock_patterns"]:
+            if fnmatch.fnmatchcase(name, lock_pattern):
+                return "locked: matches %s" % lock_pattern
+        suffix = self.params["lock_suffix"]
+        if suffix and os.path.lexists(os.path.join(self.path, name + suffix)):
+            return "locked: marker %s" % (name + suffix)
+        return None
+
+    def key_of(self, name):
+        if not self.params["key_regex"]:
+            return name
+        match = re.search(self.params["key_regex"], name)
+        if not match:
+            return None
+        if "key" in match.re.groupindex:
+            return match.group("key")
+        return match.group(1) if match.re.groups else match.group(0)
+
+    def keep(self, name, reason):
+        self.kept.append({"name": name, "reason": reason})
+
+    # -- state of the last healthy reference ----------------------------------------------------------------------
+    def previous_count(self):
+        if not os.path.exists(self.state_file):
+            return None
+        try:
+            with open(self.state_file) as handle:
+                return int(json.load(handle)["reference_count"])
+        except (IOError, OSError, ValueError, KeyError, TypeError) as exc:
+            self.module.fail_json(msg="state file %s cannot be read: %s; the shrink check needs it (remove it to "
+                                      "start over)" % (self.state_file, exc))
+
+    def save_state(self, count, previous):
+        if count == previous:
+            return False
+        self.ensure_dir(os.path.dirname(os.path.abspath(self.state_file)))
+        write_json_atomic(self.module, self.state_file,
+                          {"reference_count": count, "recorded_at": iso(time.time()), "path": self.path},
+                          keep_previous=True)
+        return True
+
+    @staticmethod
+    def ensure_dir(directory):
+        if not os.path.isdir(directory):
+            os.makedirs(directory, 0o700)
+
+    # -- reconcile ------------------------------------------------------------------------------------------------
+    def reconcile(self):
+        names = self.list_items()
+        self.result["items"] = len(names)
+        self.check_same_filesystem()
+        quarantine = Quarantine(self.module, self.quarantine_dir)
+        reference = Reference(self.module)
+        previous = self.previous_count()
+        info = {"source": reference.source, "count": 0, "previous_count": previous, "error": ""}
+        self.result["reference"] = info
+        try:
+            keys = reference.read()
+        except UnhealthyReference as exc:
+            info["error"] = str(exc)
+            self.verdict.require("reference", False, str(exc))
+            return self.finish()
+        self.verdict.require("reference", True, "")
+        info["count"] = len(keys)
+        self.verdict.require_at_least("reference keys", len(keys), self.params["min_references"], "keys")
+        self.verdict.require_no_shrink("reference shrink", previous, len(keys), self.params["max_reference_shrink"],
+                                       "keys")
+
+        orphans, referenced, seen_keys = [], 0, set()
+        for name in names:
+            key = self.key_of(name)
+            lock = self.lock_reason(name)
+            if key is not None:
+                seen_keys.add(key)
+            if lock:
+                self.keep(name, lock)
+            elif key is None:
+                self.keep(name, "name does not match key_regex")
+            elif key in keys:
+                referenced += 1
+            else:
+                orphans.append(name)
+        self.result.update(referenced=referenced, orphan_count=len(orphans),
+                           orphans=bounded(orphans, self.params["list_limit"])[0],
+                           references_without_item=len(keys - seen_keys))
+        purge, restore = self.plan_quarantine(quarantine, keys)
+        # The bounds hold for everything out of place at once: new orphans plus those still in quarantine, so that
+        # a slowly failing reference cannot take a few percent more on every run.
+        pending = len([name for name in quarantine.entries
+                       if name not in restore and os.path.lexists(quarantine.stored_path(name))])
+        self.result["pending_quarantine"] = pending
+        guard = DeletionGuard(self.params["max_orphans"], self.params["max_orphan_ratio"], unit="items")
+        guard.check(self.verdict, len(orphans) + pending, len(names) + pending, label="orphans")
+        if not self.verdict.allowed:
+            return self.finish()
+
+        quarantined = [name for name in orphans if self.can_quarantine(quarantine, name)]
+        changed = bool(purge or restore or quarantined)
+        if not self.module.check_mode:
+            self.apply(quarantine, purge, restore, quarantined, keys)
+            changed = self.save_state(len(keys), previous) or changed
+        else:
+            changed = changed or len(keys) != previous
+        self.result.update(changed=changed, purged=purge, restored=restore, quarantined=quarantined)
+        return self.finish()
+
+    def check_same_filesystem(self):
+        probe = self.quarantine_dir
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        if os.stat(probe).st_dev != os.stat(self.path).st_dev:
+            self.module.fail_json(msg="quarantine %s is not on the filesystem of %s: moves would be copies, not "
+                                      "atomic renames; choose a quarantine_dir next to the items"
+                                      % (self.quarantine_dir, self.path))
+
+    def plan_quarantine(self, quarantine, keys):
+        """Which quarantined items to purge (grace period over, still orphans) or to move back (referenced again)."""
+        grace = parse_grace(self.params["grace_period"])
+        now = time.time()
+        purge, restore = [], []
+        for name in sorted(quarantine.entries):
+            entry = quarantine.entries[name]
+            if not os.path.lexists(quarantine.stored_path(name)):
+                self.keep(name, "in the manifest but not in the quarantine (never moved, or removed by hand)")
+                continue
+            if entry.get("key") in keys:
+                if not self.params["restore_referenced"]:
+                    self.keep(name, "quarantined, but referenced again (restore_referenced is off)")
+                elif os.path.lexists(entry["origin"]):
+                    self.keep(name, "referenced again, but %s exists: not restored" % entry["origin"])
+                else:
+                    restore.append(name)
+                    self.diff_lines.append("restore %s -> %s (referenced again)" % (name, entry["origin"]))
+                continue
+            left = entry["quarantined_at"] + grace - now
+            if left > 0:
+                self.keep(name, "quarantined at %s, purge in %d s" % (entry.get("quarantined_iso", "?"), left))
+            else:
+                purge.append(name)
+                self.diff_lines.append("purge %s (quarantined at %s)" % (name, entry.get("quarantined_iso", "?")))
+        return purge, restore
+
+    def can_quarantine(self, quarantine, name):
+        if name in quarantine.entries or os.path.lexists(quarantine.stored_path(name)):
+            self.keep(name, "orphan, but an item of that name is already in the quarantine")
+            return False
+        self.diff_lines.append("quarantine %s -> %s" % (os.path.join(self.path, name), quarantine.stored_path(name)))
+        return True
+
+    def apply(self, quarantine, purge, restore, quarantined, keys):
+        quarantine.ensure()
+        # Drop manifest entries whose item is gone (reported in kept), then record the moves before making them,
+        # so that a crash leaves a manifest that names every item the quarantine may hold.
+        for name in list(quarantine.entries):
+            if not os.path.lexists(quarantine.stored_path(name)):
+                del quarantine.entries[name]
+        now = time.time()
+        for name in list(quarantined):
+            origin = os.path.join(self.path, name)
+            try:
+                size = os.lstat(origin).st_size
+            except OSError as exc:
+                quarantined.remove(name)
+                self.keep(name, "vanished before the move: %s" % exc)
+                continue
+            quarantine.entries[name] = {
+                "key": self.key_of(name), "origin": origin, "quarantined_at": now, "quarantined_iso": iso(now),
+                "kind": "dir" if os.path.isdir(origin) and not os.path.islink(origin) else "file", "size": size,
+            }
+        quarantine.save(self.path)
+        for name in list(quarantined):
+            try:
+                os.rename(os.path.join(self.path, name), quarantine.stored_path(name))
+            except OSError as exc:
+                del quarantine.entries[name]
+                quarantined.remove(name)
+                self.keep(name, "could not be moved: %s" % exc)
+        for name in restore:
+            os.rename(quarantine.stored_path(name), quarantine.entries.pop(name)["origin"])
+        for name in purge:
+            stored = quarantine.stored_path(name)
+            if os.path.isdir(stored) and not os.path.islink(stored):
+                shutil.rmtree(stored)
+            else:
+                os.unlink(stored)
+            del quarantine.entries[name]
+        quarantine.save(self.path)
+
+    # -- restore ----------------------------------------------------------------------------------------------------
+    def restore(self):
+        self.result["items"] = len(self.list_items())
+        quarantine = Quarantine(self.module, self.quarantine_dir)
+        wanted = self.params["names"]
+        restore = []
+        for name in sorted(quarantine.entries):
+            if wanted is not None and name not in wanted:
+                continue
+            origin = quarantine.entries[name]["origin"]
+            if not os.path.lexists(quarantine.stored_path(name)):
+                self.keep(name, "in the manifest but not in the quarantine")
+            elif os.path.lexists(origin):
+                self.keep(name, "%s exists: not overwritten" % origin)
+            else:
+                restore.append(name)
+                self.diff_lines.append("restore %s -> %s" % (quarantine.stored_path(name), origin))
+        for name in wanted or []:
+            if name not in quarantine.entries:
+                self.keep(name, "not in the quarantine")
+        if restore and not self.module.check_mode:
+            for name in restore:
+                os.rename(quarantine.stored_path(name), quarantine.entries.pop(name)["origin"])
+            quarantine.save(self.path)
+        self.result.update(changed=bool(restore), restored=restore)
+        return self.finish()
+
+    # -- result -----------------------------------------------------------------------------------------------------
+    def finish(self):
+        limit = self.params["list_limit"]
+        for key in ("quarantined", "purged", "restored"):
+            names = self.result[key]
+            self.result[key + "_count"] = len(names)
+            self.result[key] = bounded(names, limit)[0]
+        self.result["kept_count"] = len(self.kept)
+        self.result["kept"] = bounded(self.kept, limit)[0]
+        self.result["guard"] = self.verdict.as_dict()
+        if self.module._diff and self.verdict.allowed:
+            lines, cut = bounded(self.diff_lines, limit)
+            if cut:
+                lines.append("... and %d more" % (len(self.diff_lines) - len(lines)))
+            self.result["diff"] = {"before_header": self.path, "after_header": self.path,
+                                   "prepared": "\n".join(lines) + ("\n" if lines else "")}
+        if self.verdict.allowed:
+            self.module.exit_json(**self.result)
+        for key in ("quarantined", "purged", "restored"):
+            self.result[key], self.result[key + "_count"] = [], 0
+        fail, fields = refusal(self.verdict, self.params["on_refusal"])
+        self.result.update(fields)
+        if fail:
+            self.module.fail_json(**self.result)
+        self.module.exit_json(**self.result)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            pattern=dict(type="str", default="*"),
+            key_regex=dict(type="str", no_log=False),
+            reference_command=dict(type="list", elements="str"),
+            reference_sqlite=dict(type="path"),
+            reference_query=dict(type="str"),
+            reference_timeout=dict(type="int", default=60),
+            min_references=dict(type="int", default=1),
+            max_reference_shrink=dict(type="float", default=0.1),
+            max_orphans=dict(type="int", default=10),
+            max_orphan_ratio=dict(type="float", default=0.05),
+            lock_patterns=dict(type="list", elements="str", default=[]),
+            lock_suffix=dict(type="str", default=".lock"),
+            quarantine_dir=dict(type="path"),
+            state_file=dict(type="path"),
+            grace_period=dict(type="str", default="7d"),
+            restore_referenced=dict(type="bool", default=True),
+            state=dict(type="str", choices=["reconcile", "restore"], default="reconcile"),
+            names=dict(type="list", elements="str"),
+            on_refusal=dict(type="str", choices=["fail", "report"], default="fail"),
+            list_limit=dict(type="int", default=50),
+        ),
+        mutually_exclusive=[("reference_command", "reference_sqlite")],
+        required_together=[("reference_sqlite", "reference_query")],
+        required_if=[("state", "reconcile", ("reference_command", "reference_sqlite"), True)],
+        supports_check_mode=True,
+    )
+    params = module.params
+    for name in ("max_reference_shrink", "max_orphan_ratio"):
+        if not 0.0 <= params[name] <= 1.0:
+            module.fail_json(msg="%s must be between 0 and 1, got %s" % (name, params[name]))
+    for name in ("max_orphans", "min_references", "reference_timeout"):
+        if params[name] < 0:
+            module.fail_json(msg="%s must be 0 or more, got %d" % (name, params[name]))
+    if params["reference_command"] is not None and not params["reference_command"]:
+        module.fail_json(msg="reference_command is an empty list")
+    try:
+        parse_grace(params["grace_period"])
+        if params["key_regex"]:
+            re.compile(params["key_regex"])
+    except (ValueError, re.error) as exc:
+        module.fail_json(msg="invalid option: %s" % exc)
+    cleanup = GuardedCleanup(module)
+    if params["state"] == "restore":
+        cleanup.restore()
+    else:
+        cleanup.reconcile()
+
+
+if __name__ == "__main__":
+    main()

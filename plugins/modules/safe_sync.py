@@ -1,0 +1,542 @@
+#!/usr/bin/python
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: safe_sync
+short_description: Synchronise a directory with rsync --delete, refusing plans that look like an outage
+version_added: 0.1.0
+description:
+  - Runs C(rsync --archive --delete) from O(src) to O(dest) on the host the task runs on, to a local path or a
+    remote one (C(host:/path) over a remote shell, C(host::module/path) or C(rsync://host/module/path) to an
+    rsync daemon). The content of O(src) is synchronised into O(dest), as C(rsync src/ dest/) would.
+  - Before anything is touched, every path component of O(src) and O(dest) is validated (no empty component,
+    no whitespace-only name, no C(.) or C(..)), and both must end with O(expect_suffix), so that a variable
+    that expanded to nothing cannot widen the scope of the deletion to a parent directory.
+    Give the paths without a trailing slash; a trailing slash is an empty last component and is refused.
+  - An itemized dry run (C(--dry-run --itemize-changes --delete --stats)) then plans the transfer. The module
+    refuses when the source is missing or holds fewer than O(min_source_files) files, or when the planned
+    deletions exceed O(max_delete) files or O(max_delete_ratio) of the destination's files.
+  - Only then rsync runs for real, with C(--delete-delay) (deletions after the transfer is complete) and
+    C(--max-delete) set to the planned number of deletions, so that rsync itself stops if the tree changed
+    between the plan and the run.
+  - A refusal fails the task by default (RV(refused=true) and the reason in C(msg)); O(on_refusal=report)
+    returns it as data instead, without failing.
+  - Deletions are counted in files (anything that is not a directory); deleted directories are reported apart.
+author:
+  - postmortem.remediation maintainers (@postmortem-remediation)
+options:
+  src:
+    description:
+      - The directory whose content is synchronised, without a trailing slash.
+      - A local absolute path, C([user@]host:/path), C([user@]host::module/path) or C(rsync://host[:port]/module/path).
+    type: str
+    required: true
+  dest:
+    description:
+      - The directory that receives the content of O(src), without a trailing slash. Same forms as O(src).
+      - At most one of O(src) and O(dest) may be remote.
+    type: str
+    required: true
+  expect_suffix:
+    description:
+      - The trailing path components that both O(src) and O(dest) must end with, for example C(debian/amd64).
+      - Build it from the same variables as the paths; when one of them is empty the suffix or the path has an
+        empty component and the module refuses, naming the component.
+    type: str
+    required: true
+  min_source_files:
+    description: Refuse when the source holds fewer files than this (an empty or truncated source).
+    type: int
+    default: 1
+  max_delete:
+    description: Refuse when the plan deletes more files than this at the destination.
+    type: int
+    default: 100
+  max_delete_ratio:
+    description: Refuse when the plan deletes more than this fraction (0 to 1) of the destination's files.
+    type: float
+    default: 0.1
+  delete:
+    description: Delete files at the destination that are not in the source. With V(false) nothing is deleted.
+    type: bool
+    default: true
+  checksum:
+    description: Compare files by checksum instead of size and modification time (C(--checksum)).
+    type: bool
+    default: false
+  exclude:
+    description: Patterns passed as C(--exclude); excluded files at the destination are neither sent nor deleted.
+    type: list
+    elements: str
+    default: []
+  backup_dir:
+    description:
+      - Keep every file that the sync deletes or replaces at the destination in this directory (rsync C(--backup
+        --backup-dir)), on the destination's side, with its path below O(dest). Without it, deleted files are gone.
+      - An absolute path, validated like O(src) and O(dest) (no empty component, no C(..)).
+    type: str
+  rsh:
+    description:
+      - The remote shell for C(host:/path) locations, passed to rsync as C(--rsh) (rsync splits it into words).
+      - For example C(ssh -p 2222) or C(docker exec -i) (the host part is then a container name).
+    type: str
+  rsync_path:
+    description: The rsync program on the remote side (C(--rsync-path)).
+    type: str
+  timeout:
+    description: I/O timeout in seconds passed as C(--timeout) and, for daemons, C(--contimeout). V(0) means none.
+    type: int
+    default: 0
+  on_refusal:
+    description:
+      - What a refusal does. V(fail) fails the task, so the playbook stops (the safe default for a destructive step).
+      - V(report) returns RV(refused=true) with the reason and does not fail, for plays that decide themselves.
+    type: str
+    choices: [fail, report]
+    default: fail
+  list_limit:
+    description: How many paths RV(transferred_files) and RV(deleted_files) list at most.
+    type: int
+    default: 50
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: Check mode runs the dry run and the guard and returns the plan; nothing is transferred or deleted.
+  diff_mode:
+    description:
+      Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: full
+    details: The diff is the itemized plan (one line per change), cut after O(list_limit) lines.
+  idempotent:
+    description:
+      When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+    support: full
+    details: When source and destination already match, the dry run plans nothing and the real run is skipped.
+notes:
+  - Requires C(rsync) on the host the task runs on (and on the remote side of a remote location).
+  - The module runs where the task runs. To push to another machine, give O(dest) as C(host:/path) with O(rsh),
+    or an rsync daemon location.
+seealso:
+  - module: ansible.posix.synchronize
+"""
+
+EXAMPLES = r"""
+- name: Publish one architecture of the repository, never a parent directory
+  postmortem.remediation.safe_sync:
+    src: "/srv/build/{{ repo }}/{{ arch }}"
+    dest: "/srv/mirror/{{ repo }}/{{ arch }}"
+    expect_suffix: "{{ repo }}/{{ arch }}"
+    min_source_files: 100
+    max_delete: 500
+    max_delete_ratio: 0.05
+    backup_dir: "/srv/mirror-attic/{{ repo }}/{{ arch }}/{{ now(utc=true, fmt='%Y%m%dT%H%M%SZ') }}"
+
+- name: Push to another host over ssh
+  postmortem.remediation.safe_sync:
+    src: /srv/build/debian/amd64
+    dest: mirror1.example.org:/srv/mirror/debian/amd64
+    expect_suffix: debian/amd64
+    rsh: ssh -o BatchMode=yes
+
+- name: Plan only, and decide in the play
+  postmortem.remediation.safe_sync:
+    src: /srv/build/debian/arm64
+    dest: /srv/mirror/debian/arm64
+    expect_suffix: debian/arm64
+    on_refusal: report
+  check_mode: true
+  register: plan
+"""
+
+RETURN = r"""
+refused:
+  description: Whether the guard refused the synchronisation (nothing was transferred or deleted).
+  returned: always
+  type: bool
+  sample: false
+reason:
+  description: Why the synchronisation was refused, naming the bound or the path component; empty otherwise.
+  returned: always
+  type: str
+  sample: "refused sync of /srv/build/debian/ to /srv/mirror/debian/: src '/srv/build/debian/': the last component
+    (after 'debian') is empty; a variable expanded to nothing?"
+plan:
+  description: The plan made by the dry run. Absent when the paths were refused before the dry run.
+  returned: when the dry run ran
+  type: dict
+  contains:
+    source_files:
+      description: Files (not directories) in the source.
+      type: int
+    dest_files:
+      description: Files (not directories) at the destination, within the synchronised scope.
+      type: int
+    transfer_count:
+      description: Files whose content would be sent.
+      type: int
+    delete_count:
+      description: Files that would be deleted at the destination.
+      type: int
+    delete_dir_count:
+      description: Directories that would be deleted at the destination.
+      type: int
+    delete_ratio:
+      description: O(max_delete_ratio) is compared with this, C(delete_count / dest_files).
+      type: float
+  sample: {source_files: 120, dest_files: 118, transfer_count: 4, delete_count: 2, delete_dir_count: 0,
+           delete_ratio: 0.017}
+transferred:
+  description: Files whose content was sent (in check mode or when refused, would have been).
+  returned: always
+  type: int
+  sample: 4
+transferred_files:
+  description: The first O(list_limit) transferred paths, relative to the source.
+  returned: always
+  type: list
+  elements: str
+  sample: [pool/main/h/hello_2.10-3_amd64.deb]
+deleted:
+  description: Files deleted at the destination (in check mode or when refused, would have been).
+  returned: always
+  type: int
+  sample: 2
+deleted_files:
+  description: The first O(list_limit) deleted paths, relative to the destination.
+  returned: always
+  type: list
+  elements: str
+  sample: [pool/main/h/hello_2.10-2_amd64.deb]
+deleted_dirs:
+  description: Directories deleted at the destination.
+  returned: always
+  type: int
+  sample: 0
+lists_truncated:
+  description: Whether RV(transferred_files) or RV(deleted_files) was cut at O(list_limit).
+  returned: always
+  type: bool
+  sample: false
+guard:
+  description: Every check of the guard, with its value and limit.
+  returned: always
+  type: dict
+  sample: {subject: sync of /srv/build/debian/amd64 to /srv/mirror/debian/amd64, allowed: true, reason: "",
+           checks: [{name: deletions, ok: true, value: 2, limit: 100, message: ""}]}
+cmd:
+  description: The rsync command line that ran last (the dry run in check mode or when refused).
+  returned: when rsync ran
+  type: list
+  elements: str
+"""
+
+import os
+import re
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_guard import (
+    DeletionGuard,
+    PathScopeError,
+    Verdict,
+    bounded,
+    check_path_scope,
+    ratio_of,
+    refusal,
+)
+
+# rsync's success codes: 0, and 24 (some source files vanished during the transfer: a live tree).
+RSYNC_OK = (0, 24)
+ITEM_RE = re.compile(r"^([<>ch.])([fdLDS])(\S{9}) (.*)$")
+DELETING_PREFIX = "*deleting "
+STATS_FILES_RE = re.compile(r"^Number of files: ([\d,.]+)(?: \((.*)\))?$")
+
+
+class Location(object):
+    """One side of the synchronisation: local path, remote shell (host:path) or rsync daemon."""
+
+    def __init__(self, label, spec):
+        self.label = label
+        self.spec = spec
+        self.kind, self.host, self.path = self._parse(spec)
+
+    @staticmethod
+    def _parse(spec):
+        if spec.startswith("rsync://"):
+            rest = spec[len("rsync://"):]
+            host, _sep, path = rest.partition("/")
+            return "daemon", host, path
+        first_slash = spec.find("/")
+        colon = spec.find(":")
+        if colon > 0 and (first_slash < 0 or colon < first_slash):
+            if spec[colon:colon + 2] == "::":
+                return "daemon", spec[:colon], spec[colon + 2:]
+            return "shell", spec[:colon], spec[colon + 1:]
+        return "local", None, spec
+
+    @property
+    def remote(self):
+        return self.kind != "local"
+
+    def validate(self, expect_suffix):
+        if self.remote and not self.host.strip():
+            raise PathScopeError("%s '%s': the host part is empty" % (self.label, self.spec))
+        label = self.label if not self.remote else "%s path on %s" % (self.label, self.host)
+        check_path_scope(self.path, label, expect_suffix=expect_suffix, absolute=self.kind != "daemon")
+
+    def as_content(self):
+        """The rsync argument that means 'the content of this directory'."""
+        return self.spec + "/"
+
+
+class RsyncPlan(object):
+    """What an itemized rsync run did or would do."""
+
+    def __init__(self):
+        self.items = []
+        self.transferred = []
+        self.created_files = 0
+        self.deleted_files = []
+        self.deleted_dirs = []
+        self.source_files = None
+
+    @classmethod
+    def parse(cls, stdout):
+        plan = cls()
+        for line in stdout.splitlines():
+            if line.startswith(DELETING_PREFIX):
+                name = line[len(DELETING_PREFIX):].lstrip(" ")
+                plan.items.append(line)
+                (plan.deleted_dirs if name.endswith("/") else plan.deleted_files).append(name)
+                continue
+            match = ITEM_RE.match(line)
+            if match:
+                update, kind, attrs, name = match.groups()
+                plan.items.append(line)
+                if kind == "L" and " -> " in name:
+                    name = name.split(" -> ", 1)[0]
+                if update in "<>" and kind == "f":
+                    plan.transferred.append(name)
+                if kind != "d" and attrs == "+" * 9:
+                    plan.created_files += 1
+                continue
+            stats = STATS_FILES_RE.match(line)
+            if stats:
+                plan.source_files = _count_non_dirs(stats.group(1), stats.group(2))
+        return plan
+
+    @property
+    def dest_files(self):
+        """Files at the destination in scope: those the source also has, plus those to delete."""
+        return max(0, self.source_files - self.created_files) + len(self.deleted_files)
+
+    def summary(self):
+        return {
+            "source_files": self.source_files,
+            "dest_files": self.dest_files,
+            "transfer_count": len(self.transferred),
+            "delete_count": len(self.deleted_files),
+            "delete_dir_count": len(self.deleted_dirs),
+            "delete_ratio": round(ratio_of(len(self.deleted_files), self.dest_files), 6),
+        }
+
+
+def _number(text):
+    return int(re.sub(r"[,.]", "", text))
+
+
+def _count_non_dirs(total, breakdown):
+    """'Number of files: 4 (reg: 1, dir: 2, link: 1)' -> 2: every entry that is not a directory."""
+    count = _number(total)
+    for part in (breakdown or "").split(","):
+        key, _sep, value = part.strip().partition(":")
+        if key.strip() == "dir":
+            count -= _number(value.strip())
+    return count
+
+
+class SafeSync(object):
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.src = Location("src", self.params["src"])
+        self.dest = Location("dest", self.params["dest"])
+        self.verdict = Verdict("sync of %s to %s" % (self.params["src"], self.params["dest"]))
+        self.result = {
+            "changed": False, "refused": False, "reason": "", "transferred": 0, "transferred_files": [],
+            "deleted": 0, "deleted_files": [], "deleted_dirs": 0, "lists_truncated": False,
+        }
+
+    # -- steps ------------------------------------------------------------------------------------------------
+    def run(self):
+        if self.validate_scope() and self.check_local_source():
+            plan = self.dry_run()
+            self.judge(plan)
+            self.report(plan)
+            if self.verdict.allowed:
+                self.result["changed"] = bool(plan.items)
+                if self.module._diff:
+                    self.result["diff"] = self.diff(plan)
+                if plan.items and not self.module.check_mode:
+                    self.report(self.real_run(plan))
+        self.finish()
+
+    def validate_scope(self):
+        expect_suffix = self.params["expect_suffix"]
+        try:
+            check_path_scope(expect_suffix, "expect_suffix")
+        except PathScopeError as exc:
+            self.verdict.require("expect_suffix", False, str(exc), expect_suffix)
+            expect_suffix = None  # still check the paths' own components, so that the message names them
+        if self.params["backup_dir"] is not None:
+            try:
+                check_path_scope(self.params["backup_dir"], "backup_dir", absolute=True)
+            except PathScopeError as exc:
+                self.verdict.require("backup_dir", False, str(exc), self.params["backup_dir"])
+        if self.src.remote and self.dest.remote:
+            self.verdict.require("locations", False, "src and dest are both remote; rsync needs one local side")
+        for location in (self.src, self.dest):
+            try:
+                location.validate(expect_suffix)
+            except PathScopeError as exc:
+                self.verdict.require(location.label, False, str(exc), location.spec, expect_suffix)
+            else:
+                self.verdict.require(location.label, True, "", location.spec, expect_suffix)
+        return self.verdict.allowed
+
+    def check_local_source(self):
+        if self.src.remote:
+            return True
+        return self.verdict.require(
+            "source exists", os.path.isdir(self.src.path),
+            "source directory %s does not exist (or is not a directory)" % self.src.path, self.src.path)
+
+    def judge(self, plan):
+        self.verdict.require_at_least("source files", plan.source_files, self.params["min_source_files"], "files")
+        if self.params["delete"]:
+            guard = DeletionGuard(self.params["max_delete"], self.params["max_delete_ratio"], unit="files")
+            guard.check(self.verdict, len(plan.deleted_files), plan.dest_files, label="deletions at " + self.dest.spec)
+
+    def dry_run(self):
+        argv = self.command(dry_run=True)
+        rc, out, err = self.rsync(argv)
+        if rc not in RSYNC_OK:
+            source_missing = "change_dir" in err or "link_stat" in err
+            what = "the source %s is missing or unreadable" % self.src.spec if source_missing else "rsync failed"
+            self.fail_or_refuse(source_missing, "dry run of %s to %s: %s (rc %d): %s" % (
+                self.src.spec, self.dest.spec, what, rc, err.strip()), argv, rc)
+        plan = RsyncPlan.parse(out)
+        if plan.source_files is None:
+            self.module.fail_json(msg="dry run of %s to %s: no 'Number of files' in rsync's statistics; cannot "
+                                      "count the source" % (self.src.spec, self.dest.spec), cmd=argv, stdout=out)
+        self.result["plan"] = plan.summary()
+        return plan
+
+    def real_run(self, plan):
+        argv = self.command(dry_run=False, max_delete=len(plan.deleted_files) + len(plan.deleted_dirs))
+        rc, out, err = self.rsync(argv)
+        if rc not in RSYNC_OK:
+            cause = "the tree changed after the plan: rsync stopped at the planned deletions" if rc == 25 else err
+            self.module.fail_json(msg="sync of %s to %s failed (rc %d): %s" % (
+                self.src.spec, self.dest.spec, rc, cause.strip()), rc=rc, stderr=err, **self.result)
+        if rc == 24:
+            self.module.warn("some source files vanished during the sync of %s" % self.src.spec)
+        return RsyncPlan.parse(out)
+
+    # -- rsync ------------------------------------------------------------------------------------------------
+    def command(self, dry_run, max_delete=0):
+        argv = [self.module.get_bin_path("rsync", required=True), "--archive", "--itemize-changes", "--stats"]
+        if dry_run:
+            argv.append("--dry-run")
+        if self.params["delete"]:
+            argv.append("--delete" if dry_run else "--delete-delay")
+            if not dry_run:
+                argv.append("--max-delete=%d" % max_delete)
+        if self.params["checksum"]:
+            argv.append("--checksum")
+        if self.params["backup_dir"] and not dry_run:
+            argv.extend(["--backup", "--backup-dir=%s" % self.params["backup_dir"]])
+        argv.extend("--exclude=%s" % pattern for pattern in self.params["exclude"])
+        if self.params["rsh"]:
+            argv.append("--rsh=%s" % self.params["rsh"])
+        if self.params["rsync_path"]:
+            argv.append("--rsync-path=%s" % self.params["rsync_path"])
+        if self.params["timeout"]:
+            argv.append("--timeout=%d" % self.params["timeout"])
+            if "daemon" in (self.src.kind, self.dest.kind):
+                argv.append("--contimeout=%d" % self.params["timeout"])
+        argv.extend([self.src.as_content(), self.dest.as_content()])
+        self.result["cmd"] = argv
+        return argv
+
+    def rsync(self, argv):
+        return self.module.run_command(argv, environ_update={"LC_ALL": "C", "LANG": "C"})
+
+    # -- results ----------------------------------------------------------------------------------------------
+    def report(self, plan):
+        limit = self.params["list_limit"]
+        transferred, cut_t = bounded(plan.transferred, limit)
+        deleted, cut_d = bounded(plan.deleted_files, limit)
+        self.result.update(transferred=len(plan.transferred), transferred_files=transferred,
+                           deleted=len(plan.deleted_files), deleted_files=deleted,
+                           deleted_dirs=len(plan.deleted_dirs), lists_truncated=cut_t or cut_d)
+
+    def diff(self, plan):
+        lines, cut = bounded(plan.items, self.params["list_limit"])
+        if cut:
+            lines.append("... and %d more changes" % (len(plan.items) - len(lines)))
+        return {"before_header": self.dest.spec, "after_header": self.src.spec,
+                "prepared": "\n".join(lines) + ("\n" if lines else "")}
+
+    def fail_or_refuse(self, refuse, message, argv, rc):
+        if refuse:
+            self.verdict.require("source readable", False, message)
+            self.finish()
+        self.module.fail_json(msg=message, rc=rc, **self.result)
+
+    def finish(self):
+        self.result["guard"] = self.verdict.as_dict()
+        if self.verdict.allowed:
+            self.module.exit_json(**self.result)
+        fail, fields = refusal(self.verdict, self.params["on_refusal"])
+        self.result.update(fields)
+        if fail:
+            self.module.fail_json(**self.result)
+        self.module.exit_json(**self.result)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            src=dict(type="str", required=True),
+            dest=dict(type="str", required=True),
+            expect_suffix=dict(type="str", required=True),
+            min_source_files=dict(type="int", default=1),
+            max_delete=dict(type="int", default=100),
+            max_delete_ratio=dict(type="float", default=0.1),
+            delete=dict(type="bool", default=True),
+            checksum=dict(type="bool", default=False),
+            exclude=dict(type="list", elements="str", default=[]),
+            backup_dir=dict(type="str"),
+            rsh=dict(type="str"),
+            rsync_path=dict(type="str"),
+            timeout=dict(type="int", default=0),
+            on_refusal=dict(type="str", choices=["fail", "report"], default="fail"),
+            list_limit=dict(type="int", default=50),
+        ),
+        supports_check_mode=True,
+    )
+    if module.params["max_delete"] < 0:
+        module.fail_json(msg="max_delete must be 0 or more, got %d" % module.params["max_delete"])
+    if not 0.0 <= module.params["max_delete_ratio"] <= 1.0:
+        module.fail_json(msg="max_delete_ratio must be between 0 and 1, got %s" % module.params["max_delete_ratio"])
+    SafeSync(module).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""Command line: serve, check, replay, runs, show, approve, pause, resume."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import yaml
+
+from .config import DEFAULT_CONFIG, Config, ConfigError, load_config, read_token
+from .guards import PAUSE_KEY
+from .ingress import PayloadError, parse_payload
+from .journal import AlertRecord, Journal
+from .targets import InventoryCache, TargetError, load_inventory
+
+
+def _config(args: argparse.Namespace) -> Config:
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        print(f"configuration {args.config} is invalid:", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  - {error}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+def _journal(cfg: Config, *, write: bool = False) -> Journal:
+    if not os.path.exists(cfg.journal) and not write:
+        raise SystemExit(f"no journal at {cfg.journal} (has the receiver run yet?)")
+    return Journal(cfg.journal, readonly=not write)
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return f"uid {os.getuid()}"
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .service import Service
+
+    cfg = _config(args)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        service = Service(cfg)
+    except ConfigError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 2
+    service.serve_forever()
+    return 0
+
+
+def check_config(cfg: Config, *, syntax: bool = True) -> tuple[list[str], list[str]]:
+    """Everything `check` verifies; returns (ok lines, error lines)."""
+    ok: list[str] = [f"configuration {cfg.path}: {len(cfg.rules)} rule(s)"]
+    errors: list[str] = []
+    try:
+        read_token(cfg)
+        ok.append("bearer token: readable, long enough")
+    except ConfigError as exc:
+        errors.extend(exc.errors)
+    try:
+        inventory = load_inventory(cfg.inventory)
+        if not inventory.hosts:
+            errors.append(f"inventory {cfg.inventory}: no hosts")
+        else:
+            ok.append(f"inventory {cfg.inventory}: {len(inventory.hosts)} host(s)")
+    except (TargetError, Exception) as exc:
+        errors.append(f"inventory {cfg.inventory}: cannot be loaded: {exc}")
+    for rule in cfg.rules:
+        path = os.path.join(cfg.project_dir, rule.playbook)
+        if not os.path.isfile(path):
+            errors.append(f"rule {rule.name}: playbook {path} does not exist")
+            continue
+        try:
+            with open(path, encoding="utf-8") as handle:
+                plays = yaml.safe_load(handle)
+        except yaml.YAMLError as exc:
+            errors.append(f"rule {rule.name}: playbook {path} is not valid YAML: {exc}")
+            continue
+        if not isinstance(plays, list) or not plays:
+            errors.append(f"rule {rule.name}: playbook {path} is not a list of plays")
+            continue
+        if syntax:
+            binary = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+            proc = subprocess.run([binary if os.path.exists(binary) else "ansible-playbook", "--syntax-check",
+                                   "-i", cfg.inventory, path], capture_output=True, text=True, check=False,
+                                  cwd=cfg.project_dir)
+            if proc.returncode != 0:
+                errors.append(f"rule {rule.name}: playbook {path} fails --syntax-check: "
+                              f"{(proc.stderr or proc.stdout).strip()[-500:]}")
+                continue
+        ok.append(f"rule {rule.name}: mode {rule.mode}, playbook {rule.playbook}")
+    for directory in (os.path.dirname(cfg.journal), cfg.artifacts_dir):
+        probe = directory
+        while probe and not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        if not os.access(probe or "/", os.W_OK):
+            errors.append(f"{directory}: not writable by uid {os.getuid()}")
+    return ok, errors
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    ok, errors = check_config(cfg, syntax=not args.no_syntax_check)
+    for line in ok:
+        print(f"ok: {line}")
+    for line in errors:
+        print(f"error: {line}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .dispatcher import plan_alert
+
+    cfg = _config(args)
+    try:
+        with open(args.payload, "rb") as handle:
+            body = handle.read()
+        payload, alerts = parse_payload(body)
+    except OSError as exc:
+        print(f"cannot read {args.payload}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except PayloadError as exc:
+        print(f"{args.payload}: the receiver would answer 400: {exc}", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory() as scratch:
+        # Guards read the live journal when there is one; nothing is ever written to it.
+        journal = Journal(cfg.journal, readonly=True) if os.path.exists(cfg.journal) else \
+            Journal(os.path.join(scratch, "empty.sqlite"))
+        inventory = InventoryCache(cfg.inventory)
+        out: list[dict[str, Any]] = []
+        for index, alert in enumerate(alerts):
+            record = AlertRecord(id=0, delivery_id=0, fingerprint=alert["fingerprint"], status=alert["status"],
+                                 starts_at=alert["startsAt"], ends_at=alert.get("endsAt"), labels=alert["labels"],
+                                 annotations=alert["annotations"], generator_url=alert.get("generatorURL"),
+                                 received_at=time.time())
+            plan = plan_alert(cfg, journal, inventory, record)
+            out.append({"alert": index, "alertname": alert["labels"].get("alertname"), "status": alert["status"],
+                        "decisions": plan.decisions,
+                        "would_run": [{k: r[k] for k in ("rule", "playbook", "host", "mode", "check_mode", "status",
+                                                         "extravars")} for r in plan.runs],
+                        "would_cancel": [run_id for run_id, _ in plan.cancel]})
+    print(json.dumps({"receiver": payload.get("receiver"), "alerts": out}, indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def _fmt_time(value: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(value)) if value else "-"
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    journal = _journal(_config(args))
+    runs = journal.list_runs(limit=args.limit, status=args.status)
+    if args.json:
+        print(json.dumps([r.summary() for r in runs], indent=2, sort_keys=True, default=str))
+        return 0
+    print(f"{'RUN':<25} {'CREATED (UTC)':<19} {'STATUS':<17} {'RULE':<20} {'HOST':<20} {'TRY':>3}  REASON")
+    for r in runs:
+        reason = r.held if r.status == "queued" and r.held else r.reason
+        print(f"{r.id:<25} {_fmt_time(r.created_at):<19} {r.status:<17} {r.rule[:20]:<20} {r.host[:20]:<20} "
+              f"{r.attempt:>3}  {reason}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    journal = _journal(_config(args))
+    run = journal.get_run(args.run_id, with_events=True)
+    if run is None:
+        print(f"no run {args.run_id}", file=sys.stderr)
+        return 1
+    data = run.summary()
+    data["events"] = run.events
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    journal = _journal(_config(args), write=True)
+    run = journal.get_run(args.run_id)
+    if run is None:
+        print(f"no run {args.run_id}", file=sys.stderr)
+        return 1
+    if run.status != "awaiting_approval":
+        print(f"run {run.id} is {run.status}, not awaiting approval", file=sys.stderr)
+        return 1
+    now = time.time()
+    if run.approve_by is not None and run.approve_by < now:
+        print(f"run {run.id}: the approval window closed at {_fmt_time(run.approve_by)} UTC", file=sys.stderr)
+        return 1
+    if not journal.set_run_status(run.id, "queued", reason=f"approved by {_who()}", approved_at=now,
+                                  expect=("awaiting_approval",)):
+        print(f"run {run.id} changed state meanwhile; not approved", file=sys.stderr)
+        return 1
+    journal.add_run_events(run.id, [{"event": "approved", "data": {"by": _who()}}])
+    print(f"approved run {run.id}: {run.playbook} on {run.host} (rule {run.rule})")
+    return 0
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    journal = _journal(_config(args), write=True)
+    reason = f"{args.reason or 'paused'} (by {_who()} at {_fmt_time(time.time())} UTC)"
+    journal.set_state(PAUSE_KEY, reason)
+    print(f"paused: {reason}; alerts are still stored and decided, no run starts until `resume`")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    journal = _journal(_config(args), write=True)
+    was = journal.get_state(PAUSE_KEY)
+    journal.set_state(PAUSE_KEY, None)
+    print(f"resumed (was: {was})" if was else "was not paused")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="remediation-receiver",
+                                     description="Alertmanager webhook -> remediation playbooks through ansible-runner")
+    default_config = os.environ.get("REMEDIATION_RECEIVER_CONFIG", DEFAULT_CONFIG)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", "-c", default=default_config,
+                        help=f"configuration file (default: $REMEDIATION_RECEIVER_CONFIG or {DEFAULT_CONFIG})")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", parents=[common], help="run the HTTP receiver, the dispatcher and the workers")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("check", parents=[common], help="validate the configuration, rules, inventory and playbooks")
+    p.add_argument("--no-syntax-check", action="store_true", help="skip ansible-playbook --syntax-check")
+    p.set_defaults(func=cmd_check)
+    p = sub.add_parser("replay", parents=[common], help="print the decision for each alert of a payload; run nothing")
+    p.add_argument("payload", help="an Alertmanager webhook payload (JSON file)")
+    p.set_defaults(func=cmd_replay)
+    p = sub.add_parser("runs", parents=[common], help="list runs from the journal")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--status")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("show", parents=[common], help="one run with its events")
+    p.add_argument("run_id")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("approve", parents=[common], help="approve a run waiting for approval")
+    p.add_argument("run_id")
+    p.set_defaults(func=cmd_approve)
+    p = sub.add_parser("pause", parents=[common], help="stop starting runs (alerts are still stored and decided)")
+    p.add_argument("--reason", default="")
+    p.set_defaults(func=cmd_pause)
+    p = sub.add_parser("resume", parents=[common], help="start runs again")
+    p.set_defaults(func=cmd_resume)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""Dispatcher: reads undecided alerts from the journal, decides (rules -> target -> guards), queues runs,
+starts them when the scheduling guards allow, expires approvals, recovers after a crash and escalates.
+
+It is the only writer of decisions and the only caller of the executor, so guard checks never race each other.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from . import guards
+from .config import Config, Rule
+from .executor import Executor, kill_run_processes
+from .journal import ACTIVE, AlertRecord, Journal, RunRecord
+from .metrics import Metrics
+from .notify import Notifier
+from .rules import match_rules
+from .targets import InventoryCache, TargetError, resolve
+
+log = logging.getLogger("remediation_receiver.dispatcher")
+
+
+def new_run_id(now: float | None = None) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now or time.time()))
+    return f"{stamp}-{secrets.token_hex(4)}"
+
+
+@dataclass
+class Planned:
+    """What deciding one alert produces: decisions, runs, runs to cancel, notifications."""
+
+    decisions: list[dict[str, Any]]
+    runs: list[dict[str, Any]]
+    cancel: list[tuple[str, str]]
+    notes: list[tuple[str, str, dict[str, Any], str | None]]
+
+
+def alert_vars(alert: AlertRecord) -> dict[str, Any]:
+    return {"status": alert.status, "labels": alert.labels, "annotations": alert.annotations,
+            "fingerprint": alert.fingerprint, "startsAt": alert.starts_at, "generatorURL": alert.generator_url}
+
+
+def plan_alert(cfg: Config, journal: Journal, inventory: InventoryCache, alert: AlertRecord,
+               now: float | None = None) -> Planned:
+    """Decide one alert without writing anything (also what `replay` prints)."""
+    now = time.time() if now is None else now
+    plan = Planned([], [], [], [])
+    if alert.status == "resolved":
+        waiting = journal.firing_runs_for_fingerprint(alert.fingerprint)
+        plan.cancel = [(r.id, "alert resolved before the run started") for r in waiting]
+        plan.decisions.append({"outcome": "resolved", "reason": f"alert resolved; {len(waiting)} queued or waiting "
+                                                                f"run(s) canceled"})
+        return plan
+
+    matched, errors = match_rules(cfg.rules, alert.as_data())
+    for error in errors:
+        plan.decisions.append({"outcome": "rule_error", "reason": error})
+    if not matched:
+        if not errors:
+            plan.decisions.append({"outcome": "no_rule", "reason": "no rule matches this alert"})
+        return plan
+
+    for match in matched:
+        rule = match.rule
+        label = rule.target_label or cfg.target_label
+        try:
+            host = resolve(alert.labels, label, inventory.get())
+        except TargetError as exc:
+            plan.decisions.append({"rule": rule.name, "outcome": "refused", "reason": f"target: {exc}"})
+            continue
+        verdict = guards.evaluate(journal, rule, host, alert.fingerprint, alert.starts_at, now=now)
+        decision: dict[str, Any] = {"rule": rule.name, "host": host, "outcome": verdict.outcome,
+                                    "reason": verdict.reason}
+        if not verdict.admitted:
+            plan.decisions.append(decision)
+            _note_hold(plan, rule, host, alert, verdict, now)
+            continue
+        if rule.mode == "observe" and rule.observe == "record":
+            decision.update(outcome="observed", reason=f"observe mode: would run {rule.playbook} on {host}")
+            plan.decisions.append(decision)
+            continue
+        run_id = new_run_id(now)
+        extravars = {**match.vars, "remediation_run_id": run_id, "remediation_rule": rule.name,
+                     "remediation_target": host, "remediation_attempt": verdict.attempt,
+                     "remediation_alert": alert_vars(alert)}
+        run = {"id": run_id, "rule": rule.name, "playbook": rule.playbook, "host": host,
+               "fingerprint": alert.fingerprint, "starts_at": alert.starts_at,
+               "dedup_key": guards.dedup_key(alert.fingerprint, alert.starts_at, rule.name),
+               "attempt": verdict.attempt, "parent_run": verdict.parent_run, "mode": rule.mode,
+               "check_mode": rule.mode == "observe", "status": "queued", "extravars": extravars}
+        if rule.mode == "approve":
+            run.update(status="awaiting_approval", approve_by=now + rule.approval_ttl)
+            decision.update(outcome="awaiting_approval",
+                            reason=f"approve mode: run {run_id} waits for `remediation-receiver approve {run_id}` "
+                                   f"(expires in {rule.approval_ttl:.0f}s)")
+            plan.notes.append(("approval_needed", f"approval needed: {rule.playbook} on {host} (run {run_id})",
+                               {"run": run_id, "rule": rule.name, "host": host, "alert": alert_vars(alert),
+                                "approve_by": now + rule.approval_ttl}, f"approval|{run_id}"))
+        else:
+            check = " in check mode" if rule.mode == "observe" else ""
+            decision.update(outcome="run", reason=f"queued{check} as run {run_id} (attempt {verdict.attempt})")
+        decision["run_id"] = run_id
+        plan.decisions.append(decision)
+        plan.runs.append(run)
+    return plan
+
+
+def _note_hold(plan: Planned, rule: Rule, host: str, alert: AlertRecord, verdict: guards.Verdict,
+               now: float) -> None:
+    if not verdict.escalate:
+        return
+    key = {
+        "breaker_open": f"breaker|{rule.name}|{int(now // rule.fleet_breaker.window)}",
+        "still_firing": f"still_firing|{guards.dedup_key(alert.fingerprint, alert.starts_at, rule.name)}",
+        "held": f"held|{rule.name}|{host}|{verdict.outcome}|{int(now // 3600)}",
+    }.get(verdict.escalate)
+    plan.notes.append((verdict.escalate, f"{rule.name} on {host}: {verdict.reason}",
+                       {"rule": rule.name, "host": host, "outcome": verdict.outcome, "alert": alert_vars(alert)}, key))
+
+
+class Dispatcher:
+    def __init__(self, cfg: Config, journal: Journal, executor: Executor, notifier: Notifier,
+                 metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.journal = journal
+        self.executor = executor
+        self.notifier = notifier
+        self.metrics = metrics
+        self.inventory = InventoryCache(cfg.inventory)
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_loop = time.time()
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.recover()
+        self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.last_loop = time.time()
+            try:
+                self.step()
+            except Exception:
+                log.exception("dispatcher step failed")
+                self.metrics.inc("remediation_receiver_errors_total", {"stage": "dispatcher"})
+            self.wake.wait(timeout=0.5)
+            self.wake.clear()
+
+    def step(self) -> None:
+        while not self._stop.is_set():
+            batch = self.journal.undecided_alerts(limit=200)
+            if not batch:
+                break
+            for alert in batch:
+                self.decide(alert)
+        self.expire_approvals()
+        self.handle_finished()
+        self.schedule()
+
+    # -- deciding --------------------------------------------------------------------------------------------
+    def decide(self, alert: AlertRecord) -> None:
+        plan = plan_alert(self.cfg, self.journal, self.inventory, alert)
+        self.journal.record_decisions(alert.id, plan.decisions, plan.runs, plan.cancel)
+        for decision in plan.decisions:
+            self.metrics.inc("remediation_receiver_decisions_total", {"outcome": decision["outcome"]})
+            log.info("alert %d (%s %s): %s %s", alert.id, alert.labels.get("alertname"), alert.status,
+                     decision["outcome"], decision["reason"])
+        for run_id, reason in plan.cancel:
+            self.executor.cancel(run_id, reason)
+        if any(d["outcome"] == "paused" for d in plan.decisions):
+            pause = self.journal.get_state(guards.PAUSE_KEY) or ""
+            plan.notes.append(("paused", "the receiver is paused: alerts are recorded, nothing runs",
+                               {"pause": pause}, f"paused|{pause}"))
+        for kind, summary, details, dedup in plan.notes:
+            self.notifier.notify(kind, summary, details, dedup=dedup)
+
+    # -- scheduling ------------------------------------------------------------------------------------------
+    def schedule(self) -> None:
+        queued = self.journal.runs_in(("queued",))
+        if not queued:
+            return
+        if guards.is_paused(self.journal):
+            for run in queued:
+                self._hold(run, "paused: the receiver is paused")
+            return
+        busy = {run.host: run.id for run in self.journal.runs_in(ACTIVE)}
+        for run_id, host in self.executor.active().items():
+            busy.setdefault(host, run_id)
+        for run in queued:
+            if run.host in busy:
+                self._hold(run, f"host_busy: run {busy[run.host]} is running on {run.host}")
+                continue
+            if not self.executor.has_capacity():
+                self._hold(run, f"concurrency_cap: {self.executor.capacity} runs already running")
+                continue
+            if self.executor.submit(run):
+                busy[run.host] = run.id
+
+    def _hold(self, run: RunRecord, reason: str) -> None:
+        kind = reason.split(":", 1)[0]
+        if (run.held or "").split(":", 1)[0] == kind:
+            return
+        self.journal.set_run_held(run.id, reason)
+        self.journal.add_run_events(run.id, [{"event": "held", "data": {"reason": reason}}])
+        self.metrics.inc("remediation_receiver_holds_total", {"guard": kind})
+
+    def expire_approvals(self) -> None:
+        now = time.time()
+        for run in self.journal.runs_in(("awaiting_approval",)):
+            if run.approve_by is not None and run.approve_by < now and self.journal.set_run_status(
+                    run.id, "expired", reason="approval not given before the TTL", finished_at=now, handled=1,
+                    expect=("awaiting_approval",)):
+                self.notifier.notify("approval_expired", f"approval for run {run.id} ({run.rule} on {run.host}) "
+                                     "expired", {"run": run.id, "rule": run.rule, "host": run.host},
+                                     dedup=f"expired|{run.id}")
+
+    # -- outcomes --------------------------------------------------------------------------------------------
+    def on_finished(self, run_id: str) -> None:
+        self.wake.set()
+
+    def handle_finished(self) -> None:
+        """Escalate what finished badly; mark every finished run handled (once)."""
+        for run in self.journal.unhandled(("successful", "failed", "timeout", "error", "canceled")):
+            self.metrics.inc("remediation_receiver_runs_finished_total", {"status": run.status})
+            if run.status in ("failed", "timeout", "error"):
+                events = [e for e in self.journal.run_events(run.id) if e["event"] in
+                          ("runner_on_failed", "runner_on_unreachable", "runner_item_on_failed")]
+                self.notifier.notify(f"run_{run.status}", f"remediation {run.rule} on {run.host} {run.status}: "
+                                     f"{run.reason}", {"run": run.summary(), "failed_events": events[-5:]},
+                                     dedup=f"outcome|{run.id}")
+            self.journal.mark_handled(run.id)
+
+    # -- recovery --------------------------------------------------------------------------------------------
+    def recover(self) -> list[str]:
+        """Runs found 'starting'/'running' at start were cut off by a crash: mark them interrupted, stop what they
+        left behind, then handle every unhandled interrupted run by its rule (escalate or run again)."""
+        handled: list[str] = []
+        for run in self.journal.runs_in(ACTIVE):
+            leftovers = kill_run_processes(run.id)
+            reason = "the receiver stopped during the run (found running at start)"
+            if leftovers:
+                reason += f"; stopped {len(leftovers)} leftover process(es)"
+            self.journal.set_run_status(run.id, "interrupted", reason=reason, finished_at=time.time(),
+                                        expect=ACTIVE)
+            self.journal.add_run_events(run.id, [{"event": "interrupted", "data": {"reason": reason}}])
+        for run in self.journal.unhandled(("interrupted",)):
+            handled.append(self._handle_interrupted(run))
+        return handled
+
+    def _handle_interrupted(self, run: RunRecord) -> str:
+        rule = self.cfg.rule(run.rule)
+        resolved = self.journal.query(
+            "SELECT 1 FROM alerts WHERE fingerprint=? AND status='resolved' AND received_at>? LIMIT 1",
+            (run.fingerprint, run.created_at))
+        interrupted_before = [r for r in self.journal.runs_for_dedup_key(run.dedup_key)
+                              if r.status == "interrupted" and r.id != run.id]
+        action = rule.on_interrupted if rule else "escalate"
+        if action == "rerun" and (resolved or interrupted_before):
+            action = "escalate"
+        if action == "rerun":
+            new_id = new_run_id()
+            extravars = dict(run.extravars, remediation_run_id=new_id, remediation_attempt=run.attempt + 1)
+            self.journal.add_run({"id": new_id, "alert_id": run.alert_id, "rule": run.rule,
+                                  "playbook": run.playbook, "host": run.host, "fingerprint": run.fingerprint,
+                                  "starts_at": run.starts_at, "dedup_key": run.dedup_key, "attempt": run.attempt + 1,
+                                  "parent_run": run.id, "mode": run.mode, "check_mode": run.check_mode,
+                                  "status": "queued", "reason": f"rerun of interrupted run {run.id}",
+                                  "extravars": extravars})
+            self.journal.add_run_events(run.id, [{"event": "recovered", "data": {"action": "rerun",
+                                                                                 "new_run": new_id}}])
+            log.warning("run %s was interrupted: queued run %s again (rule %s)", run.id, new_id, run.rule)
+        else:
+            why = "alert resolved since" if resolved else (
+                "interrupted twice" if interrupted_before else f"rule {run.rule} says escalate")
+            self.notifier.notify("run_interrupted", f"remediation {run.rule} on {run.host} was interrupted "
+                                 f"({why})", {"run": run.summary()}, dedup=f"interrupted|{run.id}")
+            self.journal.add_run_events(run.id, [{"event": "recovered", "data": {"action": "escalate",
+                                                                                 "why": why}}])
+            log.warning("run %s was interrupted: escalated (%s)", run.id, why)
+        self.journal.mark_handled(run.id)
+        return run.id

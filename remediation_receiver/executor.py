@@ -1,0 +1,364 @@
+"""Executor: ansible-runner in a bounded worker pool, one fresh private_data_dir per run, ident = run id.
+
+Never called from an HTTP request. Events stream into the journal (redacted); after the run the artifacts are
+scrubbed (runner writes the whole process environment into `artifacts/<ident>/command`) and old run directories
+are removed by the retention bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import yaml
+
+from .config import Config
+from .journal import Journal, RunRecord
+from .redact import MASK, Redactor
+
+log = logging.getLogger("remediation_receiver.executor")
+
+RUN_MARKER = "REMEDIATION_RUN_ID"
+KEPT_EVENTS = frozenset({
+    "playbook_on_start", "playbook_on_play_start", "playbook_on_task_start", "runner_on_ok", "runner_on_failed",
+    "runner_on_unreachable", "runner_on_skipped", "runner_item_on_failed", "playbook_on_stats",
+    "runner_on_async_failed", "error",
+})
+RES_KEYS = ("changed", "failed", "msg", "rc", "stdout", "stderr", "skipped", "unreachable", "reclaimed", "diff")
+MAX_TEXT = 4000
+
+
+class Unsafe(str):
+    """A string Ansible must never template (written as `!unsafe` into env/extravars)."""
+
+
+def _unsafe_representer(dumper: yaml.SafeDumper, data: Unsafe) -> yaml.ScalarNode:
+    return dumper.represent_scalar("!unsafe", str(data), style="'")
+
+
+class _ExtravarsDumper(yaml.SafeDumper):
+    pass
+
+
+_ExtravarsDumper.add_representer(Unsafe, _unsafe_representer)
+
+
+def mark_unsafe(value: Any) -> Any:
+    """String values that could hold a template become Unsafe: alert data reaches the playbook as data only.
+
+    Only strings with a '{' are tagged: a string without one cannot hold a Jinja delimiter, and ansible-core 2.19
+    turns `!unsafe '1'` into the integer 1, which would change the alert's data.
+    """
+    if isinstance(value, str):
+        return Unsafe(value) if "{" in value else value
+    if isinstance(value, dict):
+        return {str(k): mark_unsafe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mark_unsafe(v) for v in value]
+    return value
+
+
+def dump_extravars(extravars: dict[str, Any]) -> str:
+    return yaml.dump(mark_unsafe(extravars), Dumper=_ExtravarsDumper, default_flow_style=False, sort_keys=True)
+
+
+def _trim(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        return value[:MAX_TEXT] + f"... [{len(value) - MAX_TEXT} more characters]"
+    if isinstance(value, list):
+        return [_trim(v) for v in value[:50]]
+    if isinstance(value, dict):
+        return {k: _trim(v) for k, v in list(value.items())[:50]}
+    return value
+
+
+def summarise_event(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The part of a runner event worth keeping in the journal."""
+    name = event.get("event", "")
+    if name not in KEPT_EVENTS:
+        return None
+    data = event.get("event_data") or {}
+    res = data.get("res") if isinstance(data.get("res"), dict) else {}
+    kept: dict[str, Any] = {"res": {k: _trim(res[k]) for k in RES_KEYS if k in res}}
+    if name == "playbook_on_stats":
+        kept = {k: data.get(k) for k in ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored")}
+    return {
+        "counter": event.get("counter"),
+        "event": name,
+        "task": data.get("task"),
+        "host": data.get("host"),
+        "data": kept,
+    }
+
+
+def scrub_artifacts(private_data_dir: str, redactor: Redactor) -> None:
+    """Remove the environment runner wrote to disk and redact what remains."""
+    env_dir = os.path.join(private_data_dir, "env")
+    for name in ("envvars", "passwords", "ssh_key", "cmdline"):
+        path = os.path.join(env_dir, name)
+        if os.path.exists(path):
+            os.remove(path)
+    for root, _dirs, files in os.walk(private_data_dir):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.islink(path):
+                continue
+            if name == "command" and os.path.basename(os.path.dirname(os.path.dirname(path))) == "artifacts":
+                try:
+                    with open(path, encoding="utf-8") as handle:
+                        data = json.load(handle)
+                    data["env"] = MASK + " (removed by remediation-receiver)"
+                    data = redactor.data(data)
+                    text = json.dumps(data)
+                except (OSError, ValueError):
+                    text = json.dumps({"env": MASK})
+            else:
+                try:
+                    with open(path, encoding="utf-8") as handle:
+                        original = handle.read()
+                except (OSError, UnicodeDecodeError):
+                    continue
+                text = redactor.text(original)
+                if text == original:
+                    continue
+            tmp = f"{path}.scrub"
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+
+
+def prune_artifacts(artifacts_dir: str, keep: int, max_age_days: float, active: set[str]) -> list[str]:
+    """Remove run directories beyond the newest `keep` or older than `max_age_days`; never an active one."""
+    if not os.path.isdir(artifacts_dir):
+        return []
+    entries = []
+    for name in os.listdir(artifacts_dir):
+        path = os.path.join(artifacts_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path) and name not in active:
+            entries.append((os.path.getmtime(path), name, path))
+    entries.sort(reverse=True)
+    cutoff = time.time() - max_age_days * 86400
+    removed = []
+    for index, (mtime, name, path) in enumerate(entries):
+        if index >= keep or mtime < cutoff:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
+def find_run_processes(run_id: str, proc: str = "/proc") -> list[int]:
+    """Processes (from an earlier receiver) that carry this run's marker in their environment."""
+    marker = f"{RUN_MARKER}={run_id}".encode()
+    found = []
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc, entry, "environ"), "rb") as handle:
+                if marker in handle.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def kill_run_processes(run_id: str, grace: float = 5.0) -> list[int]:
+    """Stop what an interrupted run left behind (ansible-playbook and its workers), TERM then KILL."""
+    pids = find_run_processes(run_id)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.killpg(os.getpgid(pid), sig)
+            except (ProcessLookupError, PermissionError):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+        deadline = time.time() + grace
+        while time.time() < deadline and find_run_processes(run_id):
+            time.sleep(0.1)
+        if not find_run_processes(run_id):
+            break
+    return pids
+
+
+class Executor:
+    def __init__(self, cfg: Config, journal: Journal, redactor: Redactor,
+                 on_finished: Callable[[str], None]) -> None:
+        self.cfg = cfg
+        self.journal = journal
+        self.redactor = redactor
+        self.on_finished = on_finished
+        self.capacity = min(cfg.workers, cfg.max_concurrent_runs)
+        self._pool = ThreadPoolExecutor(max_workers=self.capacity, thread_name_prefix="runner")
+        self._lock = threading.Lock()
+        self._active: dict[str, str] = {}  # run id -> host
+        self._cancel: dict[str, str] = {}  # run id -> reason
+        self._shutdown = threading.Event()
+
+    # -- what the dispatcher asks ----------------------------------------------------------------------------
+    def active(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._active)
+
+    def has_capacity(self) -> bool:
+        with self._lock:
+            return len(self._active) < self.capacity
+
+    def submit(self, run: RunRecord) -> bool:
+        if not self.journal.set_run_status(run.id, "starting", expect=("queued",), started_at=time.time(),
+                                           held=None):
+            return False
+        with self._lock:
+            self._active[run.id] = run.host
+        self._pool.submit(self._execute_safely, run)
+        return True
+
+    def cancel(self, run_id: str, reason: str) -> None:
+        with self._lock:
+            if run_id in self._active:
+                self._cancel[run_id] = reason
+
+    def shutdown(self, grace: float) -> None:
+        """Let running playbooks finish for `grace` seconds, then cancel them (they become interrupted)."""
+        deadline = time.time() + grace
+        while self.active() and time.time() < deadline:
+            time.sleep(0.2)
+        self._shutdown.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- one run ---------------------------------------------------------------------------------------------
+    def _execute_safely(self, run: RunRecord) -> None:
+        try:
+            self._execute(run)
+        except Exception as exc:  # a bug or a broken environment must still end the run in the journal
+            log.exception("run %s failed to execute", run.id)
+            self.journal.set_run_status(run.id, "error", reason=f"executor error: {exc}", finished_at=time.time(),
+                                        expect=("starting", "running"))
+        finally:
+            with self._lock:
+                self._active.pop(run.id, None)
+                self._cancel.pop(run.id, None)
+            try:
+                prune_artifacts(self.cfg.artifacts_dir, self.cfg.keep_runs, self.cfg.max_artifact_age_days,
+                                set(self.active()))
+            except OSError:
+                log.exception("artifact retention failed")
+            self.on_finished(run.id)
+
+    def _prepare(self, run: RunRecord) -> str:
+        os.makedirs(self.cfg.artifacts_dir, mode=0o700, exist_ok=True)
+        private_data_dir = os.path.join(self.cfg.artifacts_dir, run.id)
+        # Fresh every time: runner does not overwrite an existing env/extravars (stale inputs).
+        os.mkdir(private_data_dir, 0o700)
+        os.mkdir(os.path.join(private_data_dir, "env"), 0o700)
+        path = os.path.join(private_data_dir, "env", "extravars")
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as handle:
+            handle.write(dump_extravars(run.extravars))
+        return private_data_dir
+
+    def _execute(self, run: RunRecord) -> None:
+        import ansible_runner
+
+        rule = self.cfg.rule(run.rule)
+        job_timeout = (rule.job_timeout if rule and rule.job_timeout else None) or self.cfg.job_timeout
+        idle_timeout = (rule.idle_timeout if rule and rule.idle_timeout else None) or self.cfg.idle_timeout
+        private_data_dir = self._prepare(run)
+        buffer: list[dict[str, Any]] = []
+        buffer_lock = threading.Lock()
+        last_flush = [time.time()]
+
+        def flush() -> None:
+            with buffer_lock:
+                pending, buffer[:] = list(buffer), []
+                last_flush[0] = time.time()
+            self.journal.add_run_events(run.id, pending)
+
+        def event_handler(event: dict[str, Any]) -> bool:
+            summary = summarise_event(event)
+            if summary is not None:
+                with buffer_lock:
+                    buffer.append(self.redactor.data(summary))
+                if summary["event"] in ("playbook_on_task_start", "playbook_on_stats") or \
+                        time.time() - last_flush[0] > 0.5:
+                    flush()
+            return True
+
+        def status_handler(data: dict[str, Any], runner_config: Any = None) -> None:
+            # The 'starting' status carries the full environment: keep only the status word.
+            if data.get("status") == "running":
+                self.journal.set_run_status(run.id, "running", expect=("starting",))
+
+        def cancel_callback() -> bool:
+            with self._lock:
+                return run.id in self._cancel or self._shutdown.is_set()
+
+        envvars = dict(self.cfg.envvars)
+        envvars[RUN_MARKER] = run.id
+        # ansible-playbook from the receiver's own virtual environment comes first.
+        bindir = os.path.dirname(sys.executable)
+        envvars.setdefault("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', os.defpath)}")
+        cmdline = "--check --diff" if run.check_mode else None
+        log.info("run %s: %s on %s (rule %s, attempt %d%s)", run.id, run.playbook, run.host, run.rule, run.attempt,
+                 ", check mode" if run.check_mode else "")
+        runner = ansible_runner.run(
+            private_data_dir=private_data_dir,
+            project_dir=self.cfg.project_dir,
+            playbook=run.playbook,
+            inventory=self.cfg.inventory,
+            limit=run.host,
+            ident=run.id,
+            envvars=envvars,
+            cmdline=cmdline,
+            settings={"job_timeout": job_timeout, "idle_timeout": idle_timeout, "pexpect_timeout": 1,
+                      "suppress_ansible_output": True},
+            quiet=True,
+            event_handler=event_handler,
+            status_handler=status_handler,
+            cancel_callback=cancel_callback,
+        )
+        flush()
+        status, reason = runner.status, ""
+        with self._lock:
+            cancel_reason = self._cancel.get(run.id)
+        if status == "canceled":
+            if cancel_reason:
+                reason = cancel_reason
+            else:
+                status, reason = "interrupted", "the receiver shut down during the run"
+        elif status == "timeout":
+            reason = f"timed out (job {job_timeout:.0f}s / idle {idle_timeout:.0f}s)"
+        elif status == "failed":
+            reason = f"playbook failed (rc {runner.rc})"
+        # A timeout or a cancel kills ansible-playbook, not what its tasks started: stop those too.
+        leftovers = kill_run_processes(run.id, grace=2.0)
+        if leftovers:
+            self.journal.add_run_events(run.id, [{"event": "leftovers_killed", "data": {"pids": leftovers}}])
+        stats = runner.stats if isinstance(runner.stats, dict) else None
+        if status == "successful" and stats is not None and run.host not in _hosts_in_stats(stats):
+            status, reason = "failed", f"the play did not reach {run.host}"
+        try:
+            scrub_artifacts(private_data_dir, self.redactor)
+        except OSError:
+            log.exception("run %s: scrubbing artifacts failed", run.id)
+        self.journal.set_run_status(run.id, status, reason=reason, rc=runner.rc, stats=stats,
+                                    finished_at=time.time(), expect=("starting", "running"))
+        log.info("run %s: %s rc=%s %s", run.id, status, runner.rc, reason)
+
+
+def _hosts_in_stats(stats: dict[str, Any]) -> set[str]:
+    hosts: set[str] = set()
+    for key in ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored", "processed"):
+        value = stats.get(key)
+        if isinstance(value, dict):
+            hosts.update(value)
+    return hosts

@@ -1,0 +1,278 @@
+"""Ingress: authenticate, bound, parse and store an Alertmanager webhook delivery, then acknowledge.
+
+The contract with Alertmanager: 202 only after the delivery is committed to the journal; 5xx only when it could
+not be stored (Alertmanager retries those); 4xx for a bad token or a malformed payload (never retried), with a body
+that says why. Nothing here decides or runs anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import socket
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from .journal import Journal, JournalError
+from .metrics import Metrics
+
+log = logging.getLogger("remediation_receiver.ingress")
+
+ALERT_PATHS = ("/alerts", "/")
+MAX_ALERTS_PER_DELIVERY = 5000
+MAX_LABELS = 200
+MAX_LABEL_VALUE = 4096
+RUN_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+
+class PayloadError(ValueError):
+    """The body is not an Alertmanager v4 webhook payload."""
+
+
+@dataclass
+class Reply:
+    status: int
+    body: dict[str, Any]
+
+
+def _string_map(where: str, value: Any, *, required: bool) -> dict[str, str]:
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        raise PayloadError(f"{where} must be an object of strings")
+    if len(value) > MAX_LABELS:
+        raise PayloadError(f"{where} has more than {MAX_LABELS} entries")
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise PayloadError(f"{where}.{key} must be a string")
+        if len(item) > MAX_LABEL_VALUE:
+            raise PayloadError(f"{where}.{key} is longer than {MAX_LABEL_VALUE} characters")
+    return value
+
+
+def label_fingerprint(labels: dict[str, str]) -> str:
+    """A stable fingerprint when the sender did not give one (Alertmanager always does)."""
+    return hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_payload(body: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Validate a webhook body; return the payload and its normalised alerts, or raise PayloadError."""
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise PayloadError("body must be a JSON object (the Alertmanager webhook payload)")
+    version = payload.get("version")
+    if version != "4":
+        raise PayloadError(f"unsupported payload version {version!r}: expected \"4\" (Alertmanager webhook)")
+    alerts = payload.get("alerts")
+    if not isinstance(alerts, list):
+        raise PayloadError("payload has no 'alerts' list")
+    if len(alerts) > MAX_ALERTS_PER_DELIVERY:
+        raise PayloadError(f"payload has more than {MAX_ALERTS_PER_DELIVERY} alerts")
+    normalised: list[dict[str, Any]] = []
+    for index, alert in enumerate(alerts):
+        where = f"alerts[{index}]"
+        if not isinstance(alert, dict):
+            raise PayloadError(f"{where} must be an object")
+        status = alert.get("status")
+        if status not in ("firing", "resolved"):
+            raise PayloadError(f"{where}.status must be 'firing' or 'resolved', got {status!r}")
+        labels = _string_map(f"{where}.labels", alert.get("labels"), required=True)
+        annotations = _string_map(f"{where}.annotations", alert.get("annotations"), required=False)
+        starts_at = alert.get("startsAt")
+        if not isinstance(starts_at, str) or not starts_at:
+            raise PayloadError(f"{where}.startsAt must be an RFC 3339 time string")
+        fingerprint = alert.get("fingerprint")
+        if fingerprint is not None and (not isinstance(fingerprint, str) or not re.match(r"^[0-9A-Za-z]{1,64}$",
+                                                                                        fingerprint)):
+            raise PayloadError(f"{where}.fingerprint must be a short hexadecimal string")
+        ends_at = alert.get("endsAt")
+        generator = alert.get("generatorURL")
+        normalised.append({
+            "status": status,
+            "labels": labels,
+            "annotations": annotations,
+            "startsAt": starts_at,
+            "endsAt": ends_at if isinstance(ends_at, str) else None,
+            "generatorURL": generator if isinstance(generator, str) else None,
+            "fingerprint": fingerprint or label_fingerprint(labels),
+        })
+    return payload, normalised
+
+
+def bearer_ok(header: str | None, token: bytes) -> bool:
+    """Constant-time comparison of an `Authorization: Bearer ...` header with the token."""
+    if not header:
+        # Still compare, so a missing header costs the same as a wrong one.
+        hmac.compare_digest(b"", token)
+        return False
+    scheme, _, presented = header.partition(" ")
+    good_scheme = scheme.lower() == "bearer"
+    same = hmac.compare_digest(presented.strip().encode("utf-8", "replace"), token)
+    return good_scheme and same
+
+
+class Ingress:
+    """The request logic, separate from the HTTP plumbing so unit tests can call it directly."""
+
+    def __init__(self, journal: Journal, token: str, max_body_bytes: int, metrics: Metrics,
+                 on_stored: Any = None) -> None:
+        self.journal = journal
+        self._token = token.encode()
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+        self.on_stored = on_stored
+
+    def refuse(self, remote: str, status: int, reason: str, size: int | None) -> Reply:
+        self.metrics.inc("remediation_receiver_deliveries_refused_total", {"code": str(status)})
+        try:
+            self.journal.record_rejection(remote=remote, http_status=status, reason=reason, size=size)
+        except Exception:  # a full disk must not turn a 4xx into a crash
+            log.exception("could not record a rejection")
+        log.warning("refused delivery from %s: %d %s", remote, status, reason)
+        return Reply(status, {"error": reason})
+
+    def authenticate(self, remote: str, authorization: str | None) -> Reply | None:
+        if bearer_ok(authorization, self._token):
+            return None
+        return self.refuse(remote, 401, "missing or wrong bearer token", None)
+
+    def check_length(self, remote: str, content_length: str | None) -> tuple[int, Reply | None]:
+        if content_length is None:
+            return 0, self.refuse(remote, 411, "Content-Length is required", None)
+        try:
+            length = int(content_length)
+        except ValueError:
+            return 0, self.refuse(remote, 400, "Content-Length is not a number", None)
+        if length < 0:
+            return 0, self.refuse(remote, 400, "Content-Length is negative", None)
+        if length > self.max_body_bytes:
+            return length, self.refuse(remote, 413, f"body of {length} bytes exceeds the limit of "
+                                                    f"{self.max_body_bytes} bytes", length)
+        return length, None
+
+    def accept(self, remote: str, body: bytes) -> Reply:
+        try:
+            payload, alerts = parse_payload(body)
+        except PayloadError as exc:
+            return self.refuse(remote, 400, f"malformed payload: {exc}", len(body))
+        try:
+            delivery_id = self.journal.store_delivery(
+                remote=remote, payload=payload, raw_sha256=hashlib.sha256(body).hexdigest(), alerts=alerts)
+        except JournalError as exc:
+            # 5xx makes Alertmanager retry: the only honest answer when the alert is not stored.
+            self.metrics.inc("remediation_receiver_deliveries_refused_total", {"code": "503"})
+            log.error("could not store a delivery from %s: %s", remote, exc)
+            return Reply(503, {"error": "could not store the delivery; retry"})
+        self.metrics.inc("remediation_receiver_deliveries_total")
+        self.metrics.inc("remediation_receiver_alerts_received_total", value=len(alerts))
+        if int(payload.get("truncatedAlerts") or 0) > 0:
+            log.warning("delivery %d: Alertmanager truncated %s alerts (max_alerts)", delivery_id,
+                        payload.get("truncatedAlerts"))
+        if self.on_stored is not None:
+            self.on_stored()
+        return Reply(202, {"status": "stored", "delivery": delivery_id, "alerts": len(alerts)})
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "remediation-receiver"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"
+    # Set per server in make_server.
+    ingress: Ingress
+    views: Any
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _send(self, reply: Reply | None = None, *, status: int = 200, text: str | None = None,
+              content_type: str = "application/json") -> None:
+        if reply is not None:
+            status = reply.status
+            text = json.dumps(reply.body, sort_keys=True, default=str) + "\n"
+        data = (text or "").encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        if status >= 400:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        started = time.perf_counter()
+        remote = self.client_address[0]
+        path = urlsplit(self.path).path
+        if path not in ALERT_PATHS:
+            self._send(self.ingress.refuse(remote, 404, f"unknown path {path!r}: POST alerts to /alerts", None))
+            return
+        refused = self.ingress.authenticate(remote, self.headers.get("Authorization"))
+        if refused is None:
+            length, refused = self.ingress.check_length(remote, self.headers.get("Content-Length"))
+        if refused is not None:
+            self._send(refused)
+            return
+        body = self.rfile.read(length)
+        if len(body) != length:
+            self._send(self.ingress.refuse(remote, 400, "body shorter than Content-Length", len(body)))
+            return
+        reply = self.ingress.accept(remote, body)
+        self._send(reply)
+        self.ingress.metrics.observe("remediation_receiver_ack_seconds", time.perf_counter() - started)
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path.rstrip("/") or "/"
+        if path == "/healthz":
+            status, body = self.views.health()
+            self._send(Reply(status, body))
+        elif path == "/metrics":
+            self._send(text=self.views.metrics_text(), content_type="text/plain; version=0.0.4")
+        elif path in ("/runs", "/runs/"):
+            if not self._read_allowed():
+                return
+            self._send(Reply(200, {"runs": self.views.runs()}))
+        elif path.startswith("/runs/"):
+            if not self._read_allowed():
+                return
+            run_id = path[len("/runs/"):]
+            run = self.views.run(run_id) if RUN_ID.match(run_id) else None
+            self._send(Reply(200, run) if run else Reply(404, {"error": f"no run {run_id!r}"}))
+        else:
+            self._send(Reply(404, {"error": f"unknown path {path!r}"}))
+
+    def _read_allowed(self) -> bool:
+        """Runs carry alert data: reading them needs the same token as posting."""
+        if bearer_ok(self.headers.get("Authorization"), self.ingress._token):
+            return True
+        self._send(Reply(401, {"error": "missing or wrong bearer token"}))
+        return False
+
+    def do_PUT(self) -> None:
+        self._send(Reply(405, {"error": "method not allowed: POST alerts to /alerts"}))
+
+    do_DELETE = do_PATCH = do_PUT
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # A burst of Alertmanager connections must queue in the kernel, not be dropped (the default is 5).
+    request_queue_size = 1024
+    allow_reuse_address = True
+
+
+def make_server(host: str, port: int, ingress: Ingress, views: Any) -> Server:
+    handler = type("BoundHandler", (Handler,), {"ingress": ingress, "views": views})
+    server_class = Server
+    if ":" in host:
+        server_class = type("Server6", (Server,), {"address_family": socket.AF_INET6})
+    return server_class((host.strip("[]"), port), handler)

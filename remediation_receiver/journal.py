@@ -1,0 +1,555 @@
+"""The journal: every delivery, alert, decision, run, run event and notification, in SQLite (WAL).
+
+One transaction per delivery: the HTTP handler acknowledges only after `store_delivery` has committed.
+Every other stage reads its work from here and writes its result back, so a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at REAL NOT NULL,
+    remote TEXT NOT NULL,
+    receiver TEXT,
+    group_key TEXT,
+    status TEXT,
+    truncated_alerts INTEGER NOT NULL DEFAULT 0,
+    alert_count INTEGER NOT NULL,
+    body_sha256 TEXT NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id INTEGER NOT NULL REFERENCES deliveries(id),
+    fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    starts_at TEXT NOT NULL,
+    ends_at TEXT,
+    alertname TEXT,
+    labels TEXT NOT NULL,
+    annotations TEXT NOT NULL,
+    generator_url TEXT,
+    received_at REAL NOT NULL,
+    decided_at REAL
+);
+CREATE INDEX IF NOT EXISTS alerts_undecided ON alerts(decided_at, id);
+CREATE INDEX IF NOT EXISTS alerts_fingerprint ON alerts(fingerprint, status);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id INTEGER NOT NULL REFERENCES alerts(id),
+    created_at REAL NOT NULL,
+    rule TEXT,
+    host TEXT,
+    outcome TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    run_id TEXT
+);
+CREATE INDEX IF NOT EXISTS decisions_alert ON decisions(alert_id);
+CREATE INDEX IF NOT EXISTS decisions_rule_time ON decisions(rule, created_at);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    alert_id INTEGER REFERENCES alerts(id),
+    rule TEXT NOT NULL,
+    playbook TEXT NOT NULL,
+    host TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    starts_at TEXT NOT NULL,
+    dedup_key TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    parent_run TEXT,
+    mode TEXT NOT NULL,
+    check_mode INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    extravars TEXT NOT NULL,
+    approve_by REAL,
+    approved_at REAL,
+    started_at REAL,
+    finished_at REAL,
+    rc INTEGER,
+    stats TEXT,
+    held TEXT,
+    handled INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS runs_dedup ON runs(dedup_key);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
+CREATE INDEX IF NOT EXISTS runs_host_rule ON runs(host, rule, created_at);
+CREATE INDEX IF NOT EXISTS runs_unhandled ON runs(handled, status);
+CREATE TABLE IF NOT EXISTS run_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    created_at REAL NOT NULL,
+    counter INTEGER,
+    event TEXT NOT NULL,
+    task TEXT,
+    host TEXT,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS run_events_run ON run_events(run_id, id);
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    dedup TEXT UNIQUE,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL,
+    last_error TEXT,
+    sent_at REAL
+);
+CREATE INDEX IF NOT EXISTS notifications_pending ON notifications(status, next_at);
+CREATE TABLE IF NOT EXISTS rejections (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    remote TEXT NOT NULL,
+    http_status INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    size INTEGER
+);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL);
+"""
+
+# Run states. A run leaves ACTIVE only through a final state; nothing is ever deleted from the journal.
+WAITING = ("awaiting_approval", "queued")
+ACTIVE = ("starting", "running")
+FINAL = ("successful", "failed", "timeout", "canceled", "interrupted", "expired", "error")
+REJECTIONS_KEPT = 1000
+
+
+class JournalError(Exception):
+    """The journal could not be read or written."""
+
+
+@dataclass
+class AlertRecord:
+    id: int
+    delivery_id: int
+    fingerprint: str
+    status: str
+    starts_at: str
+    ends_at: str | None
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    generator_url: str | None
+    received_at: float
+
+    def as_data(self) -> dict[str, Any]:
+        """The alert as the rules see it: the Alertmanager field names."""
+        return {
+            "status": self.status,
+            "labels": self.labels,
+            "annotations": self.annotations,
+            "startsAt": self.starts_at,
+            "endsAt": self.ends_at,
+            "generatorURL": self.generator_url,
+            "fingerprint": self.fingerprint,
+        }
+
+
+@dataclass
+class RunRecord:
+    id: str
+    created_at: float
+    alert_id: int | None
+    rule: str
+    playbook: str
+    host: str
+    fingerprint: str
+    starts_at: str
+    dedup_key: str
+    attempt: int
+    parent_run: str | None
+    mode: str
+    check_mode: bool
+    status: str
+    reason: str
+    extravars: dict[str, Any]
+    approve_by: float | None
+    approved_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    rc: int | None
+    stats: dict[str, Any] | None
+    held: str | None
+    handled: bool
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k != "events"}
+        return data
+
+
+def _run_from_row(row: sqlite3.Row) -> RunRecord:
+    return RunRecord(
+        id=row["id"],
+        created_at=row["created_at"],
+        alert_id=row["alert_id"],
+        rule=row["rule"],
+        playbook=row["playbook"],
+        host=row["host"],
+        fingerprint=row["fingerprint"],
+        starts_at=row["starts_at"],
+        dedup_key=row["dedup_key"],
+        attempt=row["attempt"],
+        parent_run=row["parent_run"],
+        mode=row["mode"],
+        check_mode=bool(row["check_mode"]),
+        status=row["status"],
+        reason=row["reason"],
+        extravars=json.loads(row["extravars"]),
+        approve_by=row["approve_by"],
+        approved_at=row["approved_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        rc=row["rc"],
+        stats=json.loads(row["stats"]) if row["stats"] else None,
+        held=row["held"],
+        handled=bool(row["handled"]),
+    )
+
+
+def _alert_from_row(row: sqlite3.Row) -> AlertRecord:
+    return AlertRecord(
+        id=row["id"],
+        delivery_id=row["delivery_id"],
+        fingerprint=row["fingerprint"],
+        status=row["status"],
+        starts_at=row["starts_at"],
+        ends_at=row["ends_at"],
+        labels=json.loads(row["labels"]),
+        annotations=json.loads(row["annotations"]),
+        generator_url=row["generator_url"],
+        received_at=row["received_at"],
+    )
+
+
+class Journal:
+    """SQLite journal shared by threads (one connection per thread) and by the CLI (another process)."""
+
+    def __init__(self, path: str, *, readonly: bool = False) -> None:
+        self.path = path
+        self.readonly = readonly
+        self._local = threading.local()
+        # One writer at a time inside this process; SQLite's busy timeout covers other processes (the CLI).
+        self._write_lock = threading.Lock()
+        if not readonly:
+            directory = os.path.dirname(os.path.abspath(path))
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            db = self._connect()
+            with self._write_lock:
+                db.executescript(SCHEMA)  # commits by itself
+                db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                           (str(SCHEMA_VERSION),))
+            os.chmod(path, 0o600)
+
+    # -- connections -------------------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            if self.readonly:
+                db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None)
+            else:
+                db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=True)
+                db.execute("PRAGMA journal_mode=WAL")
+                # FULL: a commit is on disk before the 202 goes out.
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=30000")
+            db.row_factory = sqlite3.Row
+            self._local.db = db
+        return db
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        if self.readonly:
+            raise JournalError("journal opened read-only")
+        db = self._connect()
+        with self._write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            else:
+                db.execute("COMMIT")
+
+    def _read(self) -> sqlite3.Connection:
+        return self._connect()
+
+    # -- ingress -----------------------------------------------------------------------------------------------
+    def store_delivery(self, *, remote: str, payload: dict[str, Any], raw_sha256: str,
+                       alerts: list[dict[str, Any]]) -> int:
+        """Store one delivery and its alerts in one transaction; return the delivery id."""
+        now = time.time()
+        try:
+            with self._write() as db:
+                cur = db.execute(
+                    "INSERT INTO deliveries(received_at, remote, receiver, group_key, status, truncated_alerts,"
+                    " alert_count, body_sha256, payload) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (now, remote, payload.get("receiver"), payload.get("groupKey"), payload.get("status"),
+                     int(payload.get("truncatedAlerts") or 0), len(alerts), raw_sha256,
+                     json.dumps(payload, sort_keys=True)),
+                )
+                delivery_id = int(cur.lastrowid or 0)
+                db.executemany(
+                    "INSERT INTO alerts(delivery_id, fingerprint, status, starts_at, ends_at, alertname, labels,"
+                    " annotations, generator_url, received_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    [(delivery_id, a["fingerprint"], a["status"], a["startsAt"], a.get("endsAt"),
+                      a["labels"].get("alertname"), json.dumps(a["labels"], sort_keys=True),
+                      json.dumps(a.get("annotations") or {}, sort_keys=True), a.get("generatorURL"), now)
+                     for a in alerts],
+                )
+            return delivery_id
+        except sqlite3.Error as exc:
+            raise JournalError(f"could not store the delivery: {exc}") from exc
+
+    def record_rejection(self, *, remote: str, http_status: int, reason: str, size: int | None) -> None:
+        """Keep the last REJECTIONS_KEPT refused requests (never their body or headers)."""
+        with self._write() as db:
+            db.execute("INSERT INTO rejections(created_at, remote, http_status, reason, size) VALUES (?,?,?,?,?)",
+                       (time.time(), remote, http_status, reason[:500], size))
+            db.execute("DELETE FROM rejections WHERE id <= (SELECT MAX(id) FROM rejections) - ?", (REJECTIONS_KEPT,))
+
+    # -- deciding ----------------------------------------------------------------------------------------------
+    def undecided_alerts(self, limit: int = 200) -> list[AlertRecord]:
+        rows = self._read().execute(
+            "SELECT * FROM alerts WHERE decided_at IS NULL ORDER BY id LIMIT ?", (limit,)).fetchall()
+        return [_alert_from_row(r) for r in rows]
+
+    def get_alert(self, alert_id: int) -> AlertRecord | None:
+        row = self._read().execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        return _alert_from_row(row) if row else None
+
+    def record_decisions(self, alert_id: int, decisions: list[dict[str, Any]], runs: list[dict[str, Any]],
+                         cancel_runs: list[tuple[str, str]] | None = None) -> None:
+        """Write an alert's decisions and the runs they create, and mark the alert decided: one transaction."""
+        now = time.time()
+        with self._write() as db:
+            for run in runs:
+                db.execute(
+                    "INSERT INTO runs(id, created_at, alert_id, rule, playbook, host, fingerprint, starts_at,"
+                    " dedup_key, attempt, parent_run, mode, check_mode, status, reason, extravars, approve_by)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (run["id"], now, alert_id, run["rule"], run["playbook"], run["host"], run["fingerprint"],
+                     run["starts_at"], run["dedup_key"], run.get("attempt", 1), run.get("parent_run"), run["mode"],
+                     int(run.get("check_mode", False)), run["status"], run.get("reason", ""),
+                     json.dumps(run["extravars"], sort_keys=True), run.get("approve_by")),
+                )
+            for d in decisions:
+                db.execute(
+                    "INSERT INTO decisions(alert_id, created_at, rule, host, outcome, reason, run_id)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    (alert_id, now, d.get("rule"), d.get("host"), d["outcome"], d["reason"], d.get("run_id")),
+                )
+            for run_id, reason in cancel_runs or []:
+                db.execute(
+                    "UPDATE runs SET status='canceled', reason=?, finished_at=?, handled=1"
+                    " WHERE id=? AND status IN ('awaiting_approval','queued')", (reason, now, run_id))
+            db.execute("UPDATE alerts SET decided_at=? WHERE id=?", (now, alert_id))
+
+    def decisions_for_alert(self, alert_id: int) -> list[dict[str, Any]]:
+        rows = self._read().execute("SELECT * FROM decisions WHERE alert_id=? ORDER BY id", (alert_id,)).fetchall()
+        return [dict(r) for r in rows]
+
+    # -- guard state (read-only queries) ------------------------------------------------------------------------
+    def runs_for_dedup_key(self, dedup_key: str) -> list[RunRecord]:
+        rows = self._read().execute("SELECT * FROM runs WHERE dedup_key=? ORDER BY created_at", (dedup_key,))
+        return [_run_from_row(r) for r in rows.fetchall()]
+
+    def last_run_for(self, host: str, rule: str) -> RunRecord | None:
+        row = self._read().execute(
+            "SELECT * FROM runs WHERE host=? AND rule=? AND status NOT IN ('canceled','expired','awaiting_approval')"
+            " ORDER BY created_at DESC LIMIT 1", (host, rule)).fetchone()
+        return _run_from_row(row) if row else None
+
+    def count_runs_since(self, rule: str, since: float) -> int:
+        row = self._read().execute(
+            "SELECT COUNT(*) FROM runs WHERE rule=? AND created_at>=? AND mode != 'observe'"
+            " AND status NOT IN ('canceled','expired','awaiting_approval')", (rule, since)).fetchone()
+        return int(row[0])
+
+    def hosts_alerting(self, rule: str, since: float) -> set[str]:
+        """Hosts with a firing alert that matched `rule` since `since` (any outcome)."""
+        rows = self._read().execute(
+            "SELECT DISTINCT d.host FROM decisions d JOIN alerts a ON a.id=d.alert_id"
+            " WHERE d.rule=? AND d.created_at>=? AND d.host IS NOT NULL AND a.status='firing'", (rule, since))
+        return {r[0] for r in rows.fetchall()}
+
+    def firing_runs_for_fingerprint(self, fingerprint: str) -> list[RunRecord]:
+        rows = self._read().execute(
+            "SELECT * FROM runs WHERE fingerprint=? AND status IN ('awaiting_approval','queued')", (fingerprint,))
+        return [_run_from_row(r) for r in rows.fetchall()]
+
+    # -- runs --------------------------------------------------------------------------------------------------
+    def get_run(self, run_id: str, *, with_events: bool = False) -> RunRecord | None:
+        db = self._read()
+        row = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        run = _run_from_row(row)
+        if with_events:
+            run.events = [
+                {"counter": e["counter"], "event": e["event"], "task": e["task"], "host": e["host"],
+                 "created_at": e["created_at"], "data": json.loads(e["data"])}
+                for e in db.execute("SELECT * FROM run_events WHERE run_id=? ORDER BY id", (run_id,)).fetchall()
+            ]
+        return run
+
+    def list_runs(self, *, limit: int = 50, status: str | None = None) -> list[RunRecord]:
+        if status:
+            rows = self._read().execute(
+                "SELECT * FROM runs WHERE status=? ORDER BY created_at DESC LIMIT ?", (status, limit))
+        else:
+            rows = self._read().execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
+        return [_run_from_row(r) for r in rows.fetchall()]
+
+    def runs_in(self, statuses: tuple[str, ...]) -> list[RunRecord]:
+        marks = ",".join("?" * len(statuses))
+        rows = self._read().execute(
+            f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY created_at", statuses).fetchall()
+        return [_run_from_row(r) for r in rows]
+
+    def unhandled(self, statuses: tuple[str, ...]) -> list[RunRecord]:
+        marks = ",".join("?" * len(statuses))
+        rows = self._read().execute(
+            f"SELECT * FROM runs WHERE handled=0 AND status IN ({marks}) ORDER BY created_at", statuses).fetchall()
+        return [_run_from_row(r) for r in rows]
+
+    def set_run_status(self, run_id: str, status: str, *, reason: str | None = None,
+                       expect: tuple[str, ...] | None = None, **fields: Any) -> bool:
+        """Move a run to `status` (only from one of `expect`, when given); return whether it moved."""
+        sets = ["status=?"]
+        values: list[Any] = [status]
+        if reason is not None:
+            sets.append("reason=?")
+            values.append(reason)
+        for key, value in fields.items():
+            sets.append(f"{key}=?")
+            values.append(json.dumps(value, sort_keys=True) if key == "stats" and value is not None else value)
+        sql = f"UPDATE runs SET {', '.join(sets)} WHERE id=?"
+        values.append(run_id)
+        if expect:
+            sql += f" AND status IN ({','.join('?' * len(expect))})"
+            values.extend(expect)
+        with self._write() as db:
+            return db.execute(sql, values).rowcount == 1
+
+    def set_run_held(self, run_id: str, held: str | None) -> None:
+        with self._write() as db:
+            db.execute("UPDATE runs SET held=? WHERE id=?", (held, run_id))
+
+    def mark_handled(self, run_id: str) -> None:
+        with self._write() as db:
+            db.execute("UPDATE runs SET handled=1 WHERE id=?", (run_id,))
+
+    def add_run(self, run: dict[str, Any]) -> None:
+        """A run created outside an alert decision (a re-run after an interruption or a retry)."""
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO runs(id, created_at, alert_id, rule, playbook, host, fingerprint, starts_at, dedup_key,"
+                " attempt, parent_run, mode, check_mode, status, reason, extravars) VALUES"
+                " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run["id"], now, run.get("alert_id"), run["rule"], run["playbook"], run["host"], run["fingerprint"],
+                 run["starts_at"], run["dedup_key"], run["attempt"], run.get("parent_run"), run["mode"],
+                 int(run.get("check_mode", False)), run["status"], run.get("reason", ""),
+                 json.dumps(run["extravars"], sort_keys=True)),
+            )
+
+    def add_run_events(self, run_id: str, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        now = time.time()
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO run_events(run_id, created_at, counter, event, task, host, data) VALUES (?,?,?,?,?,?,?)",
+                [(run_id, now, e.get("counter"), e.get("event", "unknown"), e.get("task"), e.get("host"),
+                  json.dumps(e.get("data", {}), sort_keys=True, default=str)) for e in events],
+            )
+
+    def run_events(self, run_id: str) -> list[dict[str, Any]]:
+        run = self.get_run(run_id, with_events=True)
+        return run.events if run else []
+
+    # -- notifications -----------------------------------------------------------------------------------------
+    def add_notification(self, kind: str, payload: dict[str, Any], *, dedup: str | None = None) -> bool:
+        """Queue a notification; `dedup` makes it once-only. Return whether it was queued."""
+        now = time.time()
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO notifications(created_at, kind, dedup, payload, status, next_at)"
+                " VALUES (?,?,?,?,'pending',?)", (now, kind, dedup, json.dumps(payload, sort_keys=True), now))
+            return cur.rowcount == 1
+
+    def due_notifications(self, now: float, limit: int = 20) -> list[dict[str, Any]]:
+        rows = self._read().execute(
+            "SELECT * FROM notifications WHERE status='pending' AND next_at<=? ORDER BY id LIMIT ?", (now, limit))
+        return [dict(r) for r in rows.fetchall()]
+
+    def update_notification(self, notification_id: int, **fields: Any) -> None:
+        sets = ", ".join(f"{k}=?" for k in fields)
+        with self._write() as db:
+            db.execute(f"UPDATE notifications SET {sets} WHERE id=?", (*fields.values(), notification_id))
+
+    def notifications(self, kind: str | None = None) -> list[dict[str, Any]]:
+        if kind:
+            rows = self._read().execute("SELECT * FROM notifications WHERE kind=? ORDER BY id", (kind,))
+        else:
+            rows = self._read().execute("SELECT * FROM notifications ORDER BY id")
+        return [dict(r) for r in rows.fetchall()]
+
+    # -- state (pause flag, breaker) ---------------------------------------------------------------------------
+    def get_state(self, key: str, default: str | None = None) -> str | None:
+        row = self._read().execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_state(self, key: str, value: str | None) -> None:
+        with self._write() as db:
+            if value is None:
+                db.execute("DELETE FROM state WHERE key=?", (key,))
+            else:
+                db.execute("INSERT INTO state(key, value, updated_at) VALUES (?,?,?) ON CONFLICT(key) DO UPDATE"
+                           " SET value=excluded.value, updated_at=excluded.updated_at", (key, value, time.time()))
+
+    # -- reporting ---------------------------------------------------------------------------------------------
+    def counts(self) -> dict[str, dict[str, int]]:
+        db = self._read()
+        out: dict[str, dict[str, int]] = {}
+        out["deliveries"] = {"all": int(db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0])}
+        out["alerts"] = {r[0]: r[1] for r in db.execute("SELECT status, COUNT(*) FROM alerts GROUP BY status")}
+        out["undecided"] = {"all": int(db.execute(
+            "SELECT COUNT(*) FROM alerts WHERE decided_at IS NULL").fetchone()[0])}
+        out["decisions"] = {r[0]: r[1] for r in db.execute("SELECT outcome, COUNT(*) FROM decisions GROUP BY outcome")}
+        out["runs"] = {r[0]: r[1] for r in db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status")}
+        out["notifications"] = {r[0]: r[1] for r in db.execute(
+            "SELECT status, COUNT(*) FROM notifications GROUP BY status")}
+        out["rejections"] = {str(r[0]): r[1] for r in db.execute(
+            "SELECT http_status, COUNT(*) FROM rejections GROUP BY http_status")}
+        return out
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """Read-only ad-hoc query (tests and the CLI)."""
+        return [dict(r) for r in self._read().execute(sql, params).fetchall()]

@@ -1,0 +1,44 @@
+"""Redaction of secrets from everything the receiver stores (journal events, runner artifacts)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+MASK = "********"
+# key=value / "key": "value" pairs whose key says secret.
+DEFAULT_PATTERNS = (
+    r"(?i)((?:password|passwd|passphrase|secret|token|api[_-]?key|authorization|private[_-]?key)[\"']?\s*[:=]\s*"
+    r"[\"']?)(?:bearer\s+)?([^\s\"',}]+)",
+)
+SECRET_NAME = re.compile(r"(?i)(password|passwd|passphrase|secret|token|api[_-]?key|credential|private)")
+
+
+class Redactor:
+    def __init__(self, secrets: list[str] | None = None, patterns: list[str] | None = None) -> None:
+        # Longest first, so a secret that contains another is masked whole.
+        self.secrets = sorted({s for s in (secrets or []) if s and len(s) >= 4}, key=len, reverse=True)
+        self.patterns = [re.compile(p) for p in (*DEFAULT_PATTERNS, *(patterns or []))]
+
+    def text(self, value: str) -> str:
+        for secret in self.secrets:
+            value = value.replace(secret, MASK)
+        for pattern in self.patterns:
+            replacement: Any = (lambda m: m.group(1) + MASK) if pattern.groups >= 2 else MASK
+            value = pattern.sub(replacement, value)
+        return value
+
+    def data(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {k: (MASK if isinstance(k, str) and SECRET_NAME.search(k) and isinstance(v, str) and v
+                        else self.data(v)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.data(v) for v in value]
+        return value
+
+
+def secret_env_values(env: dict[str, str]) -> list[str]:
+    """Values of environment variables whose name says they are secret."""
+    return [v for k, v in env.items() if SECRET_NAME.search(k) and v]

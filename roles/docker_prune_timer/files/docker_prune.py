@@ -1,0 +1,176 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Scheduled Docker hygiene, run by docker-prune.service (installed by postmortem.remediation.docker_prune_timer).
+
+Removes, by age and never when they carry the keep label: build cache, stopped containers (not services with a
+restart policy or Compose projects), dangling images, and when enabled unused images and unused volumes.
+Skips when the clock is inside a configured window (the backup). One run at a time (a lock shared with the
+docker_reclaim module). Writes node_exporter textfile metrics atomically and one readable line to the journal.
+
+The rules live in _prune_policy.py and the engine client in _docker_api.py, copied beside this script from the
+collection's plugins/module_utils: one source of truth for the module and the timer.
+
+Run as `python3 docker_prune.py [--dry-run] [--ignore-window] [--check-config]`.
+Exit status: 0 for a run that finished or was skipped, 1 when the run failed, 2 for an unusable configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+# Copied beside this script by the role, found through the path set above.
+import _docker_api
+import _prune_policy as policy
+
+TIMER_TIERS = ("build_cache", "stopped_containers", "dangling_images", "unused_images", "volumes")
+
+
+def say(message: str) -> None:
+    """One line to stdout, which systemd sends to the journal under the unit's SyslogIdentifier."""
+    sys.stdout.write(f"{message}\n")
+    sys.stdout.flush()
+
+
+def load_config(path: str) -> dict:
+    with open(path) as handle:
+        config = json.load(handle)
+    tiers = config.get("tiers") or {}
+    enabled = [t for t in TIMER_TIERS if (tiers.get(t) or {}).get("enabled")]
+    min_age = {t: policy.parse_duration((tiers.get(t) or {}).get("until", 0)) for t in enabled}
+    for window in config.get("windows") or []:
+        policy.parse_clock(window["start"])
+        policy.parse_clock(window["end"])
+    return {
+        "socket": config.get("docker_socket", _docker_api.DEFAULT_SOCKET),
+        "keep_label": config.get("keep_label", policy.DEFAULT_KEEP_LABEL),
+        "textfile": config.get("textfile"),
+        "lock_file": config.get("lock_file", policy.DEFAULT_LOCK_FILE),
+        "windows": config.get("windows") or [],
+        "tiers": enabled,
+        "min_age": min_age,
+        "build_cache_all": bool(config.get("build_cache_all", True)),
+        "timeout": int(config.get("timeout", 600)),
+    }
+
+
+def previous_success(textfile: str | None) -> float | None:
+    """The last success time carried over from the previous metrics file, so a failed run does not erase it."""
+    if not textfile or not os.path.exists(textfile):
+        return None
+    with open(textfile) as handle:
+        for line in handle:
+            if line.startswith("docker_prune_last_success_timestamp_seconds "):
+                try:
+                    return float(line.split()[1])
+                except (IndexError, ValueError):
+                    return None
+    return None
+
+
+def write_metrics(config: dict, run: dict) -> None:
+    if not config["textfile"]:
+        return
+    directory = os.path.dirname(config["textfile"])
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o755)
+    policy.write_atomically(config["textfile"], policy.render_metrics(run))
+
+
+def summary_line(run: dict) -> str:
+    tiers = run["tiers"]
+    reclaimed = sum(t["reclaimed_bytes"] for t in tiers.values())
+    parts = [f"{name} {policy.human_bytes(t['reclaimed_bytes'])} ({t['removed']} removed)" for name, t in tiers.items()]
+    failed = sum(t["failed"] for t in tiers.values())
+    free = policy.human_bytes(run.get("free_bytes") or 0)
+    size = policy.human_bytes(run.get("size_bytes") or 0)
+    kinds = ", ".join(parts) or "no tier enabled"
+    return (
+        f"reclaimed {policy.human_bytes(reclaimed)} in {run['duration']:.1f} s: {kinds}; "
+        f"{free} free of {size}; {failed} failure(s)"
+    )
+
+
+def prune(config: dict, dry_run: bool) -> tuple[int, dict]:
+    started = time.time()
+    run = {"success": False, "skipped": False, "tiers": {},
+           "last_success_timestamp": previous_success(config["textfile"])}
+    api = _docker_api.DockerAPI(config["socket"], timeout=config["timeout"])
+    try:
+        data_root = api.info().get("DockerRootDir") or "/var/lib/docker"
+        reclaimer = policy.Reclaimer(
+            api, data_root, [t for t in policy.TIERS if t in config["tiers"]], keep_label=config["keep_label"],
+            min_age=config["min_age"], build_cache_all=config["build_cache_all"],
+        )
+        if dry_run:
+            plan = reclaimer.estimate(policy.EngineState(api, with_volumes="volumes" in config["tiers"]))[0]
+            for tier in plan:
+                would = ", ".join(tier["would_remove"]) or "-"
+                say(f"dry run: {tier['tier']} would free about {policy.human_bytes(tier['estimated_bytes'])}: {would}")
+            return 0, run
+        reports = reclaimer.run(target=None, with_volumes="volumes" in config["tiers"])
+    except (_docker_api.DockerAPIError, policy.PolicyError, OSError) as exc:
+        run.update(timestamp=time.time(), duration=time.time() - started)
+        say(f"FAILED after {run['duration']:.1f} s: {exc}")
+        return 1, run
+    for report in reports:
+        run["tiers"][report["tier"]] = {"reclaimed_bytes": report["reclaimed_bytes"],
+                                        "removed": len(report["removed"]), "failed": len(report["failed"])}
+        for failure in report["failed"]:
+            say(f"could not remove {failure['name']} ({report['tier']}): {failure['error']}")
+    free, size = policy.filesystem_usage(data_root)
+    now = time.time()
+    run.update(success=True, timestamp=now, last_success_timestamp=now, duration=now - started,
+               free_bytes=free, size_bytes=size)
+    say(summary_line(run))
+    return 0, run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="/etc/docker-prune/config.json")
+    parser.add_argument("--dry-run", action="store_true", help="print what each tier would free; remove nothing")
+    parser.add_argument("--ignore-window", action="store_true", help="run even inside a configured window")
+    parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except (OSError, ValueError, KeyError, policy.PolicyError) as exc:
+        say(f"FAILED: unusable configuration {args.config}: {exc}")
+        return 2
+    if args.check_config:
+        say(f"configuration {args.config} is valid: tiers {', '.join(config['tiers']) or 'none'}")
+        return 0
+
+    window = None if args.ignore_window else policy.active_window(
+        config["windows"], time.localtime().tm_hour * 60 + time.localtime().tm_min)
+    if window is not None:
+        name = window.get("name", "unnamed")
+        reason = f"window {name}"
+        say(f"skipped: {time.strftime('%H:%M')} is inside the {name} window {window['start']}-{window['end']}, "
+            "when nothing may be pruned")
+        if not args.dry_run:
+            write_metrics(config, {"success": True, "skipped": True, "skip_reason": reason, "timestamp": time.time(),
+                                   "duration": 0, "tiers": {},
+                                   "last_success_timestamp": previous_success(config["textfile"])})
+        return 0
+
+    lock = policy.acquire_lock(config["lock_file"], 0)
+    if lock is None:
+        say(f"skipped: another prune or reclaim holds {config['lock_file']}")
+        return 0
+    try:
+        status, run = prune(config, args.dry_run)
+        if not args.dry_run:
+            write_metrics(config, run)
+    finally:
+        lock.close()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Start or stop N lab hosts (containers running systemd and their own dockerd) and write an inventory.
+#   tests/lab/lab.sh up [N] [PREFIX]    default 2 hosts named pmr-lab-1..N
+#   tests/lab/lab.sh down [PREFIX]
+# The inventory (lab/inventory.ini) reaches each host through the docker connection: no network at all.
+source "$(dirname "$0")/common.sh"
+
+action=${1:-up}
+count=${2:-2}
+prefix=${3:-${LAB_PREFIX:-pmr-lab}}
+[ "$action" = down ] && prefix=${2:-${LAB_PREFIX:-pmr-lab}}
+inventory_dir="$REPO_ROOT/lab"
+
+run_host() {
+  local name=$1
+  local caps=()
+  for c in "${LAB_CAPS[@]}"; do caps+=(--cap-add "$c"); done
+  docker volume create "$name-docker" >/dev/null
+  docker run -d --name "$name" --hostname "$name" "${caps[@]}" \
+    --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+    --cgroupns host -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
+    --tmpfs /run --tmpfs /run/lock \
+    -v "$name-docker:/var/lib/docker" \
+    --label pmr.lab=1 "$LAB_IMAGE" /sbin/init >/dev/null
+}
+
+wait_running() {
+  local name=$1 state=""
+  for _ in $(seq 1 90); do
+    state=$(docker exec "$name" systemctl is-system-running 2>/dev/null || true)
+    case "$state" in running|degraded)
+      docker exec "$name" systemctl is-active --quiet docker && return 0 ;;
+    esac
+    sleep 1
+  done
+  log "$name did not come up (systemd: ${state:-no answer})"
+  docker exec "$name" systemctl --failed --no-pager >&2 || true
+  return 1
+}
+
+case "$action" in
+  up)
+    bash "$LAB_DIR/engine.sh"
+    bash "$LAB_DIR/image.sh"
+    mkdir -p "$inventory_dir"
+    {
+      echo "# Written by tests/lab/lab.sh; hosts are reached with docker exec."
+      echo "[docker_hosts]"
+      for i in $(seq 1 "$count"); do echo "$prefix-$i"; done
+      echo
+      echo "[docker_hosts:vars]"
+      echo "ansible_connection=community.docker.docker"
+      echo "ansible_python_interpreter=/usr/bin/python3"
+      echo "# Lab hosts run everything as root and have no sudo."
+      echo "ansible_become=false"
+    } >"$inventory_dir/inventory.ini"
+    for i in $(seq 1 "$count"); do
+      name="$prefix-$i"
+      running=$(docker inspect -f '{{.State.Running}}' "$name" 2>/dev/null || echo absent)
+      case "$running" in
+        true) log "$name is already running" ;;
+        absent) run_host "$name" ;;
+        # Left behind stopped (an engine restart, a killed session): start it afresh.
+        *) log "$name exists but is stopped: recreating it"
+           docker rm -f -v "$name" >/dev/null; docker volume rm "$name-docker" >/dev/null 2>&1 || true
+           run_host "$name" ;;
+      esac
+    done
+    for i in $(seq 1 "$count"); do
+      wait_running "$prefix-$i"
+      docker exec "$prefix-$i" /usr/local/sbin/pmr-workload-image >/dev/null
+      log "$prefix-$i: systemd running, docker active"
+    done
+    log "Inventory: $inventory_dir/inventory.ini"
+    ;;
+  down)
+    for name in $(docker ps -a --filter label=pmr.lab=1 --format '{{.Names}}' | grep "^$prefix-" || true); do
+      docker rm -f -v "$name" >/dev/null
+      docker volume rm "$name-docker" >/dev/null 2>&1 || true
+      log "removed $name"
+    done
+    ;;
+  *) echo "usage: $0 up [N] [PREFIX] | down [PREFIX]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,57 @@
+"""Run a module of the collection in-process, for real (real rsync, real files), and return its JSON result.
+
+The module's ``main()`` runs exactly as on a managed host: argument parsing, check mode, ``run_command``,
+``exit_json``/``fail_json``. Only the transport is skipped, which keeps a test at a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
+
+COLLECTIONS = Path(__file__).resolve().parents[4] / "build" / "collections"
+if str(COLLECTIONS) not in sys.path:
+    sys.path.insert(0, str(COLLECTIONS))
+
+
+def require_program(program: str, package: str) -> str:
+    """The path of ``program``, installed from Debian's ``package`` first when the machine lacks it."""
+    if shutil.which(program) is None:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True, env=env)
+    found = shutil.which(program)
+    assert found, f"{program} is still missing after installing {package}"
+    return found
+
+
+def load(name: str) -> ModuleType:
+    return importlib.import_module("ansible_collections.postmortem.remediation.plugins.modules." + name)
+
+
+def run_module(module: ModuleType, args: dict[str, Any], check_mode: bool = False, diff: bool = False) -> dict:
+    """The result dict of one module run; ``failed`` is True when the module called fail_json."""
+    stdout = io.StringIO()
+    full = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)
+    with patch_module_args(full), contextlib.redirect_stdout(stdout), pytest.raises(SystemExit) as exit_info:
+        module.main()
+    result = json.loads(stdout.getvalue())
+    assert bool(result.get("failed")) == (exit_info.value.code != 0)
+    return result
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file under ``root`` with its content: the before/after picture a destructive test compares."""
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}

@@ -1,0 +1,288 @@
+"""safe_sync against real rsync and real directories: every guard is a row that fails if the guard is removed."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ansible.module_utils.basic import AnsibleModule
+from guard_module_runner import load, require_program, run_module, tree
+
+RSYNC = require_program("rsync", "rsync")
+safe_sync = load("safe_sync")
+ARCHES = ("amd64", "i386", "arm64")
+FILES_PER_ARCH = 20
+
+
+@pytest.fixture
+def mirror(tmp_path: Path) -> Path:
+    """A build tree and a published mirror of three architectures; the build of amd64 has moved on by one package."""
+    for side in ("build", "mirror"):
+        for arch in ARCHES:
+            directory = tmp_path / side / "debian" / arch
+            directory.mkdir(parents=True)
+            for i in range(FILES_PER_ARCH):
+                package = directory / f"pkg{i}_{arch}.deb"
+                package.write_text(f"{arch} {i}")
+                os.utime(package, (1_700_000_000, 1_700_000_000))  # published as built: same size, same time
+    (tmp_path / "build/debian/amd64/pkg0_amd64.deb").unlink()
+    (tmp_path / "build/debian/amd64/pkg20_amd64.deb").write_text("amd64 20")
+    return tmp_path
+
+
+def sync_args(root: Path, repo: str = "debian", arch: str = "amd64", **extra: Any) -> dict[str, Any]:
+    """The arguments a playbook builds from its variables, the way the incident's script did."""
+    args = {
+        "src": f"{root}/build/{repo}/{arch}",
+        "dest": f"{root}/mirror/{repo}/{arch}",
+        "expect_suffix": f"{repo}/{arch}",
+    }
+    args.update(extra)
+    return args
+
+
+# --- refusals: nothing may change at the destination --------------------------------------------------------
+REFUSALS = [
+    # (case, argument changes, words the reason must contain)
+    ("empty arch", {"arch": ""}, ["src '", "/build/debian/': the last component (after 'debian') is empty"]),
+    ("empty repo", {"repo": ""}, ["the component after 'build' is empty"]),
+    ("blank arch", {"arch": " "}, ["whitespace only"]),
+    ("dotdot arch", {"arch": ".."}, ["is '..'"]),
+    ("dest of another arch", {"dest_arch": "i386"}, ["dest '", "'i386' where 'amd64' was expected"]),
+    ("trailing slash", {"src_suffix": "/"}, ["the last component (after 'amd64') is empty"]),
+    ("missing source", {"src_arch": "s390x", "expect": "s390x", "dest_arch": "s390x"},
+     ["source directory", "does not exist"]),
+    ("too few source files", {"min_source_files": FILES_PER_ARCH + 1}, ["source files: 20 files, fewer than the "
+                                                                        "minimum of 21"]),
+    ("more deletions than max_delete", {"max_delete": 0},
+     ["deletions at", "1 files planned, more than the bound of 0"]),
+    ("deletion ratio", {"max_delete_ratio": 0.01}, ["(5.0 %) planned, more than the bound of 1.0 %"]),
+]
+
+
+def build_case(root: Path, changes: dict[str, Any]) -> dict[str, Any]:
+    changes = dict(changes)
+    repo = changes.pop("repo", "debian")
+    arch = changes.pop("arch", "amd64")
+    args = sync_args(root, repo, arch)
+    if "src_arch" in changes:
+        args["src"] = f"{root}/build/{repo}/{changes.pop('src_arch')}"
+    if "dest_arch" in changes:
+        args["dest"] = f"{root}/mirror/{repo}/{changes.pop('dest_arch')}"
+    if "expect" in changes:
+        args["expect_suffix"] = f"{repo}/{changes.pop('expect')}"
+    args["src"] += changes.pop("src_suffix", "")
+    args.update(changes)
+    return args
+
+
+@pytest.mark.parametrize(("case", "changes", "words"), REFUSALS, ids=[r[0] for r in REFUSALS])
+@pytest.mark.parametrize("check_mode", [False, True], ids=["apply", "check"])
+def test_refused_and_nothing_touched(mirror: Path, case: str, changes: dict[str, Any], words: list[str],
+                                     check_mode: bool) -> None:
+    before = tree(mirror / "mirror")
+    result = run_module(safe_sync, build_case(mirror, changes), check_mode=check_mode)
+    assert result["failed"] is True
+    assert result["refused"] is True
+    assert result["changed"] is False
+    for word in words:
+        assert word in result["msg"], result["msg"]
+    assert result["msg"] == result["reason"] == result["guard"]["reason"]
+    assert tree(mirror / "mirror") == before
+
+
+def test_empty_arch_would_have_deleted_every_other_architecture(mirror: Path) -> None:
+    """The incident itself: without the path check, the bounds still stop the parent-directory sync."""
+    args = sync_args(mirror)
+    args.update(src=f"{mirror}/build/debian", dest=f"{mirror}/mirror/debian", expect_suffix="debian")
+    (mirror / "build/debian/i386").rename(mirror / "i386.moved")  # the parent now lacks an architecture
+    before = tree(mirror / "mirror")
+    result = run_module(safe_sync, args)
+    assert result["refused"] is True
+    assert result["plan"]["delete_count"] == FILES_PER_ARCH + 1
+    assert result["deleted"] == FILES_PER_ARCH + 1
+    assert tree(mirror / "mirror") == before
+
+
+def test_report_mode_returns_the_refusal_without_failing(mirror: Path) -> None:
+    result = run_module(safe_sync, dict(sync_args(mirror, arch=""), on_refusal="report"))
+    assert result.get("failed", False) is False
+    assert result["refused"] is True
+    assert "is empty" in result["reason"]
+
+
+# --- allowed syncs -----------------------------------------------------------------------------------------
+def test_check_mode_returns_the_plan_and_changes_nothing(mirror: Path) -> None:
+    before = tree(mirror / "mirror")
+    result = run_module(safe_sync, sync_args(mirror), check_mode=True, diff=True)
+    assert result["changed"] is True
+    assert result["refused"] is False
+    assert result["plan"] == {"source_files": 20, "dest_files": 20, "transfer_count": 1, "delete_count": 1,
+                              "delete_dir_count": 0, "delete_ratio": 0.05}
+    assert result["transferred_files"] == ["pkg20_amd64.deb"]
+    assert result["deleted_files"] == ["pkg0_amd64.deb"]
+    assert "--dry-run" in result["cmd"]
+    assert "*deleting   pkg0_amd64.deb" in result["diff"]["prepared"]
+    assert ">f+++++++++ pkg20_amd64.deb" in result["diff"]["prepared"]
+    assert tree(mirror / "mirror") == before
+
+
+def test_sync_within_bounds_touches_only_that_architecture(mirror: Path) -> None:
+    others = {arch: tree(mirror / "mirror/debian" / arch) for arch in ARCHES if arch != "amd64"}
+    result = run_module(safe_sync, sync_args(mirror))
+    assert result["changed"] is True
+    assert (result["transferred"], result["deleted"]) == (1, 1)
+    assert "--delete-delay" in result["cmd"]
+    assert "--max-delete=1" in result["cmd"]
+    assert "--dry-run" not in result["cmd"]
+    assert tree(mirror / "mirror/debian/amd64") == tree(mirror / "build/debian/amd64")
+    assert {arch: tree(mirror / "mirror/debian" / arch) for arch in others} == others
+    again = run_module(safe_sync, sync_args(mirror))
+    assert again["changed"] is False
+    assert "--dry-run" in again["cmd"]  # nothing planned: the real run is skipped
+
+
+def test_backup_dir_keeps_what_was_deleted_or_replaced(mirror: Path) -> None:
+    (mirror / "build/debian/amd64/pkg5_amd64.deb").write_text("rebuilt 5")
+    attic = mirror / "attic/debian/amd64"
+    result = run_module(safe_sync, sync_args(mirror, backup_dir=str(attic)))
+    assert result["changed"] is True
+    assert tree(attic) == {"pkg0_amd64.deb": "amd64 0", "pkg5_amd64.deb": "amd64 5"}
+    assert (mirror / "mirror/debian/amd64/pkg5_amd64.deb").read_text() == "rebuilt 5"
+    assert run_module(safe_sync, sync_args(mirror, backup_dir=f"{mirror}/attic//amd64"))["refused"] is True
+
+
+def test_delete_false_never_deletes(mirror: Path) -> None:
+    result = run_module(safe_sync, sync_args(mirror, max_delete=0, delete=False))
+    assert result["refused"] is False
+    assert result["deleted"] == 0
+    assert (mirror / "mirror/debian/amd64/pkg0_amd64.deb").exists()
+    assert not any(a.startswith("--delete") for a in result["cmd"])
+
+
+def test_exclude_keeps_excluded_files(mirror: Path) -> None:
+    (mirror / "mirror/debian/amd64/.keep").write_text("local")
+    result = run_module(safe_sync, sync_args(mirror, exclude=[".keep"]))
+    assert result["deleted_files"] == ["pkg0_amd64.deb"]
+    assert (mirror / "mirror/debian/amd64/.keep").exists()
+
+
+def test_lists_are_bounded(mirror: Path) -> None:
+    for i in range(30, 40):
+        (mirror / f"build/debian/amd64/new{i}.deb").write_text("x")
+    result = run_module(safe_sync, sync_args(mirror, list_limit=3), check_mode=True, diff=True)
+    assert result["transferred"] == 11
+    assert len(result["transferred_files"]) == 3
+    assert result["lists_truncated"] is True
+    assert result["diff"]["prepared"].rstrip().endswith("more changes")
+
+
+def test_first_sync_into_an_empty_destination(mirror: Path) -> None:
+    (mirror / "fresh/debian").mkdir(parents=True)
+    result = run_module(safe_sync, sync_args(mirror, arch="arm64") | {"dest": f"{mirror}/fresh/debian/arm64"})
+    assert result["changed"] is True
+    assert result["plan"]["dest_files"] == 0
+    assert result["transferred"] == FILES_PER_ARCH
+
+
+def test_tree_changed_after_the_plan_stops_rsync_at_the_planned_deletions(mirror: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file appears at the destination between the dry run and the real run: --max-delete keeps it."""
+    real_run_command = AnsibleModule.run_command
+
+    def racing_run_command(self: AnsibleModule, args: list[str], **kwargs: Any) -> tuple[int, str, str]:
+        if "--dry-run" not in args:
+            (mirror / "mirror/debian/amd64/late.deb").write_text("appeared after the plan")
+        return real_run_command(self, args, **kwargs)
+
+    monkeypatch.setattr(AnsibleModule, "run_command", racing_run_command)
+    result = run_module(safe_sync, sync_args(mirror))
+    assert result["failed"] is True
+    assert "rsync stopped at the planned deletions" in result["msg"]
+    assert (mirror / "mirror/debian/amd64/late.deb").exists()
+
+
+def test_remote_shell_destination(mirror: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """host:path over --rsh: a remote shell that runs the server side locally, like `docker exec -i` does."""
+    shell = tmp_path_factory.mktemp("bin") / "localsh"
+    shell.write_text('#!/bin/sh\nshift\nexec "$@"\n')
+    shell.chmod(shell.stat().st_mode | stat.S_IXUSR)
+    args = sync_args(mirror) | {"dest": f"lab-host:{mirror}/mirror/debian/amd64", "rsh": str(shell)}
+    refused = run_module(safe_sync, args | {"dest": f"lab-host:{mirror}/mirror/debian/"})
+    assert "dest path on lab-host '" in refused["msg"] and "last component (after 'debian') is empty" in refused["msg"]
+    result = run_module(safe_sync, args)
+    assert result["changed"] is True
+    assert f"--rsh={shell}" in result["cmd"]
+    assert tree(mirror / "mirror/debian/amd64") == tree(mirror / "build/debian/amd64")
+
+
+@pytest.fixture
+def rsync_daemon(mirror: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real rsync daemon on 127.0.0.1 serving the mirror's repository as the module 'debian'."""
+    conf_dir = tmp_path_factory.mktemp("rsyncd")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (conf_dir / "rsyncd.conf").write_text(
+        f"pid file = {conf_dir}/rsyncd.pid\nuse chroot = no\nuid = root\ngid = root\n"
+        f"[debian]\npath = {mirror}/mirror/debian\nread only = no\n")
+    daemon = subprocess.Popen([RSYNC, "--daemon", "--no-detach", "--address=127.0.0.1", f"--port={port}",
+                               f"--config={conf_dir}/rsyncd.conf"])
+    try:
+        for _attempt in range(50):
+            with socket.socket() as client:
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield f"rsync://127.0.0.1:{port}/debian"
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+
+
+def test_rsync_daemon_destination(mirror: Path, rsync_daemon: str) -> None:
+    refused = run_module(safe_sync, sync_args(mirror) | {"dest": f"{rsync_daemon}/"})
+    assert refused["refused"] is True
+    assert "dest path on 127.0.0.1:" in refused["msg"] and "'debian/': the last component" in refused["msg"]
+    before_i386 = tree(mirror / "mirror/debian/i386")
+    result = run_module(safe_sync, sync_args(mirror, timeout=10) | {"dest": f"{rsync_daemon}/amd64"})
+    assert result["changed"] is True, result.get("msg")
+    assert "--contimeout=10" in result["cmd"]
+    assert (result["transferred"], result["deleted"]) == (1, 1)
+    assert tree(mirror / "mirror/debian/amd64") == tree(mirror / "build/debian/amd64")
+    assert tree(mirror / "mirror/debian/i386") == before_i386
+
+
+@pytest.mark.parametrize(("spec", "kind", "host", "path"), [
+    ("/srv/mirror/debian", "local", None, "/srv/mirror/debian"),
+    ("dir:with/colon", "shell", "dir", "with/colon"),
+    ("./a:b", "local", None, "./a:b"),
+    ("mirror1:/srv/mirror", "shell", "mirror1", "/srv/mirror"),
+    ("user@mirror1:/srv/mirror", "shell", "user@mirror1", "/srv/mirror"),
+    ("mirror1::debian/amd64", "daemon", "mirror1", "debian/amd64"),
+    ("rsync://127.0.0.1:8730/debian/amd64", "daemon", "127.0.0.1:8730", "debian/amd64"),
+])
+def test_location_forms(spec: str, kind: str, host: str | None, path: str) -> None:
+    location = safe_sync.Location("dest", spec)
+    assert (location.kind, location.host, location.path) == (kind, host, path)
+
+
+def test_both_sides_remote_is_refused(mirror: Path) -> None:
+    result = run_module(safe_sync, sync_args(mirror) | {"src": "a:/x/debian/amd64", "dest": "b:/y/debian/amd64"})
+    assert result["refused"] is True
+    assert "both remote" in result["msg"]
+
+
+@pytest.mark.parametrize(("option", "value"), [("max_delete", -1), ("max_delete_ratio", 1.5)])
+def test_meaningless_bounds_fail(mirror: Path, option: str, value: float) -> None:
+    result = run_module(safe_sync, sync_args(mirror) | {option: value})
+    assert result["failed"] is True
+    assert option in result["msg"]
+    assert os.path.exists(mirror / "mirror/debian/amd64/pkg0_amd64.deb")

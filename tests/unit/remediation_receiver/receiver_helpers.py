@@ -1,0 +1,72 @@
+"""Helpers for the receiver unit tests: a real journal, a real inventory and a config file in a temporary directory."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from remediation_receiver.config import Config, load_config
+
+REPO = Path(__file__).resolve().parents[3]
+PLAYBOOKS = REPO / "tests" / "integration" / "playbooks"
+TOKEN = "unit-test-token-0123456789"
+
+INVENTORY = f"""
+[web]
+web1 ansible_host=192.0.2.10
+web2
+web-dup-a ansible_host=shared.example
+web-dup-b ansible_host=shared.example
+v6host ansible_host=2001:db8::7
+
+[db]
+db1
+
+[ctl]
+ctl1 ansible_connection=local ansible_python_interpreter={sys.executable}
+"""
+
+
+def write_config(tmp: Path, rules: list[dict[str, Any]] | None = None, **extra: Any) -> Config:
+    (tmp / "token").write_text(TOKEN + "\n")
+    (tmp / "inventory.ini").write_text(INVENTORY)
+    data: dict[str, Any] = {
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "auth": {"token_file": "token"},
+        "journal": "state/journal.sqlite",
+        "artifacts": {"dir": "state/runs", "keep_runs": 20},
+        "inventory": "inventory.ini",
+        "project_dir": str(PLAYBOOKS),
+        "executor": {"workers": 2, "job_timeout": 60, "idle_timeout": 60,
+                     "envvars": {"ANSIBLE_HOME": str(tmp / "ansible-home")}},
+        "rules": rules or [{"name": "probe", "when": "labels.alertname == 'ReceiverProbe'",
+                            "playbook": "receiver_probe.yml",
+                            "vars": {"probe_sleep": "labels.probe_sleep", "probe_fail": "labels.probe_fail"}}],
+    }
+    data.update(extra)
+    path = tmp / "config.yml"
+    path.write_text(yaml.safe_dump(data))
+    return load_config(str(path))
+
+
+def alert(name: str = "ReceiverProbe", instance: str | None = "web1:9100", status: str = "firing",
+          fingerprint: str = "f00d", starts_at: str = "2026-11-21T10:00:00Z", **labels: str) -> dict[str, Any]:
+    all_labels = {"alertname": name, **labels}
+    if instance is not None:
+        all_labels["instance"] = instance
+    return {"status": status, "labels": all_labels, "annotations": {"summary": "disk almost full"},
+            "startsAt": starts_at, "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus/graph",
+            "fingerprint": fingerprint}
+
+
+def payload(*alerts: dict[str, Any]) -> dict[str, Any]:
+    return {"version": "4", "groupKey": "{}:{alertname=\"ReceiverProbe\"}", "truncatedAlerts": 0,
+            "status": "firing", "receiver": "remediation", "groupLabels": {}, "commonLabels": {},
+            "commonAnnotations": {}, "externalURL": "http://alertmanager:9093", "alerts": list(alerts)}
+
+
+os.environ.setdefault("ANSIBLE_LOCAL_TEMP", "/tmp/ansible-local-unit")

@@ -1,0 +1,109 @@
+"""Command line: check, replay, runs, approve, pause/resume; configuration errors name the key and the cause."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from receiver_helpers import alert, payload, write_config
+
+from remediation_receiver.cli import main
+from remediation_receiver.config import ConfigError, parse_config
+from remediation_receiver.journal import Journal
+
+BASE = {"auth": {"token_file": "t"}, "rules": [{"name": "r", "when": "labels.a", "playbook": "p.yml"}]}
+
+
+@pytest.mark.parametrize(("change", "error"), [
+    ({"auth": {}}, "auth: set token_file or token_env"),
+    ({"rules": []}, "rules: expected a non-empty list"),
+    ({"rules": [{"name": "r", "when": "labels.[", "playbook": "p.yml"}]}, "invalid jmespath expression"),
+    ({"rules": [{"name": "r", "when": "labels.a", "playbook": "p.yml", "mode": "yolo"}]},
+     "mode: expected one of auto, observe, approve"),
+    ({"rules": [{"name": "r", "when": "labels.a", "playbook": "p.yml", "vars": {"ansible_host": "labels.x"}}]},
+     "'ansible_host' is not an allowed variable name"),
+    ({"rules": [{"name": "r", "when": "labels.a", "playbook": "p.yml", "vars": {"x y": "labels.x"}}]},
+     "'x y' is not an allowed variable name"),
+    ({"rules": [{"name": "r", "when": "labels.a", "playbook": "p.yml", "cooldown": -1}]},
+     "cooldown: expected a number >= 0"),
+    ({"rules": [{"name": "r", "when": "labels.a", "playbook": "p.yml", "max_runs_per_hour": 0}]},
+     "max_runs_per_hour: expected an integer >= 1"),
+    ({"rules": [{"name": "r", "when": "labels.a", "playbook": "p.yml"}] * 2}, "duplicate rule name 'r'"),
+    ({"rules": [{"name": "r", "when": "labels.a", "playbook": "p.yml", "whne": "x"}]}, "unknown key 'whne'"),
+    ({"listen": {"port": "80"}}, "listen.port: expected an integer"),
+    ({"notify": {"webhooks": [{"url": "ftp://x"}]}}, "expected an http(s) URL"),
+    ({"redact": ["("]}, "redact[0]: invalid regular expression"),
+])
+def test_config_errors_name_the_key_and_the_cause(change: dict[str, Any], error: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config({**BASE, **change}, "/etc/remediation-receiver/config.yml")
+    assert any(error in e for e in raised.value.errors), raised.value.errors
+
+
+def test_check_accepts_a_good_configuration(tmp_path: Path, capsys: Any) -> None:
+    cfg = write_config(tmp_path)
+    assert main(["check", "--config", cfg.path]) == 0
+    out = capsys.readouterr().out
+    assert "ok: rule probe: mode auto, playbook receiver_probe.yml" in out
+
+
+@pytest.mark.parametrize(("rule", "error"), [
+    ({"playbook": "missing.yml"}, "missing.yml does not exist"),
+])
+def test_check_reports_broken_playbooks(tmp_path: Path, capsys: Any, rule: dict[str, str], error: str) -> None:
+    cfg = write_config(tmp_path, rules=[{"name": "probe", "when": "labels.x", **rule}])
+    assert main(["check", "--config", cfg.path]) == 1
+    assert error in capsys.readouterr().err
+
+
+def test_check_reports_a_playbook_that_fails_the_syntax_check(tmp_path: Path, capsys: Any) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "bad.yml").write_text("- hosts: all\n  tasks:\n    - name: Bad\n      no.such.module: {}\n")
+    cfg = write_config(tmp_path, rules=[{"name": "probe", "when": "labels.x", "playbook": "bad.yml"}],
+                       project_dir=str(project))
+    assert main(["check", "--config", cfg.path]) == 1
+    assert "fails --syntax-check" in capsys.readouterr().err
+
+
+def test_replay_prints_decisions_and_writes_nothing(tmp_path: Path, capsys: Any) -> None:
+    cfg = write_config(tmp_path)
+    body = payload(alert(), alert(instance="web1,web2", fingerprint="beef"), alert(name="Other"))
+    (tmp_path / "payload.json").write_text(json.dumps(body))
+    assert main(["replay", "--config", cfg.path, str(tmp_path / "payload.json")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    outcomes = [[d["outcome"] for d in a["decisions"]] for a in out["alerts"]]
+    assert outcomes == [["run"], ["refused"], ["no_rule"]]
+    assert out["alerts"][0]["would_run"][0]["host"] == "web1"
+    assert not Path(cfg.journal).exists()
+
+
+def test_approve_pause_resume_and_runs(tmp_path: Path, capsys: Any) -> None:
+    cfg = write_config(tmp_path)
+    journal = Journal(cfg.journal)
+    for status, run_id in (("awaiting_approval", "r-wait"), ("queued", "r-queued")):
+        journal.add_run({"id": run_id, "rule": "probe", "playbook": "p.yml", "host": "web1", "fingerprint": "f",
+                         "starts_at": "s", "dedup_key": run_id, "attempt": 1, "mode": "approve", "status": status,
+                         "extravars": {}})
+    assert main(["approve", "--config", cfg.path, "r-wait"]) == 0
+    assert main(["approve", "--config", cfg.path, "r-queued"]) == 1
+    assert main(["approve", "--config", cfg.path, "nope"]) == 1
+    run = journal.get_run("r-wait")
+    assert run is not None and run.status == "queued" and run.approved_at
+    assert main(["pause", "--config", cfg.path, "--reason", "disk swap"]) == 0
+    assert "disk swap" in (journal.get_state("paused") or "")
+    assert main(["resume", "--config", cfg.path]) == 0
+    assert journal.get_state("paused") is None
+    capsys.readouterr()
+    assert main(["runs", "--config", cfg.path, "--json"]) == 0
+    assert sorted(r["id"] for r in json.loads(capsys.readouterr().out)) == ["r-queued", "r-wait"]
+
+
+def test_the_example_configuration_in_the_docs_is_valid() -> None:
+    example = Path(__file__).resolve().parents[3] / "docs" / "receiver.example.yml"
+    data = yaml.safe_load(example.read_text())
+    cfg = parse_config(data, str(example))
+    assert [r.mode for r in cfg.rules] == ["auto", "observe", "approve"]

@@ -1,0 +1,185 @@
+"""Executor: real ansible-runner runs (local connection), outcomes, timeouts, cancellation, scrubbed artifacts."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from receiver_helpers import TOKEN, write_config
+
+from remediation_receiver.executor import (
+    Executor,
+    dump_extravars,
+    find_run_processes,
+    prune_artifacts,
+    scrub_artifacts,
+    summarise_event,
+)
+from remediation_receiver.journal import Journal, RunRecord
+from remediation_receiver.redact import MASK, Redactor
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ({"a": "1"}, {"a": "1"}),
+    ({"a": "true"}, {"a": "true"}),
+    ({"a": "{{ lookup('pipe','id') }}"}, {"a": "{{ lookup('pipe','id') }}"}),
+    ({"a": {"b": ["{% for %}", "x"]}}, {"a": {"b": ["{% for %}", "x"]}}),
+    ({"n": 3, "f": None}, {"n": 3, "f": None}),
+])
+def test_extravars_round_trip_as_data(value: dict[str, Any], expected: dict[str, Any]) -> None:
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))
+    text = dump_extravars(value)
+    assert yaml.load(text, Loader=Loader) == expected
+    for line in text.splitlines():
+        assert ("!unsafe" in line) == ("{" in line.split(":", 1)[-1] and not line.rstrip().endswith(":"))
+
+
+@pytest.mark.parametrize(("text", "secrets", "expected"), [
+    ("token=abc123secret", [], f"token={MASK}"),
+    ('"password": "hunter2hunter2"', [], f'"password": "{MASK}"'),
+    ("Authorization: Bearer abcdefgh", [], f"Authorization: {MASK}"),
+    (f"header {TOKEN} leaked", [TOKEN], f"header {MASK} leaked"),
+    ("nothing to hide", [TOKEN], "nothing to hide"),
+])
+def test_redaction(text: str, secrets: list[str], expected: str) -> None:
+    assert Redactor(secrets).text(text) == expected
+
+
+def test_redaction_of_mappings_masks_secret_keys() -> None:
+    data = Redactor([]).data({"db_password": "x1y2z3", "user": "app", "nested": [{"api_key": "k-123456"}]})
+    assert data == {"db_password": MASK, "user": "app", "nested": [{"api_key": MASK}]}
+
+
+def test_scrub_removes_the_environment_and_redacts(tmp_path: Path) -> None:
+    artifacts = tmp_path / "artifacts" / "r1"
+    (artifacts / "job_events").mkdir(parents=True)
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "envvars").write_text(f"SECRET_TOKEN: {TOKEN}\n")
+    (artifacts / "command").write_text(json.dumps({"command": ["ansible-playbook"], "env": {"T": TOKEN}}))
+    (artifacts / "stdout").write_text(f"ok: token is {TOKEN}\n")
+    (artifacts / "job_events" / "1.json").write_text(json.dumps({"stdout": TOKEN}))
+    scrub_artifacts(str(tmp_path), Redactor([TOKEN]))
+    assert not (tmp_path / "env" / "envvars").exists()
+    everything = "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
+    assert TOKEN not in everything
+    assert json.loads((artifacts / "command").read_text())["command"] == ["ansible-playbook"]
+
+
+def test_retention_keeps_the_newest_and_never_an_active_run(tmp_path: Path) -> None:
+    for i in range(6):
+        (tmp_path / f"run{i}").mkdir()
+        os.utime(tmp_path / f"run{i}", (1000 + i, 1000 + i))
+    removed = prune_artifacts(str(tmp_path), keep=2, max_age_days=36500, active={"run0"})
+    assert sorted(removed) == ["run1", "run2", "run3"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run0", "run4", "run5"]
+
+
+@pytest.mark.parametrize(("event", "kept"), [
+    ({"event": "verbose", "event_data": {}}, None),
+    ({"event": "runner_on_ok", "counter": 3, "event_data": {"task": "T", "host": "h", "res": {
+        "changed": True, "stdout": "x" * 5000, "ansible_facts": {"big": 1}}}}, "runner_on_ok"),
+])
+def test_events_are_summarised(event: dict[str, Any], kept: str | None) -> None:
+    summary = summarise_event(event)
+    if kept is None:
+        assert summary is None
+        return
+    assert summary is not None and summary["event"] == kept
+    assert "ansible_facts" not in summary["data"]["res"]
+    assert len(summary["data"]["res"]["stdout"]) < 4100
+
+
+def make_run(journal: Journal, run_id: str, **extravars: Any) -> RunRecord:
+    journal.add_run({"id": run_id, "rule": "probe", "playbook": "receiver_probe.yml", "host": "ctl1",
+                     "fingerprint": "f00d", "starts_at": "s", "dedup_key": f"k-{run_id}", "attempt": 1,
+                     "mode": "auto", "status": "queued",
+                     "extravars": {"remediation_run_id": run_id, "remediation_alert": {"labels": {"a": "b"}},
+                                   **extravars}})
+    run = journal.get_run(run_id)
+    assert run is not None
+    return run
+
+
+def run_and_wait(executor: Executor, journal: Journal, run: RunRecord, timeout: float = 60) -> RunRecord:
+    done = threading.Event()
+    executor.on_finished = lambda run_id: done.set()
+    assert executor.submit(run)
+    assert done.wait(timeout), "run did not finish"
+    final = journal.get_run(run.id, with_events=True)
+    assert final is not None
+    return final
+
+
+@pytest.fixture
+def executor(tmp_path: Path) -> tuple[Executor, Journal, Any]:
+    cfg = write_config(tmp_path, executor={"workers": 2, "job_timeout": 60, "idle_timeout": 60,
+                                           "envvars": {"ANSIBLE_HOME": str(tmp_path / "ansible-home"),
+                                                       "MY_SECRET_TOKEN": "do-not-store-me-123"}})
+    cfg.envvars["ANSIBLE_LOCAL_TEMP"] = str(tmp_path / "ansible-tmp")
+    journal = Journal(cfg.journal)
+    ex = Executor(cfg, journal, Redactor([TOKEN, "do-not-store-me-123"]), on_finished=lambda run_id: None)
+    yield ex, journal, cfg
+    ex.shutdown(0)
+
+
+def test_a_successful_run_streams_events_and_leaves_no_secret_on_disk(executor: Any) -> None:
+    ex, journal, cfg = executor
+    Path("/tmp/receiver-probe-r-ok").unlink(missing_ok=True)
+    os.environ["SOME_API_TOKEN"] = TOKEN
+    try:
+        run = run_and_wait(ex, journal, make_run(journal, "r-ok", probe_note=TOKEN))
+    finally:
+        os.environ.pop("SOME_API_TOKEN")
+    assert (run.status, run.rc) == ("successful", 0), run.reason
+    assert run.stats is not None and run.stats["changed"] == {"ctl1": 1}
+    events = [e["event"] for e in run.events]
+    assert events[0] == "playbook_on_start" and events[-1] == "playbook_on_stats"
+    assert "runner_on_ok" in events
+    assert Path("/tmp/receiver-probe-r-ok").exists()
+    pdd = Path(cfg.artifacts_dir) / "r-ok"
+    everything = "".join(p.read_text(errors="replace") for p in pdd.rglob("*") if p.is_file())
+    assert TOKEN not in everything and "do-not-store-me-123" not in everything
+    assert TOKEN not in json.dumps(run.events)
+    Path("/tmp/receiver-probe-r-ok").unlink()
+
+
+@pytest.mark.parametrize(("extravars", "settings", "status", "reason"), [
+    ({"probe_fail": "yes"}, {}, "failed", "playbook failed (rc 2)"),
+    ({"probe_sleep": "30"}, {"job_timeout": 2}, "timeout", "timed out (job 2s"),
+])
+def test_failures_and_timeouts_are_recorded(executor: Any, extravars: dict[str, str], settings: dict[str, Any],
+                                            status: str, reason: str) -> None:
+    ex, journal, cfg = executor
+    for key, value in settings.items():
+        setattr(cfg, key, value)
+    started = time.time()
+    run = run_and_wait(ex, journal, make_run(journal, f"r-{status}", **extravars))
+    assert run.status == status and reason in run.reason
+    assert time.time() - started < 20
+    assert not find_run_processes(run.id), "the playbook left processes behind"
+
+
+def test_cancel_stops_a_running_playbook(executor: Any) -> None:
+    ex, journal, _ = executor
+    run = make_run(journal, "r-cancel", probe_sleep="60")
+    done = threading.Event()
+    ex.on_finished = lambda run_id: done.set()
+    ex.submit(run)
+    deadline = time.time() + 30
+    while time.time() < deadline and not any(e["event"] == "playbook_on_task_start" and "Take a while" in
+                                              (e["task"] or "") for e in journal.run_events(run.id)):
+        time.sleep(0.2)
+    ex.cancel(run.id, "alert resolved while running")
+    assert done.wait(20)
+    final = journal.get_run(run.id)
+    assert final is not None
+    assert (final.status, final.reason) == ("canceled", "alert resolved while running")

@@ -1,0 +1,168 @@
+"""Ingress: 202 only once stored, 4xx with a reason for what Alertmanager must not retry, 5xx when not stored."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from receiver_helpers import TOKEN, alert, payload
+
+from remediation_receiver.ingress import Ingress, PayloadError, bearer_ok, make_server, parse_payload
+from remediation_receiver.journal import Journal
+from remediation_receiver.metrics import Metrics
+
+
+def body(data: Any) -> bytes:
+    return json.dumps(data).encode()
+
+
+@pytest.mark.parametrize(("raw", "why"), [
+    (b"{not json", "not valid JSON"),
+    (b"\xff\xfe", "not valid JSON"),
+    (b"[]", "must be a JSON object"),
+    (body({"alerts": []}), "unsupported payload version None"),
+    (body({"version": 4, "alerts": []}), "unsupported payload version 4"),
+    (body({"version": "4"}), "no 'alerts' list"),
+    (body({"version": "4", "alerts": {}}), "no 'alerts' list"),
+    (body({"version": "4", "alerts": ["x"]}), r"alerts\[0\] must be an object"),
+    (body(payload(dict(alert(), status="pending"))), r"alerts\[0\].status must be"),
+    (body(payload(dict(alert(), labels=None))), r"alerts\[0\].labels must be an object"),
+    (body(payload(dict(alert(), labels={"instance": 5}))), r"alerts\[0\].labels.instance must be a string"),
+    (body(payload(dict(alert(), annotations=[]))), r"alerts\[0\].annotations must be an object"),
+    (body(payload({k: v for k, v in alert().items() if k != "startsAt"})), r"startsAt must be"),
+    (body(payload(dict(alert(), fingerprint="../../etc"))), "fingerprint must be"),
+    (body(payload(dict(alert(), labels={"x": "y" * 5000}))), "longer than 4096"),
+])
+def test_malformed_payloads_are_refused_with_the_reason(raw: bytes, why: str) -> None:
+    with pytest.raises(PayloadError, match=why):
+        parse_payload(raw)
+
+
+def test_a_valid_payload_is_split_into_alerts_and_a_missing_fingerprint_is_derived() -> None:
+    no_fp = {k: v for k, v in alert(fingerprint="x").items() if k != "fingerprint"}
+    _, alerts = parse_payload(body(payload(alert(), dict(alert(status="resolved"), fingerprint="beef"), no_fp)))
+    assert [a["status"] for a in alerts] == ["firing", "resolved", "firing"]
+    assert alerts[0]["fingerprint"] == "f00d"
+    assert len(alerts[2]["fingerprint"]) == 16 and alerts[2]["fingerprint"] != "f00d"
+
+
+@pytest.mark.parametrize(("header", "ok"), [
+    (f"Bearer {TOKEN}", True),
+    (f"bearer {TOKEN}", True),
+    (f"Bearer {TOKEN} ", True),
+    (f"Basic {TOKEN}", False),
+    (f"Bearer {TOKEN}x", False),
+    (f"Bearer {TOKEN[:-1]}", False),
+    ("Bearer ", False),
+    (TOKEN, False),
+    (None, False),
+    ("", False),
+])
+def test_bearer_token(header: str | None, ok: bool) -> None:
+    assert bearer_ok(header, TOKEN.encode()) is ok
+
+
+@pytest.fixture
+def server(tmp_path: Any) -> Iterator[tuple[int, Journal, Metrics]]:
+    journal = Journal(str(tmp_path / "journal.sqlite"))
+    metrics = Metrics()
+    ingress = Ingress(journal, TOKEN, 64 * 1024, metrics)
+
+    class Views:
+        def health(self) -> tuple[int, dict[str, Any]]:
+            return 200, {"status": "ok"}
+
+        def metrics_text(self) -> str:
+            return metrics.render()
+
+        def runs(self) -> list[dict[str, Any]]:
+            return []
+
+        def run(self, run_id: str) -> None:
+            return None
+
+    srv = make_server("127.0.0.1", 0, ingress, Views())
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv.server_address[1], journal, metrics
+    srv.shutdown()
+    srv.server_close()
+
+
+def request(port: int, method: str, path: str, data: bytes | None = None,
+            headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request(method, path, body=data, headers=headers or {})
+    response = conn.getresponse()
+    text = response.read().decode()
+    conn.close()
+    try:
+        return response.status, json.loads(text)
+    except json.JSONDecodeError:
+        return response.status, {"text": text}
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.mark.parametrize(("method", "path", "data", "headers", "status", "why"), [
+    ("POST", "/alerts", body(payload(alert())), AUTH, 202, "stored"),
+    ("POST", "/", body(payload(alert())), AUTH, 202, "stored"),
+    ("POST", "/alerts", body(payload(alert())), {}, 401, "bearer token"),
+    ("POST", "/alerts", body(payload(alert())), {"Authorization": "Bearer wrong-token-0123456789"}, 401, "bearer"),
+    ("POST", "/alerts", b"{broken", AUTH, 400, "not valid JSON"),
+    ("POST", "/alerts", body({"version": "4"}), AUTH, 400, "no 'alerts' list"),
+    ("POST", "/alerts", b"x" * (64 * 1024 + 1), AUTH, 413, "exceeds the limit"),
+    ("POST", "/other", body(payload(alert())), AUTH, 404, "POST alerts to /alerts"),
+    ("PUT", "/alerts", body(payload(alert())), AUTH, 405, "method not allowed"),
+    ("GET", "/runs", None, {}, 401, "bearer token"),
+    ("GET", "/runs", None, AUTH, 200, ""),
+    ("GET", "/healthz", None, {}, 200, "ok"),
+])
+def test_http_contract(server: tuple[int, Journal, Metrics], method: str, path: str, data: bytes | None,
+                       headers: dict[str, str], status: int, why: str) -> None:
+    port, journal, _ = server
+    got, reply = request(port, method, path, data, headers)
+    assert got == status, reply
+    assert why in json.dumps(reply)
+    stored = journal.counts()["deliveries"]["all"]
+    assert stored == (1 if status == 202 else 0)
+
+
+def test_refused_requests_are_recorded_without_body_or_token(server: tuple[int, Journal, Metrics]) -> None:
+    port, journal, metrics = server
+    request(port, "POST", "/alerts", b"secret-body", {"Authorization": "Bearer the-wrong-secret-token"})
+    rows = journal.query("SELECT * FROM rejections")
+    assert [(r["http_status"], r["reason"]) for r in rows] == [(401, "missing or wrong bearer token")]
+    dump = json.dumps(rows)
+    assert "secret-body" not in dump and "the-wrong-secret-token" not in dump
+    assert metrics.counter("remediation_receiver_deliveries_refused_total", {"code": "401"}) == 1
+
+
+def test_a_delivery_that_cannot_be_stored_gets_503(tmp_path: Any) -> None:
+    journal = Journal(str(tmp_path / "journal.sqlite"))
+    ingress = Ingress(journal, TOKEN, 64 * 1024, Metrics())
+    os.chmod(tmp_path / "journal.sqlite", 0o400)
+    journal.close()
+    readonly = Journal(str(tmp_path / "journal.sqlite"), readonly=True)
+    ingress.journal = readonly
+    reply = ingress.accept("127.0.0.1", body(payload(alert())))
+    assert reply.status == 503
+    assert "retry" in reply.body["error"]
+
+
+def test_metrics_count_acknowledged_deliveries(server: tuple[int, Journal, Metrics]) -> None:
+    port, _, _ = server
+    for _ in range(3):
+        request(port, "POST", "/alerts", body(payload(alert(), alert(fingerprint="beef"))), AUTH)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    assert "remediation_receiver_deliveries_total 3" in text
+    assert "remediation_receiver_alerts_received_total 6" in text
+    assert 'remediation_receiver_ack_seconds_bucket{le="+Inf"} 3' in text

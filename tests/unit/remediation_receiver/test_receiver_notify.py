@@ -1,0 +1,94 @@
+"""Escalation: notifications are recorded, retried with backoff on failure, and given up on after the limit."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from receiver_helpers import write_config
+
+from remediation_receiver.journal import Journal
+from remediation_receiver.notify import Notifier
+
+
+class Sink(BaseHTTPRequestHandler):
+    statuses: list[int] = []
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        status = self.statuses.pop(0) if self.statuses else 200
+        self.received.append({"body": body, "auth": self.headers.get("Authorization"), "status": status})
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def sink() -> Any:
+    server = HTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(("statuses", "rounds", "final", "attempts", "received"), [
+    ([], 1, "sent", 1, 1),
+    ([500, 503], 3, "sent", 3, 3),
+    ([500, 500, 500, 500], 4, "failed", 3, 3),
+])
+def test_retry_with_backoff_then_record(tmp_path: Path, sink: Any, statuses: list[int], rounds: int, final: str,
+                                        attempts: int, received: int) -> None:
+    (tmp_path / "notify.token").write_text("notify-secret-token\n")
+    cfg = write_config(tmp_path, notify={"webhooks": [{"url": f"http://127.0.0.1:{sink.server_address[1]}/hook",
+                                                       "token_file": "notify.token"}],
+                                         "retries": 2, "backoff": 10})
+    Sink.statuses, Sink.received = list(statuses), []
+    journal = Journal(cfg.journal)
+    notifier = Notifier(cfg, journal)
+    notifier.notify("run_failed", "probe on web1 failed", {"run": "r1"}, dedup="outcome|r1")
+    notifier.notify("run_failed", "probe on web1 failed", {"run": "r1"}, dedup="outcome|r1")
+    clock = 1e10
+    for _ in range(rounds):
+        notifier.send_due(now=clock)
+        clock += 1000
+    [row] = journal.notifications()
+    assert (row["status"], row["attempts"]) == (final, attempts)
+    assert len(Sink.received) == received
+    assert Sink.received[0]["body"]["kind"] == "run_failed"
+    assert Sink.received[0]["auth"] == "Bearer notify-secret-token"
+    if final == "failed":
+        assert "HTTP Error 500" in row["last_error"]
+
+
+def test_backoff_delays_the_next_attempt(tmp_path: Path, sink: Any) -> None:
+    cfg = write_config(tmp_path, notify={"webhooks": [{"url": f"http://127.0.0.1:{sink.server_address[1]}/"}],
+                                         "retries": 5, "backoff": 10})
+    Sink.statuses, Sink.received = [500, 500, 200], []
+    journal = Journal(cfg.journal)
+    notifier = Notifier(cfg, journal)
+    notifier.notify("breaker_open", "too many hosts", {})
+    t0 = 1e10
+    notifier.send_due(now=t0)
+    assert notifier.send_due(now=t0 + 9) == 0  # first retry after 10 s
+    notifier.send_due(now=t0 + 10)
+    assert notifier.send_due(now=t0 + 29) == 0  # second retry after 20 s more
+    assert notifier.send_due(now=t0 + 30) == 1
+    assert len(Sink.received) == 3
+
+
+def test_without_a_webhook_the_escalation_is_still_recorded(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    journal = Journal(cfg.journal)
+    notifier = Notifier(cfg, journal)
+    notifier.notify("still_firing", "x", {})
+    notifier.send_due()
+    assert [(n["kind"], n["status"]) for n in journal.notifications()] == [("still_firing", "unconfigured")]

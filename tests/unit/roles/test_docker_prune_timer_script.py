@@ -1,0 +1,115 @@
+"""The timer's script run for real as the service runs it, on the paths that need no engine: configuration
+checks, the blackout window, the lock, and a failed engine call recorded in the metrics."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+SCRIPT = REPO / "roles" / "docker_prune_timer" / "files" / "docker_prune.py"
+MODULE_UTILS = REPO / "plugins" / "module_utils"
+WHOLE_DAY = [{"name": "backup", "start": "00:00", "end": "12:00"}, {"name": "backup", "start": "12:00", "end": "00:00"}]
+
+
+@pytest.fixture
+def installed(tmp_path):
+    """The script with its two helper files beside it, as the role installs them."""
+    target = tmp_path / "lib"
+    target.mkdir()
+    shutil.copy(SCRIPT, target / "docker_prune.py")
+    for name in ("_docker_api.py", "_prune_policy.py"):
+        shutil.copy(MODULE_UTILS / name, target / name)
+    return target / "docker_prune.py"
+
+
+def write_config(tmp_path: Path, **overrides) -> Path:
+    config = {
+        "docker_socket": str(tmp_path / "no-engine.sock"),
+        "keep_label": "postmortem.remediation.keep",
+        "textfile": str(tmp_path / "textfile" / "docker_prune.prom"),
+        "lock_file": str(tmp_path / "prune.lock"),
+        "windows": [],
+        "tiers": {"build_cache": {"enabled": True, "until": "24h"}, "volumes": {"enabled": False}},
+        "timeout": 5,
+    }
+    config.update(overrides)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def run(script: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def metrics(tmp_path: Path) -> str:
+    return (tmp_path / "textfile" / "docker_prune.prom").read_text()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"tiers": {"build_cache": {"enabled": True, "until": "a day"}}}, "duration 'a day'"),
+        ({"windows": [{"start": "25:00", "end": "02:00"}]}, "time of day '25:00'"),
+        ({"windows": [{"start": "01:00"}]}, "'end'"),
+    ],
+)
+def test_check_config_refuses_a_bad_configuration(installed, tmp_path, overrides, fragment):
+    result = run(installed, "--check-config", "--config", str(write_config(tmp_path, **overrides)))
+    assert result.returncode == 2
+    assert "FAILED: unusable configuration" in result.stdout
+    assert fragment in result.stdout
+
+
+def test_check_config_accepts_a_good_configuration(installed, tmp_path):
+    result = run(installed, "--check-config", "--config", str(write_config(tmp_path)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is valid: tiers build_cache" in result.stdout
+
+
+def test_inside_the_window_it_skips_says_why_and_counts_the_skip(installed, tmp_path):
+    result = run(installed, "--config", str(write_config(tmp_path, windows=WHOLE_DAY)))
+    assert result.returncode == 0
+    assert "skipped:" in result.stdout
+    assert "inside the backup window" in result.stdout
+    text = metrics(tmp_path)
+    assert 'docker_prune_last_run_skipped{reason="window backup"} 1' in text
+    assert "docker_prune_last_run_success 1" in text
+
+
+def test_another_holder_of_the_lock_makes_it_stand_aside(installed, tmp_path):
+    config = write_config(tmp_path)
+    lock_file = str(tmp_path / "prune.lock")
+    holder = subprocess.Popen(["flock", lock_file, "sleep", "5"])
+    try:
+        for _attempt in range(50):
+            if Path(lock_file).exists():
+                break
+            subprocess.run(["sleep", "0.1"], check=True)
+        result = run(installed, "--config", str(config))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 0
+    assert "another prune or reclaim holds" in result.stdout
+    assert not (tmp_path / "textfile" / "docker_prune.prom").exists()
+
+
+def test_a_failed_run_exits_1_and_keeps_the_last_success_time(installed, tmp_path):
+    textfile = tmp_path / "textfile" / "docker_prune.prom"
+    textfile.parent.mkdir()
+    textfile.write_text("docker_prune_last_success_timestamp_seconds 1700000000\n")
+    result = run(installed, "--config", str(write_config(tmp_path)))
+    assert result.returncode == 1
+    assert "FAILED after" in result.stdout
+    assert "no-engine.sock" in result.stdout
+    text = metrics(tmp_path)
+    assert "docker_prune_last_run_success 0" in text
+    assert "docker_prune_last_success_timestamp_seconds 1700000000" in text
+    assert sorted(p.name for p in textfile.parent.iterdir()) == ["docker_prune.prom"]
