@@ -25,7 +25,7 @@ description:
   - With O(assess_storage_driver), an assessment of that driver from the collection's compatibility table
     (supported, risky or unsupported, with the reasons), including the images and containers a switch would hide.
 author:
-  - postmortem.remediation maintainers (@postmortem-remediation)
+  - Postmortem Remediation Maintainers (@postmortem-remediation)
 attributes:
   check_mode:
     support: full
