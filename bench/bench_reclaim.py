@@ -73,7 +73,7 @@ def create_host() -> None:
     else:
         raise RuntimeError(f"{HOST} did not come up")
     # Some lab image builds ship the workload busybox without its exec bit.
-    in_host("chmod 0755 /usr/local/share/pmr-workload/busybox && /usr/local/sbin/pmr-workload-image >/dev/null")
+    in_host("/usr/local/sbin/pmr-workload-image >/dev/null")
     sh("docker", "cp", str(SCENARIO / "files" / "ci"), f"{HOST}:/root/ci")
     sh("docker", "cp", str(SCENARIO / "files" / "fill.sh"), f"{HOST}:/root/fill.sh")
 

@@ -35,7 +35,7 @@ build_lab() {
     --customize-hook='mkdir -p "$1/usr/local/share/pmr-workload"' \
     --customize-hook='upload /bin/busybox /usr/local/share/pmr-workload/busybox' \
     --customize-hook='upload '"$LAB_DIR"'/workload-image.sh /usr/local/sbin/pmr-workload-image' \
-    --customize-hook='chmod 0755 "$1/usr/local/sbin/pmr-workload-image"' \
+    --customize-hook='chmod 0755 "$1/usr/local/sbin/pmr-workload-image" "$1/usr/local/share/pmr-workload/busybox"' \
     --customize-hook='rm -rf "$1/var/lib/apt/lists/"* "$1/var/cache/apt/"*.bin' \
     bookworm "$work/rootfs.tar" >"$work/mmdebstrap.log" 2>&1 || { tail -n 30 "$work/mmdebstrap.log" >&2; exit 1; }
   docker import \
