@@ -67,7 +67,7 @@ sanity: venv  ## ansible-test sanity on a copy at ansible_collections/postmortem
 	mkdir -p $(COLL_COPY_ROOT)/ansible_collections/postmortem/remediation
 	git ls-files -co --exclude-standard | grep -v -E '$(SANITY_EXCLUDE)' | \
 	  while read -r f; do [ -e "$$f" ] && echo "$$f"; done | \
-	  rsync -a --files-from=- ./ $(COLL_COPY_ROOT)/ansible_collections/postmortem/remediation/
+	  tar -cf - -T - | tar -xf - -C $(COLL_COPY_ROOT)/ansible_collections/postmortem/remediation
 	pip_version=$$($(BIN)/python -c 'import ansible_test, pathlib, re; \
 	  text = (pathlib.Path(ansible_test.__file__).parent / "_internal/python_requirements.py").read_text(); \
 	  print(re.search(r"pip=.([0-9.]+).", text).group(1).replace(".", "_"))')
@@ -77,7 +77,7 @@ sanity: venv  ## ansible-test sanity on a copy at ansible_collections/postmortem
 	$(BIN)/ansible-test sanity --venv --python 3.11 --color no
 
 .PHONY: unit
-unit: venv collection-link  ## pytest unit tests
+unit: venv collection-link engine  ## pytest unit tests (some read the real engine)
 	$(BIN)/pytest -q tests/unit
 
 .PHONY: build

@@ -9,8 +9,8 @@ definition_hash=$( { cat "$LAB_DIR/image.sh" "$LAB_DIR/common.sh" "$LAB_DIR/work
 current_label() { docker image inspect -f '{{index .Config.Labels "pmr.definition"}}' "$1" 2>/dev/null || true; }
 
 need_tools() {
-  command -v mmdebstrap >/dev/null 2>&1 && return 0
-  log "Installing mmdebstrap"
+  command -v mmdebstrap >/dev/null 2>&1 && [ -x /bin/busybox ] && return 0
+  log "Installing mmdebstrap and busybox-static"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap busybox-static >/dev/null
 }
@@ -46,6 +46,7 @@ build_lab() {
 }
 
 build_workload() {
+  need_tools
   local work; work=$(mktemp -d)
   trap 'rm -rf "$work"' RETURN
   build_workload_rootfs "$work/root"
