@@ -63,6 +63,8 @@ lint: venv collection-link  ## ruff and ansible-lint (production profile)
 # The receiver (a service on the control host, with its tests) is held to ruff, not to the rules for plugin code.
 SANITY_EXCLUDE := ^(bench|tests/lab|tests/integration|remediation_receiver|tests/unit/remediation_receiver)/
 sanity: venv  ## ansible-test sanity on a copy at ansible_collections/postmortem/remediation
+	# Without shellcheck, ansible-test skips its shellcheck test with only a warning.
+	command -v shellcheck >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck; }
 	rm -rf $(COLL_COPY_ROOT)
 	mkdir -p $(COLL_COPY_ROOT)/ansible_collections/postmortem/remediation
 	git ls-files -co --exclude-standard | grep -v -E '$(SANITY_EXCLUDE)' | \
