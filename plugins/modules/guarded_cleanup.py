@@ -293,7 +293,7 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_g
     DeletionGuard,
     Verdict,
     bounded,
-    refusal,
+    exit_with_verdict,
     write_json_atomic,
 )
 
@@ -662,22 +662,16 @@ class GuardedCleanup(object):
             self.result[key] = bounded(names, limit)[0]
         self.result["kept_count"] = len(self.kept)
         self.result["kept"] = bounded(self.kept, limit)[0]
-        self.result["guard"] = self.verdict.as_dict()
-        if self.module._diff and self.verdict.allowed:
+        if not self.verdict.allowed:
+            for key in ("quarantined", "purged", "restored"):
+                self.result[key], self.result[key + "_count"] = [], 0
+        elif self.module._diff:
             lines, cut = bounded(self.diff_lines, limit)
             if cut:
                 lines.append("... and %d more" % (len(self.diff_lines) - len(lines)))
             self.result["diff"] = {"before_header": self.path, "after_header": self.path,
                                    "prepared": "\n".join(lines) + ("\n" if lines else "")}
-        if self.verdict.allowed:
-            self.module.exit_json(**self.result)
-        for key in ("quarantined", "purged", "restored"):
-            self.result[key], self.result[key + "_count"] = [], 0
-        fail, fields = refusal(self.verdict, self.params["on_refusal"])
-        self.result.update(fields)
-        if fail:
-            self.module.fail_json(**self.result)
-        self.module.exit_json(**self.result)
+        exit_with_verdict(self.module, self.verdict, self.result, self.params["on_refusal"])
 
 
 def main():
