@@ -22,6 +22,8 @@ description:
   - It also refuses when the orphans exceed O(max_orphans) items or O(max_orphan_ratio) of the items.
   - Locked items are never touched, whatever the reference says - those whose name matches O(lock_patterns) and
     those with a lock marker next to them (C(<name>) plus O(lock_suffix), for example C(backup-17.tar.gz.lock)).
+    A lock that appears while an item is in the quarantine (a marker at its origin, or a new O(lock_patterns)
+    entry) stops its purge.
   - Nothing is deleted at once. Orphans are moved (renamed) into O(quarantine_dir) and recorded in a JSON manifest
     there. A later run purges them only after O(grace_period), and only if the reference, healthy again, still
     does not name them; an item that the reference names again is moved back (O(restore_referenced)).
@@ -571,6 +573,10 @@ class GuardedCleanup(object):
                 else:
                     restore.append(name)
                     self.diff_lines.append("restore %s -> %s (referenced again)" % (name, entry["origin"]))
+                continue
+            lock = self.lock_reason(name)
+            if lock:  # locked after it was quarantined (a legal hold, a restore): never purged while the lock holds
+                self.keep(name, "%s; quarantined, not purged while locked" % lock)
                 continue
             left = entry["quarantined_at"] + grace - now
             if left > 0:

@@ -332,3 +332,16 @@ def _no_leftover_temp_files(site: Site) -> Iterator[None]:
     quarantine = site.backups / ".quarantine"
     if quarantine.exists():
         assert not [p.name for p in quarantine.iterdir() if p.name.endswith(".tmp")]
+
+
+# --- what the guard must never touch, added in review --------------------------------------------------------------
+def test_lock_added_in_quarantine_stops_the_purge(site: Site, orphans: list[str]) -> None:
+    """A legal hold placed during the grace period: the quarantined backup is kept, not purged."""
+    run(site, grace_period="0s")
+    (site.backups / "cust010.tar.gz.lock").write_text("legal hold")
+    result = run(site, grace_period="0s", lock_patterns=["cust020.*"])
+    assert result["purged"] == ["cust030.tar.gz", "cust050.tar.gz"]
+    kept = {k["name"]: k["reason"] for k in result["kept"]}
+    assert kept["cust010.tar.gz"] == "locked: marker cust010.tar.gz.lock; quarantined, not purged while locked"
+    assert kept["cust020.tar.gz"] == "locked: matches cust020.*; quarantined, not purged while locked"
+    assert quarantined_names(site) == ["cust010.tar.gz", "cust020.tar.gz"]
