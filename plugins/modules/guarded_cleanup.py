@@ -69,7 +69,9 @@ options:
     type: int
     default: 60
   min_references:
-    description: Refuse when the reference holds fewer keys than this.
+    description:
+      - Refuse when the reference holds fewer keys than this.
+      - An empty reference is always refused, even with V(0).
     type: int
     default: 1
   max_reference_shrink:
@@ -504,7 +506,8 @@ class GuardedCleanup(object):
             return self.finish()
         self.verdict.require("reference", True, "")
         info["count"] = len(keys)
-        self.verdict.require_at_least("reference keys", len(keys), self.params["min_references"], "keys")
+        # An empty answer is never trusted, even with min_references set to 0: it would make every item an orphan.
+        self.verdict.require_at_least("reference keys", len(keys), max(1, self.params["min_references"]), "keys")
         self.verdict.require_no_shrink("reference shrink", previous, len(keys), self.params["max_reference_shrink"],
                                        "keys")
 

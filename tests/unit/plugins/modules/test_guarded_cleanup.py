@@ -345,3 +345,12 @@ def test_lock_added_in_quarantine_stops_the_purge(site: Site, orphans: list[str]
     assert kept["cust010.tar.gz"] == "locked: marker cust010.tar.gz.lock; quarantined, not purged while locked"
     assert kept["cust020.tar.gz"] == "locked: matches cust020.*; quarantined, not purged while locked"
     assert quarantined_names(site) == ["cust010.tar.gz", "cust020.tar.gz"]
+
+
+def test_empty_reference_is_refused_even_with_min_references_zero(site: Site) -> None:
+    table_empty(site)
+    before = site.picture()
+    result = run(site, min_references=0, max_orphans=1000, max_orphan_ratio=1.0)
+    assert result["refused"] is True
+    assert "reference keys: 0 keys, fewer than the minimum of 1" in result["msg"]
+    assert site.picture() == before
