@@ -283,6 +283,7 @@ guard:
   type: dict
 """
 
+import errno
 import fnmatch
 import json
 import os
@@ -316,6 +317,27 @@ def parse_grace(text):
 
 def iso(epoch):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def move_no_replace(source, target):
+    """Rename ``source`` to ``target``, never replacing what is at ``target`` (os.rename would, silently).
+
+    Files and symlinks are hard-linked first, which fails with EEXIST if ``target`` appeared after the check, then
+    unlinked; a directory is renamed (rename(2) refuses a non-empty directory target).
+    """
+    if os.path.lexists(target):
+        raise OSError(errno.EEXIST, "%s exists: not overwritten" % target)
+    if os.path.isdir(source) and not os.path.islink(source):
+        os.rename(source, target)
+        return
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        os.rename(source, target)  # a filesystem without hard links: the check above is all there is
+        return
+    os.unlink(source)
 
 
 class UnhealthyReference(Exception):
@@ -619,13 +641,12 @@ class GuardedCleanup(object):
         quarantine.save(self.path)
         for name in list(quarantined):
             try:
-                os.rename(os.path.join(self.path, name), quarantine.stored_path(name))
+                move_no_replace(os.path.join(self.path, name), quarantine.stored_path(name))
             except OSError as exc:
                 del quarantine.entries[name]
                 quarantined.remove(name)
                 self.keep(name, "could not be moved: %s" % exc)
-        for name in restore:
-            os.rename(quarantine.stored_path(name), quarantine.entries.pop(name)["origin"])
+        self.move_back(quarantine, restore)
         for name in purge:
             stored = quarantine.stored_path(name)
             if os.path.isdir(stored) and not os.path.islink(stored):
@@ -634,6 +655,18 @@ class GuardedCleanup(object):
                 os.unlink(stored)
             del quarantine.entries[name]
         quarantine.save(self.path)
+
+    def move_back(self, quarantine, names):
+        """Move quarantined items back to their origin; one that cannot go back stays quarantined and is kept."""
+        for name in list(names):
+            origin = quarantine.entries[name]["origin"]
+            try:
+                move_no_replace(quarantine.stored_path(name), origin)
+            except OSError as exc:
+                names.remove(name)
+                self.keep(name, "not restored to %s: %s" % (origin, exc.strerror or exc))
+            else:
+                del quarantine.entries[name]
 
     # -- restore ----------------------------------------------------------------------------------------------------
     def restore(self):
@@ -656,8 +689,7 @@ class GuardedCleanup(object):
             if name not in quarantine.entries:
                 self.keep(name, "not in the quarantine")
         if restore and not self.module.check_mode:
-            for name in restore:
-                os.rename(quarantine.stored_path(name), quarantine.entries.pop(name)["origin"])
+            self.move_back(quarantine, restore)
             quarantine.save(self.path)
         self.result.update(changed=bool(restore), restored=restore)
         return self.finish()

@@ -354,3 +354,26 @@ def test_empty_reference_is_refused_even_with_min_references_zero(site: Site) ->
     assert result["refused"] is True
     assert "reference keys: 0 keys, fewer than the minimum of 1" in result["msg"]
     assert site.picture() == before
+
+
+def test_a_move_never_replaces_what_appeared_at_the_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race the check cannot close: the target appears after it. The hard link refuses; os.rename would not."""
+    (tmp_path / "quarantined").write_text("old backup")
+    (tmp_path / "origin").write_text("new backup")
+    monkeypatch.setattr(guarded_cleanup.os.path, "lexists", lambda _path: False)  # the check saw nothing
+    with pytest.raises(FileExistsError):
+        guarded_cleanup.move_no_replace(str(tmp_path / "quarantined"), str(tmp_path / "origin"))
+    assert (tmp_path / "origin").read_text() == "new backup"
+    assert (tmp_path / "quarantined").read_text() == "old backup"
+
+
+def test_referenced_again_but_origin_taken_is_not_overwritten(site: Site, orphans: list[str]) -> None:
+    run(site)
+    site.add_rows(["cust010.tar.gz", "cust020.tar.gz"])
+    (site.backups / "cust010.tar.gz").write_text("a new backup with the same name")
+    result = run(site)
+    assert result["restored"] == ["cust020.tar.gz"]
+    assert {"name": "cust010.tar.gz",
+            "reason": f"referenced again, but {site.backups / 'cust010.tar.gz'} exists: not restored"} in result["kept"]
+    assert (site.backups / "cust010.tar.gz").read_text() == "a new backup with the same name"
+    assert "cust010.tar.gz" in quarantined_names(site)
