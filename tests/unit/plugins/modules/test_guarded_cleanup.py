@@ -377,3 +377,35 @@ def test_referenced_again_but_origin_taken_is_not_overwritten(site: Site, orphan
             "reason": f"referenced again, but {site.backups / 'cust010.tar.gz'} exists: not restored"} in result["kept"]
     assert (site.backups / "cust010.tar.gz").read_text() == "a new backup with the same name"
     assert "cust010.tar.gz" in quarantined_names(site)
+
+
+def test_lock_markers_are_never_items(site: Site) -> None:
+    """With pattern '*', a marker has no row of its own: it must not become an orphan (and unlock its backup)."""
+    (site.backups / "cust001.tar.gz.lock").write_text("restore running")
+    result = run(site, pattern="*")
+    assert result["items"] == CUSTOMERS
+    assert result["orphan_count"] == 0
+    assert (site.backups / "cust001.tar.gz.lock").exists()
+
+
+def test_restore_referenced_off_leaves_it_quarantined(site: Site, orphans: list[str]) -> None:
+    run(site)
+    site.add_rows(["cust020.tar.gz"])
+    result = run(site, restore_referenced=False)
+    assert result["restored"] == []
+    assert {"name": "cust020.tar.gz",
+            "reason": "quarantined, but referenced again (restore_referenced is off)"} in result["kept"]
+    assert "cust020.tar.gz" in quarantined_names(site)
+
+
+def test_quarantine_on_another_filesystem_is_refused(site: Site) -> None:
+    """Moves must be renames: a quarantine on another filesystem would make them copies."""
+    other = Path("/dev/shm")
+    if not other.is_dir() or other.stat().st_dev == site.backups.stat().st_dev:
+        pytest.skip("no second filesystem (/dev/shm) on this machine")
+    site.delete_rows(["cust001.tar.gz"])
+    before = site.picture()
+    result = run(site, quarantine_dir=str(other / f"pmr-i6-quarantine-{site.root.name}"))
+    assert result["failed"] is True
+    assert "is not on the filesystem of" in result["msg"]
+    assert site.picture() == before
