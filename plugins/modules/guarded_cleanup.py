@@ -619,12 +619,14 @@ class GuardedCleanup(object):
         return True
 
     def apply(self, quarantine, purge, restore, quarantined, keys):
+        stale = [name for name in quarantine.entries if not os.path.lexists(quarantine.stored_path(name))]
+        if not (purge or restore or quarantined or stale):
+            return  # nothing to move: a run that changes nothing writes nothing
         quarantine.ensure()
         # Drop manifest entries whose item is gone (reported in kept), then record the moves before making them,
         # so that a crash leaves a manifest that names every item the quarantine may hold.
-        for name in list(quarantine.entries):
-            if not os.path.lexists(quarantine.stored_path(name)):
-                del quarantine.entries[name]
+        for name in stale:
+            del quarantine.entries[name]
         now = time.time()
         for name in list(quarantined):
             origin = os.path.join(self.path, name)

@@ -409,3 +409,17 @@ def test_quarantine_on_another_filesystem_is_refused(site: Site) -> None:
     assert result["failed"] is True
     assert "is not on the filesystem of" in result["msg"]
     assert site.picture() == before
+
+
+def test_a_run_that_changes_nothing_writes_nothing(site: Site, orphans: list[str]) -> None:
+    run(site)
+    quarantine = site.backups / ".quarantine"
+    files = ("manifest.json", "manifest.json.prev", "state.json")
+
+    def stamps() -> dict[str, tuple[int, int]]:
+        return {name: ((quarantine / name).stat().st_ino, (quarantine / name).stat().st_mtime_ns) for name in files}
+
+    before = stamps()
+    again = run(site)
+    assert again["changed"] is False
+    assert stamps() == before
