@@ -649,12 +649,17 @@ class GuardedCleanup(object):
                 quarantined.remove(name)
                 self.keep(name, "could not be moved: %s" % exc)
         self.move_back(quarantine, restore)
-        for name in purge:
+        for name in list(purge):
             stored = quarantine.stored_path(name)
-            if os.path.isdir(stored) and not os.path.islink(stored):
-                shutil.rmtree(stored)
-            else:
-                os.unlink(stored)
+            try:
+                if os.path.isdir(stored) and not os.path.islink(stored):
+                    shutil.rmtree(stored)
+                else:
+                    os.unlink(stored)
+            except OSError as exc:  # what is left stays in the manifest; the next run tries again
+                purge.remove(name)
+                self.keep(name, "could not be purged: %s" % exc)
+                continue
             del quarantine.entries[name]
         quarantine.save(self.path)
 

@@ -423,3 +423,24 @@ def test_a_run_that_changes_nothing_writes_nothing(site: Site, orphans: list[str
     again = run(site)
     assert again["changed"] is False
     assert stamps() == before
+
+
+def test_a_purge_that_fails_is_reported_and_the_item_stays_recorded(site: Site, orphans: list[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """An item that cannot be deleted (root cannot be denied here for real) is kept in the manifest, not a traceback."""
+    run(site, grace_period="0s")
+    real_unlink = guarded_cleanup.os.unlink
+
+    def unlink(path: str, *args: Any, **kwargs: Any) -> None:
+        if path.endswith("/cust020.tar.gz"):
+            raise PermissionError(13, "Permission denied", path)
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(guarded_cleanup.os, "unlink", unlink)
+    result = run(site, grace_period="0s")
+    assert result["purged"] == ["cust010.tar.gz", "cust030.tar.gz", "cust050.tar.gz"]
+    assert any(k["name"] == "cust020.tar.gz" and k["reason"].startswith("could not be purged: ")
+               and "Permission denied" in k["reason"] for k in result["kept"])
+    assert quarantined_names(site) == ["cust020.tar.gz"]
+    manifest = json.loads((site.backups / ".quarantine/manifest.json").read_text())
+    assert list(manifest["items"]) == ["cust020.tar.gz"]
