@@ -20,7 +20,7 @@
 #   verdict.require_at_least('source files', n_src, minimum=100)
 #   DeletionGuard(max_count=100, max_ratio=0.1).check(verdict, planned=n_del, population=n_dest)
 #   if not verdict.allowed:
-#       outcome = refusal(verdict, on_refusal)   # -> fail_json or exit_json with refused=True
+#       exit_with_verdict(module, verdict, result, on_refusal)   # fail_json, or exit_json with refused=True
 #
 # Standard library only: this code runs on managed hosts.
 
@@ -254,6 +254,22 @@ def refusal(verdict, on_refusal="fail"):
     fields = {"changed": False, "refused": True, "reason": verdict.reason, "msg": verdict.reason,
               "guard": verdict.as_dict()}
     return on_refusal == "fail", fields
+
+
+def exit_with_verdict(module, verdict, result, on_refusal="fail"):
+    """End a guarded module run: ``exit_json`` when ``verdict`` allowed it, else report the refusal.
+
+    ``result`` always gets the ``guard`` record. A refusal adds the fields of :func:`refusal` (``changed=False``,
+    ``refused=True``, ``reason``, ``msg``) and calls ``fail_json`` or, with ``on_refusal=report``, ``exit_json``.
+    """
+    result["guard"] = verdict.as_dict()
+    if verdict.allowed:
+        module.exit_json(**result)
+    fail, fields = refusal(verdict, on_refusal)
+    result.update(fields)
+    if fail:
+        module.fail_json(**result)
+    module.exit_json(**result)
 
 
 def write_json_atomic(module, path, data, mode=0o600, keep_previous=False):

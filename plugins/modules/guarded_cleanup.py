@@ -22,6 +22,8 @@ description:
   - It also refuses when the orphans exceed O(max_orphans) items or O(max_orphan_ratio) of the items.
   - Locked items are never touched, whatever the reference says - those whose name matches O(lock_patterns) and
     those with a lock marker next to them (C(<name>) plus O(lock_suffix), for example C(backup-17.tar.gz.lock)).
+    A lock that appears while an item is in the quarantine (a marker at its origin, or a new O(lock_patterns)
+    entry) stops its purge.
   - Nothing is deleted at once. Orphans are moved (renamed) into O(quarantine_dir) and recorded in a JSON manifest
     there. A later run purges them only after O(grace_period), and only if the reference, healthy again, still
     does not name them; an item that the reference names again is moved back (O(restore_referenced)).
@@ -67,7 +69,9 @@ options:
     type: int
     default: 60
   min_references:
-    description: Refuse when the reference holds fewer keys than this.
+    description:
+      - Refuse when the reference holds fewer keys than this.
+      - An empty reference is always refused, even with V(0).
     type: int
     default: 1
   max_reference_shrink:
@@ -279,6 +283,7 @@ guard:
   type: dict
 """
 
+import errno
 import fnmatch
 import json
 import os
@@ -293,7 +298,7 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_g
     DeletionGuard,
     Verdict,
     bounded,
-    refusal,
+    exit_with_verdict,
     write_json_atomic,
 )
 
@@ -312,6 +317,27 @@ def parse_grace(text):
 
 def iso(epoch):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def move_no_replace(source, target):
+    """Rename ``source`` to ``target``, never replacing what is at ``target`` (os.rename would, silently).
+
+    Files and symlinks are hard-linked first, which fails with EEXIST if ``target`` appeared after the check, then
+    unlinked; a directory is renamed (rename(2) refuses a non-empty directory target).
+    """
+    if os.path.lexists(target):
+        raise OSError(errno.EEXIST, "%s exists: not overwritten" % target)
+    if os.path.isdir(source) and not os.path.islink(source):
+        os.rename(source, target)
+        return
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        os.rename(source, target)  # a filesystem without hard links: the check above is all there is
+        return
+    os.unlink(source)
 
 
 class UnhealthyReference(Exception):
@@ -502,7 +528,8 @@ class GuardedCleanup(object):
             return self.finish()
         self.verdict.require("reference", True, "")
         info["count"] = len(keys)
-        self.verdict.require_at_least("reference keys", len(keys), self.params["min_references"], "keys")
+        # An empty answer is never trusted, even with min_references set to 0: it would make every item an orphan.
+        self.verdict.require_at_least("reference keys", len(keys), max(1, self.params["min_references"]), "keys")
         self.verdict.require_no_shrink("reference shrink", previous, len(keys), self.params["max_reference_shrink"],
                                        "keys")
 
@@ -572,6 +599,10 @@ class GuardedCleanup(object):
                     restore.append(name)
                     self.diff_lines.append("restore %s -> %s (referenced again)" % (name, entry["origin"]))
                 continue
+            lock = self.lock_reason(name)
+            if lock:  # locked after it was quarantined (a legal hold, a restore): never purged while the lock holds
+                self.keep(name, "%s; quarantined, not purged while locked" % lock)
+                continue
             left = entry["quarantined_at"] + grace - now
             if left > 0:
                 self.keep(name, "quarantined at %s, purge in %d s" % (entry.get("quarantined_iso", "?"), left))
@@ -588,12 +619,14 @@ class GuardedCleanup(object):
         return True
 
     def apply(self, quarantine, purge, restore, quarantined, keys):
+        stale = [name for name in quarantine.entries if not os.path.lexists(quarantine.stored_path(name))]
+        if not (purge or restore or quarantined or stale):
+            return  # nothing to move: a run that changes nothing writes nothing
         quarantine.ensure()
         # Drop manifest entries whose item is gone (reported in kept), then record the moves before making them,
         # so that a crash leaves a manifest that names every item the quarantine may hold.
-        for name in list(quarantine.entries):
-            if not os.path.lexists(quarantine.stored_path(name)):
-                del quarantine.entries[name]
+        for name in stale:
+            del quarantine.entries[name]
         now = time.time()
         for name in list(quarantined):
             origin = os.path.join(self.path, name)
@@ -610,21 +643,37 @@ class GuardedCleanup(object):
         quarantine.save(self.path)
         for name in list(quarantined):
             try:
-                os.rename(os.path.join(self.path, name), quarantine.stored_path(name))
+                move_no_replace(os.path.join(self.path, name), quarantine.stored_path(name))
             except OSError as exc:
                 del quarantine.entries[name]
                 quarantined.remove(name)
                 self.keep(name, "could not be moved: %s" % exc)
-        for name in restore:
-            os.rename(quarantine.stored_path(name), quarantine.entries.pop(name)["origin"])
-        for name in purge:
+        self.move_back(quarantine, restore)
+        for name in list(purge):
             stored = quarantine.stored_path(name)
-            if os.path.isdir(stored) and not os.path.islink(stored):
-                shutil.rmtree(stored)
-            else:
-                os.unlink(stored)
+            try:
+                if os.path.isdir(stored) and not os.path.islink(stored):
+                    shutil.rmtree(stored)
+                else:
+                    os.unlink(stored)
+            except OSError as exc:  # what is left stays in the manifest; the next run tries again
+                purge.remove(name)
+                self.keep(name, "could not be purged: %s" % exc)
+                continue
             del quarantine.entries[name]
         quarantine.save(self.path)
+
+    def move_back(self, quarantine, names):
+        """Move quarantined items back to their origin; one that cannot go back stays quarantined and is kept."""
+        for name in list(names):
+            origin = quarantine.entries[name]["origin"]
+            try:
+                move_no_replace(quarantine.stored_path(name), origin)
+            except OSError as exc:
+                names.remove(name)
+                self.keep(name, "not restored to %s: %s" % (origin, exc.strerror or exc))
+            else:
+                del quarantine.entries[name]
 
     # -- restore ----------------------------------------------------------------------------------------------------
     def restore(self):
@@ -647,8 +696,7 @@ class GuardedCleanup(object):
             if name not in quarantine.entries:
                 self.keep(name, "not in the quarantine")
         if restore and not self.module.check_mode:
-            for name in restore:
-                os.rename(quarantine.stored_path(name), quarantine.entries.pop(name)["origin"])
+            self.move_back(quarantine, restore)
             quarantine.save(self.path)
         self.result.update(changed=bool(restore), restored=restore)
         return self.finish()
@@ -662,22 +710,16 @@ class GuardedCleanup(object):
             self.result[key] = bounded(names, limit)[0]
         self.result["kept_count"] = len(self.kept)
         self.result["kept"] = bounded(self.kept, limit)[0]
-        self.result["guard"] = self.verdict.as_dict()
-        if self.module._diff and self.verdict.allowed:
+        if not self.verdict.allowed:
+            for key in ("quarantined", "purged", "restored"):
+                self.result[key], self.result[key + "_count"] = [], 0
+        elif self.module._diff:
             lines, cut = bounded(self.diff_lines, limit)
             if cut:
                 lines.append("... and %d more" % (len(self.diff_lines) - len(lines)))
             self.result["diff"] = {"before_header": self.path, "after_header": self.path,
                                    "prepared": "\n".join(lines) + ("\n" if lines else "")}
-        if self.verdict.allowed:
-            self.module.exit_json(**self.result)
-        for key in ("quarantined", "purged", "restored"):
-            self.result[key], self.result[key + "_count"] = [], 0
-        fail, fields = refusal(self.verdict, self.params["on_refusal"])
-        self.result.update(fields)
-        if fail:
-            self.module.fail_json(**self.result)
-        self.module.exit_json(**self.result)
+        exit_with_verdict(self.module, self.verdict, self.result, self.params["on_refusal"])
 
 
 def main():

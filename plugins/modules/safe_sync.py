@@ -246,8 +246,8 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_g
     Verdict,
     bounded,
     check_path_scope,
+    exit_with_verdict,
     ratio_of,
-    refusal,
 )
 
 # rsync's success codes: 0, and 24 (some source files vanished during the transfer: a live tree).
@@ -500,14 +500,7 @@ class SafeSync(object):
         self.module.fail_json(msg=message, rc=rc, **self.result)
 
     def finish(self):
-        self.result["guard"] = self.verdict.as_dict()
-        if self.verdict.allowed:
-            self.module.exit_json(**self.result)
-        fail, fields = refusal(self.verdict, self.params["on_refusal"])
-        self.result.update(fields)
-        if fail:
-            self.module.fail_json(**self.result)
-        self.module.exit_json(**self.result)
+        exit_with_verdict(self.module, self.verdict, self.result, self.params["on_refusal"])
 
 
 def main():

@@ -164,6 +164,48 @@ def test_refusal_rejects_unknown_mode() -> None:
         guard.refusal(guard.Verdict("x"), "ignore")
 
 
+class _Exited(Exception):
+    def __init__(self, how: str, fields: dict[str, Any]) -> None:
+        super().__init__(how)
+        self.how, self.fields = how, fields
+
+
+class _EndingModule:
+    """exit_json/fail_json as AnsibleModule has them: the run ends there."""
+
+    @staticmethod
+    def exit_json(**fields: Any) -> None:
+        raise _Exited("exit_json", fields)
+
+    @staticmethod
+    def fail_json(**fields: Any) -> None:
+        raise _Exited("fail_json", fields)
+
+
+@pytest.mark.parametrize(("allowed", "on_refusal", "how", "refused"), [
+    (True, "fail", "exit_json", False),
+    (True, "report", "exit_json", False),
+    (False, "fail", "fail_json", True),
+    (False, "report", "exit_json", True),
+])
+def test_exit_with_verdict_ends_the_run(allowed: bool, on_refusal: str, how: str, refused: bool) -> None:
+    verdict = guard.Verdict("cleanup of /srv/backups")
+    verdict.require("reference", allowed, "reference command psql failed (rc 2)")
+    result = {"changed": True, "refused": False, "reason": "", "quarantined": ["a"]}
+    with pytest.raises(_Exited) as ended:
+        guard.exit_with_verdict(_EndingModule(), verdict, result, on_refusal)
+    assert ended.value.how == how
+    fields = ended.value.fields
+    assert fields["refused"] is refused
+    assert fields["guard"] == verdict.as_dict()
+    if refused:
+        assert fields["changed"] is False
+        assert fields["msg"] == fields["reason"] == verdict.reason
+        assert fields["reason"] == "refused cleanup of /srv/backups: reference command psql failed (rc 2)"
+    else:
+        assert fields["changed"] is True and "msg" not in fields
+
+
 @pytest.mark.parametrize(("items", "limit", "expected", "cut"), [
     (["a", "b", "c"], 5, ["a", "b", "c"], False),
     (["a", "b", "c"], 2, ["a", "b"], True),

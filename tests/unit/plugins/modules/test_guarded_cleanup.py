@@ -332,3 +332,115 @@ def _no_leftover_temp_files(site: Site) -> Iterator[None]:
     quarantine = site.backups / ".quarantine"
     if quarantine.exists():
         assert not [p.name for p in quarantine.iterdir() if p.name.endswith(".tmp")]
+
+
+# --- what the guard must never touch, added in review --------------------------------------------------------------
+def test_lock_added_in_quarantine_stops_the_purge(site: Site, orphans: list[str]) -> None:
+    """A legal hold placed during the grace period: the quarantined backup is kept, not purged."""
+    run(site, grace_period="0s")
+    (site.backups / "cust010.tar.gz.lock").write_text("legal hold")
+    result = run(site, grace_period="0s", lock_patterns=["cust020.*"])
+    assert result["purged"] == ["cust030.tar.gz", "cust050.tar.gz"]
+    kept = {k["name"]: k["reason"] for k in result["kept"]}
+    assert kept["cust010.tar.gz"] == "locked: marker cust010.tar.gz.lock; quarantined, not purged while locked"
+    assert kept["cust020.tar.gz"] == "locked: matches cust020.*; quarantined, not purged while locked"
+    assert quarantined_names(site) == ["cust010.tar.gz", "cust020.tar.gz"]
+
+
+def test_empty_reference_is_refused_even_with_min_references_zero(site: Site) -> None:
+    table_empty(site)
+    before = site.picture()
+    result = run(site, min_references=0, max_orphans=1000, max_orphan_ratio=1.0)
+    assert result["refused"] is True
+    assert "reference keys: 0 keys, fewer than the minimum of 1" in result["msg"]
+    assert site.picture() == before
+
+
+def test_a_move_never_replaces_what_appeared_at_the_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race the check cannot close: the target appears after it. The hard link refuses; os.rename would not."""
+    (tmp_path / "quarantined").write_text("old backup")
+    (tmp_path / "origin").write_text("new backup")
+    monkeypatch.setattr(guarded_cleanup.os.path, "lexists", lambda _path: False)  # the check saw nothing
+    with pytest.raises(FileExistsError):
+        guarded_cleanup.move_no_replace(str(tmp_path / "quarantined"), str(tmp_path / "origin"))
+    assert (tmp_path / "origin").read_text() == "new backup"
+    assert (tmp_path / "quarantined").read_text() == "old backup"
+
+
+def test_referenced_again_but_origin_taken_is_not_overwritten(site: Site, orphans: list[str]) -> None:
+    run(site)
+    site.add_rows(["cust010.tar.gz", "cust020.tar.gz"])
+    (site.backups / "cust010.tar.gz").write_text("a new backup with the same name")
+    result = run(site)
+    assert result["restored"] == ["cust020.tar.gz"]
+    assert {"name": "cust010.tar.gz",
+            "reason": f"referenced again, but {site.backups / 'cust010.tar.gz'} exists: not restored"} in result["kept"]
+    assert (site.backups / "cust010.tar.gz").read_text() == "a new backup with the same name"
+    assert "cust010.tar.gz" in quarantined_names(site)
+
+
+def test_lock_markers_are_never_items(site: Site) -> None:
+    """With pattern '*', a marker has no row of its own: it must not become an orphan (and unlock its backup)."""
+    (site.backups / "cust001.tar.gz.lock").write_text("restore running")
+    result = run(site, pattern="*")
+    assert result["items"] == CUSTOMERS
+    assert result["orphan_count"] == 0
+    assert (site.backups / "cust001.tar.gz.lock").exists()
+
+
+def test_restore_referenced_off_leaves_it_quarantined(site: Site, orphans: list[str]) -> None:
+    run(site)
+    site.add_rows(["cust020.tar.gz"])
+    result = run(site, restore_referenced=False)
+    assert result["restored"] == []
+    assert {"name": "cust020.tar.gz",
+            "reason": "quarantined, but referenced again (restore_referenced is off)"} in result["kept"]
+    assert "cust020.tar.gz" in quarantined_names(site)
+
+
+def test_quarantine_on_another_filesystem_is_refused(site: Site) -> None:
+    """Moves must be renames: a quarantine on another filesystem would make them copies."""
+    other = Path("/dev/shm")
+    if not other.is_dir() or other.stat().st_dev == site.backups.stat().st_dev:
+        pytest.skip("no second filesystem (/dev/shm) on this machine")
+    site.delete_rows(["cust001.tar.gz"])
+    before = site.picture()
+    result = run(site, quarantine_dir=str(other / f"pmr-i6-quarantine-{site.root.name}"))
+    assert result["failed"] is True
+    assert "is not on the filesystem of" in result["msg"]
+    assert site.picture() == before
+
+
+def test_a_run_that_changes_nothing_writes_nothing(site: Site, orphans: list[str]) -> None:
+    run(site)
+    quarantine = site.backups / ".quarantine"
+    files = ("manifest.json", "manifest.json.prev", "state.json")
+
+    def stamps() -> dict[str, tuple[int, int]]:
+        return {name: ((quarantine / name).stat().st_ino, (quarantine / name).stat().st_mtime_ns) for name in files}
+
+    before = stamps()
+    again = run(site)
+    assert again["changed"] is False
+    assert stamps() == before
+
+
+def test_a_purge_that_fails_is_reported_and_the_item_stays_recorded(site: Site, orphans: list[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """An item that cannot be deleted (root cannot be denied here for real) is kept in the manifest, not a traceback."""
+    run(site, grace_period="0s")
+    real_unlink = guarded_cleanup.os.unlink
+
+    def unlink(path: str, *args: Any, **kwargs: Any) -> None:
+        if path.endswith("/cust020.tar.gz"):
+            raise PermissionError(13, "Permission denied", path)
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(guarded_cleanup.os, "unlink", unlink)
+    result = run(site, grace_period="0s")
+    assert result["purged"] == ["cust010.tar.gz", "cust030.tar.gz", "cust050.tar.gz"]
+    assert any(k["name"] == "cust020.tar.gz" and k["reason"].startswith("could not be purged: ")
+               and "Permission denied" in k["reason"] for k in result["kept"])
+    assert quarantined_names(site) == ["cust020.tar.gz"]
+    manifest = json.loads((site.backups / ".quarantine/manifest.json").read_text())
+    assert list(manifest["items"]) == ["cust020.tar.gz"]
