@@ -491,8 +491,16 @@ class EngineState:
             raise PolicyError("the engine's disk usage lists no images but it counts %s: refusing to plan on it"
                               % counts.get("Images"))
         self.containers = []
+        error_class = getattr(api, "error_class", Exception)
         for summary in listed:
-            detail = api.inspect_container(summary["Id"])
+            try:
+                detail = api.inspect_container(summary["Id"])
+            except error_class as exc:
+                # A container removed between the list and its inspect (a CI job run with --rm) uses nothing now.
+                # Any other failure is a partial view: raise.
+                if getattr(exc, "status", None) == 404:
+                    continue
+                raise
             detail["Names"] = summary.get("Names")
             detail["Labels"] = (detail.get("Config") or {}).get("Labels") or summary.get("Labels") or {}
             detail["ImageID"] = detail.get("Image")
