@@ -590,13 +590,18 @@ class Reclaimer:
             free = self.free()
             if target is not None and free >= target:
                 break
-            state = EngineState(self.api, with_volumes=(tier == "volumes" and with_volumes))
-            candidates, spared = self.plan_tier(tier, state)
-            report = {"tier": tier, "removed": [], "failed": [], "spared": spared,
-                      "estimated_bytes": sum(c["estimated_bytes"] for c in candidates),
-                      "free_before": free}
-            if candidates:
-                getattr(self, "_run_" + tier)(candidates, target, report)
+            try:
+                state = EngineState(self.api, with_volumes=(tier == "volumes" and with_volumes))
+                candidates, spared = self.plan_tier(tier, state)
+                report = {"tier": tier, "removed": [], "failed": [], "spared": spared,
+                          "estimated_bytes": sum(c["estimated_bytes"] for c in candidates),
+                          "free_before": free}
+                if candidates:
+                    getattr(self, "_run_" + tier)(candidates, target, report)
+            except (self.api_error, PolicyError) as exc:
+                # The caller reports what the earlier tiers already removed.
+                exc.tier, exc.reports = tier, reports
+                raise
             report["free_after"] = self.free()
             report["reclaimed_bytes"] = max(0, report["free_after"] - free)
             reports.append(report)
