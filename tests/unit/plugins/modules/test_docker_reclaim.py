@@ -4,12 +4,7 @@ run against real engines on lab hosts in Molecule (extensions/molecule/docker_pr
 
 from __future__ import annotations
 
-import http.server
-import json
 import os
-import socketserver
-import threading
-import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -56,72 +51,7 @@ def test_check_mode_fails_the_same_way_without_an_engine(module_runner, tmp_path
 
 
 # --- the shared deletion guard: never plan on an engine whose answers disagree ----------------------------------
-# An engine that lists no containers while it counts some cannot be produced on a real engine at will: this one is
-# a small Engine API over a Unix socket that answers from a table and records every request.
-class FakeEngine(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-    def __init__(self, path: Path, data_root: Path) -> None:
-        self.requests: list[tuple[str, str]] = []
-        self.containers_listed = [{"Id": "c1", "Names": ["/web"]}]
-        self.data_root = data_root
-        super().__init__(str(path), EngineHandler)
-
-    def answer(self, method: str, path: str) -> tuple[int, object]:
-        self.requests.append((method, path))
-        if method == "GET" and path == "/info":
-            return 200, {"DockerRootDir": str(self.data_root), "Containers": 1, "Images": 1}
-        if method == "GET" and path == "/system/df":
-            return 200, {
-                "Images": [{"Id": "sha256:a", "RepoTags": ["web:1"], "Created": 1, "Size": 10, "SharedSize": 0}],
-                "Containers": [{"Id": "c1", "SizeRw": 0}],
-                "BuildCache": [{"ID": "cache1", "Type": "regular", "Size": 4096, "InUse": False, "Shared": False,
-                                "LastUsedAt": "2020-01-01T00:00:00Z"}],
-                "Volumes": [],
-            }
-        if method == "GET" and path == "/containers/json":
-            return 200, self.containers_listed
-        if method == "GET" and path == "/containers/c1/json":
-            return 200, {"Id": "c1", "Image": "sha256:a", "State": {"Status": "running", "Running": True},
-                         "HostConfig": {"LogConfig": {"Type": "json-file"}}, "Config": {"Labels": {}}}
-        if method == "GET" and path == "/images/json":
-            return 200, [{"Id": "sha256:a", "ParentId": ""}]
-        if method == "POST" and path == "/build/prune":
-            # From now on the engine's container list comes back empty while /info still counts one.
-            self.containers_listed = []
-            return 200, {"CachesDeleted": ["cache1"], "SpaceReclaimed": 4096}
-        return 500, {"message": f"the fake engine does not answer {method} {path}"}
-
-
-class EngineHandler(http.server.BaseHTTPRequestHandler):
-    def handle_any(self) -> None:
-        status, body = self.server.answer(self.command, urllib.parse.urlsplit(self.path).path)
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST = do_DELETE = handle_any
-
-    def address_string(self) -> str:
-        return "unix"
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def engine(tmp_path):
-    server = FakeEngine(tmp_path / "docker.sock", tmp_path)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
+# fake_engine (tests/unit/conftest.py) lists containers until /build/prune, then none while it still counts one.
 def unmet_target(path: Path) -> str:
     """A target in bytes just above what the filesystem at path has free, so that the module has to plan."""
     stat = os.statvfs(path)
@@ -131,14 +61,14 @@ def unmet_target(path: Path) -> str:
     return str(free + 256 * 1024**2)
 
 
-def mutations(engine: FakeEngine) -> list[tuple[str, str]]:
+def mutations(engine) -> list[tuple[str, str]]:
     return [(method, path) for method, path in engine.requests if method != "GET"]
 
 
 @pytest.mark.parametrize("check_mode", [True, False])
-def test_a_partial_view_of_the_engine_is_refused_through_the_deletion_guard(module_runner, engine, tmp_path,
+def test_a_partial_view_of_the_engine_is_refused_through_the_deletion_guard(module_runner, fake_engine, tmp_path,
                                                                             check_mode):
-    engine.containers_listed = []  # no containers listed, one counted: every image would look unused
+    fake_engine.containers_listed = []  # no containers listed, one counted: every image would look unused
     args = {"target_free": unmet_target(tmp_path), "docker_socket": str(tmp_path / "docker.sock"),
             "lock_file": str(tmp_path / "prune.lock")}
     result = module_runner("docker_reclaim", args, check_mode=check_mode)
@@ -149,10 +79,11 @@ def test_a_partial_view_of_the_engine_is_refused_through_the_deletion_guard(modu
     assert "the engine listed no containers but counts 1" in result["reason"]
     assert [(c["name"], c["ok"]) for c in result["guard"]["checks"]] == [("engine state", False)]
     assert result["changed"] is False
-    assert mutations(engine) == []
+    assert mutations(fake_engine) == []
 
 
-def test_a_partial_view_in_a_later_tier_stops_the_run_and_reports_what_was_removed(module_runner, engine, tmp_path):
+def test_a_partial_view_in_a_later_tier_stops_the_run_and_reports_what_was_removed(module_runner, fake_engine,
+                                                                                   tmp_path):
     args = {"target_free": unmet_target(tmp_path), "docker_socket": str(tmp_path / "docker.sock"),
             "lock_file": str(tmp_path / "prune.lock"), "tiers": ["build_cache", "dangling_images", "unused_images"]}
     result = module_runner("docker_reclaim", args)
@@ -162,4 +93,4 @@ def test_a_partial_view_in_a_later_tier_stops_the_run_and_reports_what_was_remov
     assert "the earlier tiers removed: build_cache x1" in result["msg"]
     assert result["changed"] is True
     assert result["removed"] == {"build_cache": ["build cache record cache1"]}
-    assert mutations(engine) == [("POST", "/build/prune")]  # the image web:1 was not touched
+    assert mutations(fake_engine) == [("POST", "/build/prune")]  # the image web:1 was not touched
