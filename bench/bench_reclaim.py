@@ -72,7 +72,6 @@ def create_host() -> None:
         time.sleep(1)
     else:
         raise RuntimeError(f"{HOST} did not come up")
-    # Some lab image builds ship the workload busybox without its exec bit.
     in_host("/usr/local/sbin/pmr-workload-image >/dev/null")
     sh("docker", "cp", str(SCENARIO / "files" / "ci"), f"{HOST}:/root/ci")
     sh("docker", "cp", str(SCENARIO / "files" / "fill.sh"), f"{HOST}:/root/fill.sh")

@@ -491,8 +491,16 @@ class EngineState:
             raise PolicyError("the engine's disk usage lists no images but it counts %s: refusing to plan on it"
                               % counts.get("Images"))
         self.containers = []
+        error_class = getattr(api, "error_class", Exception)
         for summary in listed:
-            detail = api.inspect_container(summary["Id"])
+            try:
+                detail = api.inspect_container(summary["Id"])
+            except error_class as exc:
+                # A container removed between the list and its inspect (a CI job run with --rm) uses nothing now.
+                # Any other failure is a partial view: raise.
+                if getattr(exc, "status", None) == 404:
+                    continue
+                raise
             detail["Names"] = summary.get("Names")
             detail["Labels"] = (detail.get("Config") or {}).get("Labels") or summary.get("Labels") or {}
             detail["ImageID"] = detail.get("Image")
@@ -582,13 +590,18 @@ class Reclaimer:
             free = self.free()
             if target is not None and free >= target:
                 break
-            state = EngineState(self.api, with_volumes=(tier == "volumes" and with_volumes))
-            candidates, spared = self.plan_tier(tier, state)
-            report = {"tier": tier, "removed": [], "failed": [], "spared": spared,
-                      "estimated_bytes": sum(c["estimated_bytes"] for c in candidates),
-                      "free_before": free}
-            if candidates:
-                getattr(self, "_run_" + tier)(candidates, target, report)
+            try:
+                state = EngineState(self.api, with_volumes=(tier == "volumes" and with_volumes))
+                candidates, spared = self.plan_tier(tier, state)
+                report = {"tier": tier, "removed": [], "failed": [], "spared": spared,
+                          "estimated_bytes": sum(c["estimated_bytes"] for c in candidates),
+                          "free_before": free}
+                if candidates:
+                    getattr(self, "_run_" + tier)(candidates, target, report)
+            except (self.api_error, PolicyError) as exc:
+                # The caller reports what the earlier tiers already removed.
+                exc.tier, exc.reports = tier, reports
+                raise
             report["free_after"] = self.free()
             report["reclaimed_bytes"] = max(0, report["free_after"] - free)
             reports.append(report)

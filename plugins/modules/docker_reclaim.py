@@ -23,7 +23,12 @@ description:
     restart policy or belongs to a Compose project (a service stopped by a backup job is not a leftover).
   - Free space is measured on the filesystem itself (like C(df)'s Avail column) after every removal, not
     taken from the engine's size estimates.
-  - Reads the engine's full state before each tier and fails, touching nothing, when that read fails.
+  - Plans first, through the collection's shared deletion guard. One full read of the engine's state (disk
+    usage, every container's inspect, every image's parent) must succeed and be plausible (a container list
+    that is empty while the engine counts containers would make every image look unused). Otherwise the
+    module refuses, touching nothing, with RV(refused=true) and the reason in C(msg).
+  - Reads the engine's state again before each tier; a read that fails or is implausible stops the run there,
+    reporting what the earlier tiers already removed.
   - Holds the lock file shared with the C(docker_prune_timer) role's service, so the two never run at once.
   - Talks to the Docker Engine API over its Unix socket with the Python standard library.
 author:
@@ -189,6 +194,22 @@ elapsed_seconds:
   returned: when tiers ran
   type: float
   sample: 12.4
+refused:
+  description: Whether the guard refused to plan on the engine's state (nothing was removed by the refused step).
+  returned: always
+  type: bool
+  sample: false
+reason:
+  description: Why the guard refused, naming the check and the engine's answer; empty otherwise.
+  returned: always
+  type: str
+  sample: "refused reclaim on /var/lib/docker: engine state: the engine listed no containers but counts 12:
+    refusing to decide what is unused"
+guard:
+  description: The guard's checks on the plan (see the shared deletion guard), with their outcome.
+  returned: when the engine's state was read
+  type: dict
+  sample: {subject: reclaim on /var/lib/docker, allowed: true, reason: "", checks: [{name: engine state, ok: true}]}
 plan:
   description: Check mode only. Per tier, the estimated bytes, whether it would run to meet the target, and
     what it would remove.
@@ -206,6 +227,7 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_guard import Verdict, refusal
 from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import DockerAPI, DockerAPIError
 from ansible_collections.postmortem.remediation.plugins.module_utils._prune_policy import (
     DEFAULT_KEEP_LABEL,
@@ -269,7 +291,8 @@ class ReclaimManager:
         free_before, size = filesystem_usage(self.data_root)
         target = target_bytes(self.target, size)
         result = dict(changed=False, target_free_bytes=target, free_before=free_before, free_after=free_before,
-                      size=size, data_root=self.data_root, reclaimed={}, removed={}, tiers=[])
+                      size=size, data_root=self.data_root, reclaimed={}, removed={}, tiers=[], refused=False,
+                      reason="")
         if target >= size:
             self.module.fail_json(
                 msg="docker_reclaim: target %s (%s) is more than the %s filesystem holding %s: it can never be met"
@@ -279,20 +302,30 @@ class ReclaimManager:
             result.update(target_met=True, msg="%s free on %s, target %s already met: nothing to do"
                           % (human_bytes(free_before), self.data_root, human_bytes(target)))
             return result
+        plan, free_after = self._plan(result, target)
         if self.module.check_mode:
-            return self._estimate(result, target)
+            return self._estimate(result, target, plan, free_after)
         return self._reclaim(result, target)
 
-    def _state(self, with_volumes):
+    def _plan(self, result, target):
+        """Plan first: read the engine's whole state and estimate every tier, under the shared deletion guard."""
+        verdict = Verdict("reclaim on %s" % self.data_root)
         try:
-            return EngineState(self.api, with_volumes=with_volumes)
-        except (DockerAPIError, PolicyError) as exc:
-            self.module.fail_json(msg="docker_reclaim: refusing to plan, the engine's state could not be read: %s"
-                                      % exc)
+            state = EngineState(self.api, with_volumes="volumes" in self.tiers)
+        except DockerAPIError as exc:
+            verdict.require("engine state", False, "engine state: could not be read: %s" % exc)
+        except PolicyError as exc:
+            verdict.require("engine state", False, "engine state: %s" % exc)
+        else:
+            verdict.require("engine state", True, "")
+        result["guard"] = verdict.as_dict()
+        if not verdict.allowed:
+            # A refusal always fails: an emergency reclaim that does nothing must reach whoever runs it.
+            result.update(refusal(verdict, "fail")[1])
+            self.module.fail_json(**result)
+        return self.reclaimer.estimate(state, target)
 
-    def _estimate(self, result, target):
-        state = self._state("volumes" in self.tiers)
-        plan, free_after = self.reclaimer.estimate(state, target)
+    def _estimate(self, result, target, plan, free_after):
         would = dict((t["tier"], t["would_remove"]) for t in plan if t["would_run"])
         result.update(changed=bool(would), plan=plan, estimated_free_after=free_after, target_met=False,
                       msg="%s free, target %s: would run %s, expecting about %s free"
@@ -312,9 +345,25 @@ class ReclaimManager:
         try:
             reports = self.reclaimer.run(target=target, with_volumes="volumes" in self.tiers)
         except (DockerAPIError, PolicyError) as exc:
-            self.module.fail_json(msg="docker_reclaim: stopped, the engine failed: %s" % exc, **result)
+            # What the earlier tiers removed is reported: the caller must not read this failure as "nothing done".
+            self._record(result, getattr(exc, "reports", []), target, started)
+            self.module.fail_json(
+                msg="docker_reclaim: stopped in tier %s, %s: %s; the earlier tiers removed: %s"
+                    % (getattr(exc, "tier", "?"),
+                       "the engine's state is not plausible" if isinstance(exc, PolicyError) else "the engine failed",
+                       exc, self._removed_summary(result["removed"])),
+                **result)
         finally:
             lock.close()
+        self._record(result, reports, target, started)
+        result["msg"] = "%s -> %s free on %s (target %s): %s" % (
+            human_bytes(result["free_before"]), human_bytes(result["free_after"]), self.data_root,
+            human_bytes(target), "target met" if result["target_met"] else "TARGET NOT MET after every allowed tier")
+        if self.module._diff:
+            result["diff"] = self._diff(result["free_before"], result["free_after"], result["removed"])
+        return result
+
+    def _record(self, result, reports, target, started):
         free_after = filesystem_usage(self.data_root)[0]
         removed = dict((r["tier"], r["removed"]) for r in reports if r["removed"])
         result.update(
@@ -322,12 +371,10 @@ class ReclaimManager:
             reclaimed=dict((r["tier"], r["reclaimed_bytes"]) for r in reports),
             target_met=free_after >= target, elapsed_seconds=round(time.time() - started, 3),
         )
-        result["msg"] = "%s -> %s free on %s (target %s): %s" % (
-            human_bytes(result["free_before"]), human_bytes(free_after), self.data_root, human_bytes(target),
-            "target met" if result["target_met"] else "TARGET NOT MET after every allowed tier")
-        if self.module._diff:
-            result["diff"] = self._diff(result["free_before"], free_after, removed)
-        return result
+
+    @staticmethod
+    def _removed_summary(removed):
+        return ", ".join("%s x%d" % (tier, len(names)) for tier, names in removed.items()) or "nothing"
 
     def _diff(self, free_before, free_after, removed):
         after = ["free: %s" % human_bytes(free_after)]

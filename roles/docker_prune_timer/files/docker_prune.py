@@ -95,6 +95,14 @@ def summary_line(run: dict) -> str:
     )
 
 
+def record_tiers(run: dict, reports: list[dict]) -> None:
+    for report in reports:
+        run["tiers"][report["tier"]] = {"reclaimed_bytes": report["reclaimed_bytes"],
+                                        "removed": len(report["removed"]), "failed": len(report["failed"])}
+        for failure in report["failed"]:
+            say(f"could not remove {failure['name']} ({report['tier']}): {failure['error']}")
+
+
 def prune(config: dict, dry_run: bool) -> tuple[int, dict]:
     started = time.time()
     run = {"success": False, "skipped": False, "tiers": {},
@@ -114,14 +122,16 @@ def prune(config: dict, dry_run: bool) -> tuple[int, dict]:
             return 0, run
         reports = reclaimer.run(target=None, with_volumes="volumes" in config["tiers"])
     except (_docker_api.DockerAPIError, policy.PolicyError, OSError) as exc:
+        # The tiers that ran before the failure removed things: the metrics and the journal say so.
+        record_tiers(run, getattr(exc, "reports", []))
         run.update(timestamp=time.time(), duration=time.time() - started)
-        say(f"FAILED after {run['duration']:.1f} s: {exc}")
+        where = f" in tier {exc.tier}" if getattr(exc, "tier", None) else ""
+        done = ", ".join(f"{name} {policy.human_bytes(t['reclaimed_bytes'])} ({t['removed']} removed)"
+                         for name, t in run["tiers"].items())
+        done = f"; the tiers before it: {done}" if done else ""
+        say(f"FAILED after {run['duration']:.1f} s{where}: {exc}{done}")
         return 1, run
-    for report in reports:
-        run["tiers"][report["tier"]] = {"reclaimed_bytes": report["reclaimed_bytes"],
-                                        "removed": len(report["removed"]), "failed": len(report["failed"])}
-        for failure in report["failed"]:
-            say(f"could not remove {failure['name']} ({report['tier']}): {failure['error']}")
+    record_tiers(run, reports)
     free, size = policy.filesystem_usage(data_root)
     now = time.time()
     run.update(success=True, timestamp=now, last_success_timestamp=now, duration=now - started,

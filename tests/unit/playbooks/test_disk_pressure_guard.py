@@ -53,6 +53,8 @@ def play(inventory: Path, *args: str) -> subprocess.CompletedProcess:
         (["-l", "ci-1,ci-2"], "this play targets 2 (ci-1, ci-2)"),
         (["-l", "docker_hosts"], "this play targets 2"),
         (["-l", "ci-9"], "no hosts"),
+        # A target the limit excludes used to skip both plays and exit 0 with nothing done.
+        (["-e", "target_host=ci-1", "-l", "ci-2"], "this play targets 0 (none within the limit)"),
     ],
 )
 def test_refuses_anything_but_one_host(inventory, args, message):
@@ -63,11 +65,19 @@ def test_refuses_anything_but_one_host(inventory, args, message):
     assert "Reclaim space until the target is met" not in output
 
 
-def test_one_host_passes_the_guard_and_reaches_the_reclaim(inventory, tmp_path):
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-e", "target_host=ci-1"],
+        ["-l", "ci-1"],  # how the receiver runs it
+        ["-e", "target_host=docker_hosts", "-l", "ci-1"],
+    ],
+)
+def test_one_host_passes_the_guard_and_reaches_the_reclaim(inventory, tmp_path, args):
     # ci-1 is this machine, pointed at a socket where no engine listens: the guard lets the one host through and
     # the module then fails naming the socket, which proves the one-host path reaches the reclaim and no further.
     socket_path = tmp_path / "no-engine.sock"
-    result = play(inventory, "-e", "target_host=ci-1", "-e", f"disk_pressure_docker_socket={socket_path}")
+    result = play(inventory, *args, "-e", f"disk_pressure_docker_socket={socket_path}")
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0
     assert "TASK [Reclaim space until the target is met]" in output

@@ -113,3 +113,20 @@ def test_a_failed_run_exits_1_and_keeps_the_last_success_time(installed, tmp_pat
     assert "docker_prune_last_run_success 0" in text
     assert "docker_prune_last_success_timestamp_seconds 1700000000" in text
     assert sorted(p.name for p in textfile.parent.iterdir()) == ["docker_prune.prom"]
+
+
+def test_a_failure_in_a_later_tier_keeps_what_the_earlier_tiers_did_in_the_metrics(installed, tmp_path, fake_engine):
+    # fake_engine (tests/unit/conftest.py) answers one /build/prune, then lists no containers while it counts one.
+    config = write_config(tmp_path, docker_socket=str(tmp_path / "docker.sock"),
+                          tiers={"build_cache": {"enabled": True, "until": "24h"},
+                                 "dangling_images": {"enabled": True, "until": "1h"}})
+    result = run(installed, "--config", str(config))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAILED after" in result.stdout
+    assert "in tier dangling_images" in result.stdout
+    assert "listed no containers but counts 1" in result.stdout
+    assert "the tiers before it: build_cache" in result.stdout
+    text = metrics(tmp_path)
+    assert "docker_prune_last_run_success 0" in text
+    assert 'docker_prune_removed_objects{kind="build_cache"} 1' in text
+    assert [path for method, path in fake_engine.requests if method != "GET"] == ["/build/prune"]

@@ -642,3 +642,38 @@ def test_engine_state_refuses_a_partial_view(containers, images, counts, fragmen
 def test_engine_state_accepts_an_empty_engine():
     state = policy.EngineState(PartialEngine([], [], {"Containers": 0, "Images": 0}))
     assert state.containers == [] and state.images == []
+
+
+class EngineError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
+class RacingEngine(PartialEngine):
+    """Lists containers, then answers their inspect with the given HTTP status (200 = the document)."""
+
+    error_class = EngineError
+
+    def __init__(self, statuses: dict[str, int]) -> None:
+        listed = [{"Id": cid, "Names": [f"/{cid}"]} for cid in statuses]
+        super().__init__(listed, [image("a", ["a:1"])], {"Containers": len(listed), "Images": 1})
+        self._statuses = statuses
+
+    def inspect_container(self, container_id: str) -> dict:
+        status = self._statuses[container_id]
+        if status != 200:
+            raise EngineError(status)
+        return {"Id": container_id, "Image": "sha256:a", "State": {"Status": "running", "Running": True}}
+
+
+def test_engine_state_skips_a_container_removed_between_list_and_inspect():
+    # A CI job run with --rm can finish between the two calls: gone, it protects nothing and is not a partial view.
+    state = policy.EngineState(RacingEngine({"web": 200, "job-41": 404}))
+    assert [c["Id"] for c in state.containers] == ["web"]
+
+
+@pytest.mark.parametrize("status", [500, 409])
+def test_engine_state_refuses_when_an_inspect_fails_otherwise(status):
+    with pytest.raises(EngineError):
+        policy.EngineState(RacingEngine({"web": 200, "db": status}))

@@ -1,6 +1,11 @@
-"""docker_reclaim run as Ansible runs it: the refusals that need no engine (the tiers run on lab hosts in Molecule)."""
+"""docker_reclaim run as Ansible runs it: the refusals that need no engine, and the deletion guard's refusal of an
+engine whose answers disagree (a small fake engine: that fault cannot be made on a real one). The tiers themselves
+run against real engines on lab hosts in Molecule (extensions/molecule/docker_prune_timer)."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +48,49 @@ def test_check_mode_fails_the_same_way_without_an_engine(module_runner, tmp_path
     )
     assert result.get("failed") is True
     assert "cannot reach the Docker engine" in result["msg"]
+
+
+# --- the shared deletion guard: never plan on an engine whose answers disagree ----------------------------------
+# fake_engine (tests/unit/conftest.py) lists containers until /build/prune, then none while it still counts one.
+def unmet_target(path: Path) -> str:
+    """A target in bytes just above what the filesystem at path has free, so that the module has to plan."""
+    stat = os.statvfs(path)
+    free, size = stat.f_bavail * stat.f_frsize, stat.f_blocks * stat.f_frsize
+    if free + 256 * 1024**2 >= size:
+        pytest.skip("the test filesystem is almost empty: no target can be above its free space")
+    return str(free + 256 * 1024**2)
+
+
+def mutations(engine) -> list[tuple[str, str]]:
+    return [(method, path) for method, path in engine.requests if method != "GET"]
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_a_partial_view_of_the_engine_is_refused_through_the_deletion_guard(module_runner, fake_engine, tmp_path,
+                                                                            check_mode):
+    fake_engine.containers_listed = []  # no containers listed, one counted: every image would look unused
+    args = {"target_free": unmet_target(tmp_path), "docker_socket": str(tmp_path / "docker.sock"),
+            "lock_file": str(tmp_path / "prune.lock")}
+    result = module_runner("docker_reclaim", args, check_mode=check_mode)
+    assert result.get("failed") is True, result
+    assert result["refused"] is True
+    assert result["msg"] == result["reason"]
+    assert result["reason"].startswith(f"refused reclaim on {tmp_path}: engine state:")
+    assert "the engine listed no containers but counts 1" in result["reason"]
+    assert [(c["name"], c["ok"]) for c in result["guard"]["checks"]] == [("engine state", False)]
+    assert result["changed"] is False
+    assert mutations(fake_engine) == []
+
+
+def test_a_partial_view_in_a_later_tier_stops_the_run_and_reports_what_was_removed(module_runner, fake_engine,
+                                                                                   tmp_path):
+    args = {"target_free": unmet_target(tmp_path), "docker_socket": str(tmp_path / "docker.sock"),
+            "lock_file": str(tmp_path / "prune.lock"), "tiers": ["build_cache", "dangling_images", "unused_images"]}
+    result = module_runner("docker_reclaim", args)
+    assert result.get("failed") is True, result
+    assert result["guard"]["allowed"] is True
+    assert "stopped in tier dangling_images, the engine's state is not plausible" in result["msg"]
+    assert "the earlier tiers removed: build_cache x1" in result["msg"]
+    assert result["changed"] is True
+    assert result["removed"] == {"build_cache": ["build cache record cache1"]}
+    assert mutations(fake_engine) == [("POST", "/build/prune")]  # the image web:1 was not touched
