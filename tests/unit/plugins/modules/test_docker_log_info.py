@@ -99,3 +99,14 @@ def test_include_stopped_false_leaves_exited_containers_out(module_runner, writt
     names = {c["name"] for c in result["containers"]}
     assert not names & set(written_containers.values())
 
+
+def test_a_container_removed_after_the_listing_is_skipped(written_containers):
+    # The race a busy host produces: listed, then removed before its inspect. Made for real on this engine.
+    api = li.DockerAPI("/var/run/docker.sock")
+    listed = api.containers(all=True)
+    gone = written_containers["unbounded"]
+    assert gone in {name.lstrip("/") for item in listed for name in item["Names"]}
+    assert _docker("rm", "-f", gone).returncode == 0
+    names = {container["Name"].lstrip("/") for container in li.inspect_all(api, listed)}
+    assert gone not in names
+    assert written_containers["bounded"] in names
