@@ -98,6 +98,7 @@ unbounded_log_bytes:
   type: int
 """
 
+import contextlib
 import glob
 import os
 
@@ -136,10 +137,8 @@ def log_bytes(container, data_root):
         paths = glob.glob(os.path.join(data_root, "containers", container["Id"], "*-logs", "*"))
     total = 0
     for path in paths:
-        try:
+        with contextlib.suppress(OSError):  # a file may rotate away between listing and stat
             total += os.path.getsize(path)
-        except OSError:  # a file may rotate away between listing and stat
-            pass
     return total
 
 
