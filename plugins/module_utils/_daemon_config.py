@@ -145,7 +145,8 @@ def validate(config, allow_unknown_keys=False, exec_start=None):
             problems.append(
                 "'hosts' is set in daemon.json while the docker unit already passes %s in ExecStart: dockerd refuses "
                 "to start when hosts are given both as a flag and in the file. Remove the flag with a systemd drop-in "
-                "(ExecStart= then ExecStart=/usr/sbin/dockerd) first, or drop 'hosts' from settings"
+                "(ExecStart= then ExecStart=/usr/sbin/dockerd) first, or leave 'hosts' out of daemon.json "
+                "(drop it from settings, or remove_keys: [hosts] when the file already has it)"
                 % " ".join("-H " + flag for flag in flags)
             )
     if "data-root" in config and not str(config["data-root"]).startswith("/"):

@@ -252,6 +252,9 @@ class DaemonConfig:
                 before_header=self.path, after_header=self.path,
             )
         if not changed:
+            # Same content: the mode is the only thing left to put right (set_mode_if_different honours check mode).
+            if before_text is not None:
+                result["changed"] = self.module.set_mode_if_different(self.path, params["mode"], False)
             return result
 
         tmp = self.write_candidate(after_text)
