@@ -14,21 +14,22 @@ import copy
 import json
 import shlex
 
-# Top-level keys dockerd accepts in daemon.json (Engine 20.10 to 28). dockerd refuses any other key
-# ("the following directives don't match any configuration option"), so we refuse it first.
+# Top-level keys dockerd accepts in daemon.json (Engine 20.10 to 28; the 20.10 ones checked against a real dockerd).
+# dockerd refuses any other key ("the following directives don't match any configuration option"), so we refuse it
+# first.
 KNOWN_KEYS = frozenset(
     """
     allow-direct-routing allow-nondistributable-artifacts api-cors-header authorization-plugins bip bip6 bridge
     builder cdi-spec-dirs cgroup-parent cluster-advertise cluster-store cluster-store-opts containerd
-    containerd-namespace containerd-plugins-namespace cpu-rt-period cpu-rt-runtime data-root debug
+    containerd-namespace containerd-plugins-namespace cpu-rt-period cpu-rt-runtime cri-containerd data-root debug
     default-address-pools default-cgroupns-mode default-gateway default-gateway-v6 default-ipc-mode
     default-network-opts default-runtime default-shm-size default-ulimits dns dns-opts dns-search exec-opts
-    exec-root experimental features firewall-backend fixed-cidr fixed-cidr-v6 group host-gateway-ip
-    host-gateway-ips hosts http-proxy https-proxy icc init init-path insecure-registries ip ip-forward
-    ip-forward-no-drop ip-masq ip6tables iptables ipv6 labels live-restore log-driver log-format log-level
-    log-opts max-concurrent-downloads max-concurrent-uploads max-download-attempts metrics-addr min-api-version
-    mtu no-new-privileges no-proxy node-generic-resources oom-score-adjust pidfile proxies raw-logs
-    registry-mirrors rootless runtimes seccomp-profile selinux-enabled shutdown-timeout storage-driver
+    exec-root experimental features firewall-backend fixed-cidr fixed-cidr-v6 group host-gateway-ip host-gateway-ips
+    hosts http-proxy https-proxy icc init init-path insecure-registries ip ip-forward ip-forward-no-drop ip-masq
+    ip6tables iptables ipv6 labels live-restore log-driver log-format log-level log-opts max-concurrent-downloads
+    max-concurrent-uploads max-download-attempts metrics-addr min-api-version mtu network-control-plane-mtu
+    network-diagnostic-port no-new-privileges no-proxy node-generic-resources oom-score-adjust pidfile proxies
+    raw-logs registry-mirrors rootless runtimes seccomp-profile selinux-enabled shutdown-timeout storage-driver
     storage-opts swarm-default-advertise-addr tls tlscacert tlscert tlskey tlsverify userland-proxy
     userland-proxy-path userns-remap
     """.split()

@@ -72,6 +72,18 @@ VALIDATE = [
 ]
 
 
+# Keys a real dockerd 20.10 (the lab's) accepts in daemon.json: refusing one would block a valid configuration.
+DOCKERD_20_10_KEYS = [
+    "cri-containerd", "network-control-plane-mtu", "network-diagnostic-port", "node-generic-resources",
+    "containerd-namespace", "default-cgroupns-mode", "oom-score-adjust", "swarm-default-advertise-addr",
+]
+
+
+@pytest.mark.parametrize("key", DOCKERD_20_10_KEYS)
+def test_keys_dockerd_accepts_are_not_refused(key):
+    assert dc.validate({key: None}) == []
+
+
 @pytest.mark.parametrize(("config", "allow_unknown", "exec_start", "reason"), VALIDATE)
 def test_validate_refuses_what_dockerd_refuses(config, allow_unknown, exec_start, reason):
     problems = dc.validate(config, allow_unknown, exec_start)
