@@ -45,6 +45,19 @@ RELOADABLE_KEYS = frozenset(
     """.split()
 )
 
+# dockerd flags whose daemon.json key has another name; every other flag shares its name with its key. A setting
+# given both as a flag in the unit's ExecStart and in the file stops dockerd ("specified both as a flag and in the
+# configuration file"), except runtimes (--add-runtime), which dockerd merges.
+FLAG_KEYS = {
+    "H": "hosts", "host": "hosts", "D": "debug", "l": "log-level", "b": "bridge", "G": "group", "p": "pidfile",
+    "s": "storage-driver", "label": "labels", "log-opt": "log-opts", "storage-opt": "storage-opts",
+    "exec-opt": "exec-opts", "dns-opt": "dns-opts", "insecure-registry": "insecure-registries",
+    "registry-mirror": "registry-mirrors", "default-ulimit": "default-ulimits",
+    "authorization-plugin": "authorization-plugins", "default-address-pool": "default-address-pools",
+    "node-generic-resource": "node-generic-resources", "cluster-store-opt": "cluster-store-opts",
+    "default-network-opt": "default-network-opts", "cdi-spec-dir": "cdi-spec-dirs",
+}
+
 # Values dockerd parses as map[string]string: a number or a boolean there stops the daemon from starting.
 STRING_MAP_KEYS = ("log-opts",)
 
@@ -127,6 +140,26 @@ def unit_host_flags(exec_start):
     return flags
 
 
+def unit_flag_keys(exec_start):
+    """Map each daemon.json key that a flag in the unit's ExecStart already sets to that flag as written."""
+    try:
+        argv = shlex.split(exec_start or "")
+    except ValueError:
+        argv = (exec_start or "").split()
+    keys = {}
+    for arg in argv[1:]:
+        if arg.startswith("--"):
+            name = arg[2:].split("=", 1)[0]
+        elif arg.startswith("-") and len(arg) > 1:
+            name = arg[1]
+        else:
+            continue  # a flag's value, or an unexpanded $DOCKER_OPTS that systemd fills in at start
+        key = FLAG_KEYS.get(name, name)
+        if key in KNOWN_KEYS and key != "runtimes":
+            keys.setdefault(key, arg.split("=", 1)[0] if arg.startswith("--") else arg[:2])
+    return keys
+
+
 def validate(config, allow_unknown_keys=False, exec_start=None):
     """Return the reasons dockerd would refuse this configuration (an empty list when none)."""
     problems = []
@@ -150,6 +183,15 @@ def validate(config, allow_unknown_keys=False, exec_start=None):
                 "(drop it from settings, or remove_keys: [hosts] when the file already has it)"
                 % " ".join("-H " + flag for flag in flags)
             )
+    flag_keys = unit_flag_keys(exec_start)
+    doubled = sorted(key for key in config if key in flag_keys and key != "hosts")  # hosts has its own advice above
+    if doubled:
+        problems.append(
+            "%s set in daemon.json while the docker unit already passes %s in ExecStart: dockerd refuses to start when "
+            "a setting is given both as a flag and in the file. Move the flag out of ExecStart with a systemd drop-in "
+            "first, or leave the key out of daemon.json (drop it from settings, or remove_keys when the file already "
+            "has it)" % (", ".join("'%s'" % key for key in doubled), ", ".join(flag_keys[key] for key in doubled))
+        )
     if "data-root" in config and not str(config["data-root"]).startswith("/"):
         problems.append("data-root must be an absolute path, got %r" % config["data-root"])
     return problems

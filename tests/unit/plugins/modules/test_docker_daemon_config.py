@@ -142,6 +142,7 @@ REFUSALS = [
     (None, {"data-root": "srv/docker"}, [], None, ["Refusing to write", "data-root must be an absolute path"]),
     (None, {"log-driver": "local", "log-rotate": "daily"}, [], None, ["unknown top-level key(s) log-rotate"]),
     (None, {"hosts": ["unix:///var/run/docker.sock"]}, [], WITH_FD_FLAG, ["'hosts' is set", "-H fd://"]),
+    (None, {"containerd": "/run/containerd/containerd.sock"}, [], WITH_FD_FLAG, ["'containerd' set", "--containerd"]),
     # A hosts key already in the file blocks any change while the unit passes -H: the way out is named.
     ('{"hosts": ["tcp://127.0.0.1:2375"]}\n', {"debug": True}, [], WITH_FD_FLAG, ["-H fd://", "remove_keys: [hosts]"]),
     # Removing a key does not make unknown keys already in the file acceptable.
