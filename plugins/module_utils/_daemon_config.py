@@ -14,21 +14,22 @@ import copy
 import json
 import shlex
 
-# Top-level keys dockerd accepts in daemon.json (Engine 20.10 to 28). dockerd refuses any other key
-# ("the following directives don't match any configuration option"), so we refuse it first.
+# Top-level keys dockerd accepts in daemon.json (Engine 20.10 to 28; the 20.10 ones checked against a real dockerd).
+# dockerd refuses any other key ("the following directives don't match any configuration option"), so we refuse it
+# first.
 KNOWN_KEYS = frozenset(
     """
     allow-direct-routing allow-nondistributable-artifacts api-cors-header authorization-plugins bip bip6 bridge
     builder cdi-spec-dirs cgroup-parent cluster-advertise cluster-store cluster-store-opts containerd
-    containerd-namespace containerd-plugins-namespace cpu-rt-period cpu-rt-runtime data-root debug
+    containerd-namespace containerd-plugins-namespace cpu-rt-period cpu-rt-runtime cri-containerd data-root debug
     default-address-pools default-cgroupns-mode default-gateway default-gateway-v6 default-ipc-mode
     default-network-opts default-runtime default-shm-size default-ulimits dns dns-opts dns-search exec-opts
-    exec-root experimental features firewall-backend fixed-cidr fixed-cidr-v6 group host-gateway-ip
-    host-gateway-ips hosts http-proxy https-proxy icc init init-path insecure-registries ip ip-forward
-    ip-forward-no-drop ip-masq ip6tables iptables ipv6 labels live-restore log-driver log-format log-level
-    log-opts max-concurrent-downloads max-concurrent-uploads max-download-attempts metrics-addr min-api-version
-    mtu no-new-privileges no-proxy node-generic-resources oom-score-adjust pidfile proxies raw-logs
-    registry-mirrors rootless runtimes seccomp-profile selinux-enabled shutdown-timeout storage-driver
+    exec-root experimental features firewall-backend fixed-cidr fixed-cidr-v6 group host-gateway-ip host-gateway-ips
+    hosts http-proxy https-proxy icc init init-path insecure-registries ip ip-forward ip-forward-no-drop ip-masq
+    ip6tables iptables ipv6 labels live-restore log-driver log-format log-level log-opts max-concurrent-downloads
+    max-concurrent-uploads max-download-attempts metrics-addr min-api-version mtu network-control-plane-mtu
+    network-diagnostic-port no-new-privileges no-proxy node-generic-resources oom-score-adjust pidfile proxies
+    raw-logs registry-mirrors rootless runtimes seccomp-profile selinux-enabled shutdown-timeout storage-driver
     storage-opts swarm-default-advertise-addr tls tlscacert tlscert tlskey tlsverify userland-proxy
     userland-proxy-path userns-remap
     """.split()
@@ -43,6 +44,19 @@ RELOADABLE_KEYS = frozenset(
     registry-mirrors shutdown-timeout features
     """.split()
 )
+
+# dockerd flags whose daemon.json key has another name; every other flag shares its name with its key. A setting
+# given both as a flag in the unit's ExecStart and in the file stops dockerd ("specified both as a flag and in the
+# configuration file"), except runtimes (--add-runtime), which dockerd merges.
+FLAG_KEYS = {
+    "H": "hosts", "host": "hosts", "D": "debug", "l": "log-level", "b": "bridge", "G": "group", "p": "pidfile",
+    "s": "storage-driver", "label": "labels", "log-opt": "log-opts", "storage-opt": "storage-opts",
+    "exec-opt": "exec-opts", "dns-opt": "dns-opts", "insecure-registry": "insecure-registries",
+    "registry-mirror": "registry-mirrors", "default-ulimit": "default-ulimits",
+    "authorization-plugin": "authorization-plugins", "default-address-pool": "default-address-pools",
+    "node-generic-resource": "node-generic-resources", "cluster-store-opt": "cluster-store-opts",
+    "default-network-opt": "default-network-opts", "cdi-spec-dir": "cdi-spec-dirs",
+}
 
 # Values dockerd parses as map[string]string: a number or a boolean there stops the daemon from starting.
 STRING_MAP_KEYS = ("log-opts",)
@@ -126,6 +140,26 @@ def unit_host_flags(exec_start):
     return flags
 
 
+def unit_flag_keys(exec_start):
+    """Map each daemon.json key that a flag in the unit's ExecStart already sets to that flag as written."""
+    try:
+        argv = shlex.split(exec_start or "")
+    except ValueError:
+        argv = (exec_start or "").split()
+    keys = {}
+    for arg in argv[1:]:
+        if arg.startswith("--"):
+            name = arg[2:].split("=", 1)[0]
+        elif arg.startswith("-") and len(arg) > 1:
+            name = arg[1]
+        else:
+            continue  # a flag's value, or an unexpanded $DOCKER_OPTS that systemd fills in at start
+        key = FLAG_KEYS.get(name, name)
+        if key in KNOWN_KEYS and key != "runtimes":
+            keys.setdefault(key, arg.split("=", 1)[0] if arg.startswith("--") else arg[:2])
+    return keys
+
+
 def validate(config, allow_unknown_keys=False, exec_start=None):
     """Return the reasons dockerd would refuse this configuration (an empty list when none)."""
     problems = []
@@ -145,9 +179,19 @@ def validate(config, allow_unknown_keys=False, exec_start=None):
             problems.append(
                 "'hosts' is set in daemon.json while the docker unit already passes %s in ExecStart: dockerd refuses "
                 "to start when hosts are given both as a flag and in the file. Remove the flag with a systemd drop-in "
-                "(ExecStart= then ExecStart=/usr/sbin/dockerd) first, or drop 'hosts' from settings"
+                "(ExecStart= then ExecStart=/usr/sbin/dockerd) first, or leave 'hosts' out of daemon.json "
+                "(drop it from settings, or remove_keys: [hosts] when the file already has it)"
                 % " ".join("-H " + flag for flag in flags)
             )
+    flag_keys = unit_flag_keys(exec_start)
+    doubled = sorted(key for key in config if key in flag_keys and key != "hosts")  # hosts has its own advice above
+    if doubled:
+        problems.append(
+            "%s set in daemon.json while the docker unit already passes %s in ExecStart: dockerd refuses to start when "
+            "a setting is given both as a flag and in the file. Move the flag out of ExecStart with a systemd drop-in "
+            "first, or leave the key out of daemon.json (drop it from settings, or remove_keys when the file already "
+            "has it)" % (", ".join("'%s'" % key for key in doubled), ", ".join(flag_keys[key] for key in doubled))
+        )
     if "data-root" in config and not str(config["data-root"]).startswith("/"):
         problems.append("data-root must be an absolute path, got %r" % config["data-root"])
     return problems

@@ -16,12 +16,14 @@ description:
     values are replaced, and keys the module was not told about are kept (a C(runtimes) block written by another
     tool survives).
   - Writes values dockerd reads as strings (every C(log-opts) value) as strings, refuses top-level keys dockerd
-    does not know, and refuses a C(hosts) key while the docker unit passes C(-H) in its C(ExecStart).
+    does not know, and refuses a C(hosts) key while the docker unit passes C(-H) in its C(ExecStart), and any other
+    key the unit already sets with a flag (such as C(--containerd) or C(--log-driver)), because dockerd does not
+    start when a setting is given both ways.
   - Checks the candidate with C(dockerd --validate) where the installed dockerd has it (Docker Engine 23.0 and later).
   - An existing file that is not valid JSON is never overwritten. The file is replaced atomically and the previous
     version is kept as a backup.
   - Says whether the change needs a restart of dockerd or whether a reload (SIGHUP) is enough. It never restarts
-    the daemon itself; roles do that in a handler that can roll back.
+    the daemon itself; the roles restart it, wait for it, and roll back when it does not come back.
 author:
   - Postmortem Remediation Maintainers (@postmortem-remediation)
 attributes:
@@ -252,6 +254,9 @@ class DaemonConfig:
                 before_header=self.path, after_header=self.path,
             )
         if not changed:
+            # Same content: the mode is the only thing left to put right (set_mode_if_different honours check mode).
+            if before_text is not None:
+                result["changed"] = self.module.set_mode_if_different(self.path, params["mode"], False)
             return result
 
         tmp = self.write_candidate(after_text)

@@ -98,6 +98,7 @@ unbounded_log_bytes:
   type: int
 """
 
+import contextlib
 import glob
 import os
 
@@ -136,9 +137,21 @@ def log_bytes(container, data_root):
         paths = glob.glob(os.path.join(data_root, "containers", container["Id"], "*-logs", "*"))
     total = 0
     for path in paths:
-        if os.path.exists(path):  # a file may rotate away between listing and stat
+        with contextlib.suppress(OSError):  # a file may rotate away between listing and stat
             total += os.path.getsize(path)
     return total
+
+
+def inspect_all(api, listed):
+    """Inspect each listed container; one removed since the listing is skipped, not an error."""
+    inspected = []
+    for item in listed:
+        try:
+            inspected.append(api.inspect_container(item["Id"]))
+        except DockerAPIError as exc:
+            if exc.status != 404:
+                raise
+    return inspected
 
 
 def describe(container, data_root):
@@ -170,7 +183,7 @@ def main():
     try:
         info = api.info()
         listed = api.containers(all=module.params["include_stopped"])
-        containers = [describe(api.inspect_container(item["Id"]), info["DockerRootDir"]) for item in listed]
+        containers = [describe(container, info["DockerRootDir"]) for container in inspect_all(api, listed)]
     except DockerAPIError as exc:
         module.fail_json(msg="Cannot read container log settings: %s" % exc)
     unbounded = sorted((c for c in containers if not c["bounded"]), key=lambda c: -c["log_bytes"])

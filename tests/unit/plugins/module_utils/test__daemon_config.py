@@ -58,6 +58,8 @@ def test_coerce_writes_log_opts_as_strings(given, written):
     assert dc.coerce(given) == written
 
 
+LAB_UNIT = "/usr/sbin/dockerd -H fd:// --containerd=/run/containerd/containerd.sock $DOCKER_OPTS"
+
 VALIDATE = [
     # (config, allow_unknown, exec_start, fragment of the expected reason or None)
     ({"log-driver": "local"}, False, "", None),
@@ -69,7 +71,31 @@ VALIDATE = [
     ({"hosts": ["unix:///var/run/docker.sock"]}, False, "/usr/sbin/dockerd --containerd=/run/c.sock", None),
     ({"hosts": ["tcp://127.0.0.1:2375"]}, False, "/usr/sbin/dockerd --host=fd://", "-H fd://"),
     ({"data-root": "var/lib/docker"}, False, "", "data-root must be an absolute path"),
+    # Any setting given both as a flag in the unit and in the file stops dockerd (checked on the lab's real unit).
+    ({"containerd": "/run/containerd/containerd.sock"}, False, LAB_UNIT, "'containerd' set in daemon.json"),
+    ({"containerd": "/run/containerd/containerd.sock"}, False, LAB_UNIT, "passes --containerd in ExecStart"),
+    ({"log-driver": "local"}, False, "/usr/bin/dockerd --log-driver=journald", "passes --log-driver in"),
+    ({"log-opts": {"max-size": "1m"}}, False, "/usr/bin/dockerd --log-opt max-size=5m", "'log-opts' set"),
+    ({"debug": True, "log-level": "warn"}, False, "/usr/bin/dockerd -D -l info", "passes -D, -l in"),
+    ({"labels": ["a=b"]}, False, "/usr/bin/dockerd --label=c=d", "'labels' set"),
+    ({"storage-driver": "vfs"}, False, "/usr/bin/dockerd -s overlay2", "passes -s in"),
+    ({"runtimes": {"x": {"path": "/x"}}}, False, "/usr/bin/dockerd --add-runtime y=/y", None),  # dockerd merges
+    ({"log-driver": "local"}, False, LAB_UNIT, None),
+    ({"log-driver": "local"}, False, "/usr/bin/dockerd $DOCKER_OPTS --containerd /c.sock", None),
+    ({"log-level": "info"}, False, "/usr/sbin/dockerd -H fd:// --log-level-x=1 -", None),
 ]
+
+
+# Keys a real dockerd 20.10 (the lab's) accepts in daemon.json: refusing one would block a valid configuration.
+DOCKERD_20_10_KEYS = [
+    "cri-containerd", "network-control-plane-mtu", "network-diagnostic-port", "node-generic-resources",
+    "containerd-namespace", "default-cgroupns-mode", "oom-score-adjust", "swarm-default-advertise-addr",
+]
+
+
+@pytest.mark.parametrize("key", DOCKERD_20_10_KEYS)
+def test_keys_dockerd_accepts_are_not_refused(key):
+    assert dc.validate({key: None}) == []
 
 
 @pytest.mark.parametrize(("config", "allow_unknown", "exec_start", "reason"), VALIDATE)

@@ -118,3 +118,91 @@ def test_missing_dockerd_path_is_a_clear_error(module_runner, daemon_json):
     result = module_runner("docker_daemon_config", missing)
     assert result["failed"] is True and "/nonexistent/dockerd is not an executable" in result["msg"]
     assert not daemon_json.exists()
+
+
+def fake_systemctl(directory, argv):
+    """A systemctl that shows the docker unit's ExecStart the way systemd prints it (molecule reads a real one)."""
+    directory.mkdir(exist_ok=True)
+    script = directory / "systemctl"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"echo '{{ path=/usr/sbin/dockerd ; argv[]={argv} ; ignore_errors=no ; start_time=[n/a] ; pid=0 }}'\n"
+    )
+    script.chmod(0o755)
+    return {"PATH": f"{directory}:{os.environ['PATH']}"}
+
+
+WITH_FD_FLAG = "/usr/sbin/dockerd -H fd:// --containerd=/run/containerd/containerd.sock"
+
+REFUSALS = [
+    # (existing file or None, settings, remove_keys, unit ExecStart or None, fragments the message must hold)
+    ("[1, 2]", {"debug": True}, [], None, ["holds a JSON list, not an object", "left untouched"]),
+    ('"log-driver"', {"debug": True}, [], None, ["holds a JSON str"]),
+    (None, {"log-opts": "max-size=10m"}, [], None, ["Refusing to write", "log-opts must be a mapping"]),
+    (None, {"data-root": "srv/docker"}, [], None, ["Refusing to write", "data-root must be an absolute path"]),
+    (None, {"log-driver": "local", "log-rotate": "daily"}, [], None, ["unknown top-level key(s) log-rotate"]),
+    (None, {"hosts": ["unix:///var/run/docker.sock"]}, [], WITH_FD_FLAG, ["'hosts' is set", "-H fd://"]),
+    (None, {"containerd": "/run/containerd/containerd.sock"}, [], WITH_FD_FLAG, ["'containerd' set", "--containerd"]),
+    # A hosts key already in the file blocks any change while the unit passes -H: the way out is named.
+    ('{"hosts": ["tcp://127.0.0.1:2375"]}\n', {"debug": True}, [], WITH_FD_FLAG, ["-H fd://", "remove_keys: [hosts]"]),
+    # Removing a key does not make unknown keys already in the file acceptable.
+    ('{"log-rotate": "daily", "debug": true}\n', {}, ["debug"], None, ["unknown top-level key(s) log-rotate"]),
+]
+
+
+@pytest.mark.parametrize(("existing", "settings", "remove", "exec_start", "fragments"), REFUSALS)
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_refusals_name_the_file_and_the_cause_and_touch_nothing(
+    module_runner, daemon_json, tmp_path, existing, settings, remove, exec_start, fragments, check_mode
+):
+    if existing is not None:
+        daemon_json.parent.mkdir(parents=True)
+        daemon_json.write_text(existing)
+    env = fake_systemctl(tmp_path / "bin", exec_start) if exec_start else None
+    module_args = dict(path=str(daemon_json), settings=settings, remove_keys=remove, validate=False)
+    result = module_runner("docker_daemon_config", module_args, check_mode=check_mode, env=env)
+    assert result.get("failed") is True, result
+    assert str(daemon_json) in result["msg"]
+    for fragment in fragments:
+        assert fragment in result["msg"], result["msg"]
+    if existing is None:
+        assert not daemon_json.exists()
+    else:
+        assert daemon_json.read_text() == existing
+        assert sorted(os.listdir(daemon_json.parent)) == ["daemon.json"]  # no candidate or backup left behind
+
+
+def test_hosts_is_written_when_the_unit_passes_no_host_flag(module_runner, daemon_json, tmp_path):
+    env = fake_systemctl(tmp_path / "bin", "/usr/sbin/dockerd --containerd=/run/containerd/containerd.sock")
+    settings = {"hosts": ["unix:///var/run/docker.sock"]}
+    module_args = dict(path=str(daemon_json), settings=settings, validate=False)
+    result = module_runner("docker_daemon_config", module_args, env=env)
+    assert result["changed"] is True, result
+    assert json.loads(daemon_json.read_text()) == settings
+
+
+def test_reload_only_change_and_removal_report_changed_keys(module_runner, daemon_json):
+    daemon_json.parent.mkdir(parents=True)
+    daemon_json.write_text('{"log-driver": "local", "live-restore": false}\n')
+    reload = module_runner("docker_daemon_config", args(daemon_json, settings={"live-restore": True}))
+    assert reload["changed_keys"] == ["live-restore"]
+    assert reload["reload_enough"] is True and reload["restart_needed"] is False
+    removed = module_runner("docker_daemon_config", args(daemon_json, remove_keys=["log-driver"]))
+    assert removed["changed_keys"] == ["log-driver"]
+    assert removed["restart_needed"] is True and removed["reload_enough"] is False
+    assert json.loads(daemon_json.read_text()) == {"live-restore": True}
+
+
+def test_same_content_with_a_wrong_mode_only_fixes_the_mode(module_runner, daemon_json):
+    daemon_json.parent.mkdir(parents=True)
+    daemon_json.write_text('{"debug": true}\n')
+    daemon_json.chmod(0o600)
+    predicted = module_runner("docker_daemon_config", args(daemon_json, settings={"debug": True}), check_mode=True)
+    assert predicted["changed"] is True and predicted["restart_needed"] is False
+    assert oct(daemon_json.stat().st_mode & 0o777) == "0o600"
+    fixed = module_runner("docker_daemon_config", args(daemon_json, settings={"debug": True}))
+    assert fixed["changed"] is True and fixed["changed_keys"] == [] and fixed["restart_needed"] is False
+    assert oct(daemon_json.stat().st_mode & 0o777) == "0o644"
+    assert daemon_json.read_text() == '{"debug": true}\n'  # content left as it was written
+    again = module_runner("docker_daemon_config", args(daemon_json, settings={"debug": True}))
+    assert again["changed"] is False
