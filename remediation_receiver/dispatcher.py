@@ -59,6 +59,12 @@ def plan_alert(cfg: Config, journal: Journal, inventory: InventoryCache, alert: 
                                                                 f"run(s) canceled"})
         return plan
 
+    if journal.was_resolved(alert.fingerprint, alert.starts_at):
+        # Alertmanager HA peers and retries can deliver a firing after its resolution; a new firing has a new startsAt.
+        plan.decisions.append({"outcome": "stale", "reason": f"this firing (startsAt {alert.starts_at}) was already "
+                                                             "resolved: a late or repeated delivery starts nothing"})
+        return plan
+
     matched, errors = match_rules(cfg.rules, alert.as_data())
     for error in errors:
         plan.decisions.append({"outcome": "rule_error", "reason": error})

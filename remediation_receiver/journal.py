@@ -503,6 +503,13 @@ class Journal:
             " AND a.closed_at IS NULL", (rule, since))
         return {r[0] for r in rows.fetchall()}
 
+    def was_resolved(self, fingerprint: str, starts_at: str) -> bool:
+        """Whether a resolved alert for this firing (fingerprint, startsAt) has been received."""
+        row = self._read().execute(
+            "SELECT 1 FROM alerts WHERE fingerprint=? AND starts_at=? AND status='resolved' LIMIT 1",
+            (fingerprint, starts_at)).fetchone()
+        return row is not None
+
     def firing_runs_for_fingerprint(self, fingerprint: str) -> list[RunRecord]:
         rows = self._read().execute(
             "SELECT * FROM runs WHERE fingerprint=? AND status IN ('awaiting_approval','queued')", (fingerprint,))

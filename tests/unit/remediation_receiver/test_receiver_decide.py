@@ -179,6 +179,22 @@ def test_resolved_alert_cancels_waiting_runs_of_its_fingerprint_only(tmp_path: P
     assert statuses["b2"][0] == "awaiting_approval"
 
 
+def test_a_firing_delivered_after_its_resolution_starts_nothing(tmp_path: Path) -> None:
+    cfg, journal, inventory = setup(tmp_path)
+    [record] = stored(journal, alert(fingerprint="e5", status="resolved"))
+    decide(cfg, journal, inventory, record)
+    # An HA peer or a retry delivers the same firing (same startsAt) late: no run.
+    [record] = stored(journal, alert(fingerprint="e5"))
+    [decision] = decide(cfg, journal, inventory, record)
+    assert decision["outcome"] == "stale" and "already resolved" in decision["reason"]
+    assert journal.list_runs() == []
+    # The alert firing again later is a new firing (a new startsAt): it runs.
+    [record] = stored(journal, alert(fingerprint="e5", starts_at="2026-11-21T11:00:00Z"))
+    [decision] = decide(cfg, journal, inventory, record)
+    assert decision["outcome"] == "run"
+    assert len(journal.list_runs()) == 1
+
+
 def test_a_broken_condition_is_recorded_not_raised(tmp_path: Path) -> None:
     cfg, journal, inventory = setup(tmp_path, when="abs(labels.alertname) > `3`")
     [record] = stored(journal, alert())
