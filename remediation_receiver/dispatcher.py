@@ -181,6 +181,7 @@ class Dispatcher:
                 with self.journal.transaction():
                     for alert in batch[start:start + 25]:
                         self.decide_or_record(alert)
+        self.apply_cancel_requests()
         self.expire_approvals()
         self.handle_finished()
         self.schedule()
@@ -246,6 +247,16 @@ class Dispatcher:
             if self.executor.submit(run):
                 busy[run.host] = run.id
 
+    def apply_cancel_requests(self) -> None:
+        """Hand `remediation-receiver cancel` requests for started runs to the executor; forget them once final."""
+        for key, reason in self.journal.states(guards.CANCEL_PREFIX).items():
+            run_id = key[len(guards.CANCEL_PREFIX):]
+            run = self.journal.get_run(run_id)
+            if run is None or run.status not in ACTIVE:
+                self.journal.set_state(key, None)
+            else:
+                self.executor.cancel(run_id, reason)
+
     def _hold(self, run: RunRecord, reason: str) -> None:
         kind = reason.split(":", 1)[0]
         if (run.held or "").split(":", 1)[0] == kind:
@@ -304,8 +315,9 @@ class Dispatcher:
             (run.fingerprint, run.created_at))
         interrupted_before = [r for r in self.journal.runs_for_dedup_key(run.dedup_key)
                               if r.status == "interrupted" and r.id != run.id]
+        canceled = self.journal.get_state(guards.CANCEL_PREFIX + run.id)
         action = rule.on_interrupted if rule else "escalate"
-        if action == "rerun" and (resolved or interrupted_before):
+        if action == "rerun" and (resolved or interrupted_before or canceled):
             action = "escalate"
         if action == "rerun":
             new_id = new_run_id()
@@ -320,7 +332,7 @@ class Dispatcher:
                                                                                  "new_run": new_id}}])
             log.warning("run %s was interrupted: queued run %s again (rule %s)", run.id, new_id, run.rule)
         else:
-            why = "alert resolved since" if resolved else (
+            why = "alert resolved since" if resolved else "an operator asked to cancel it" if canceled else (
                 "interrupted twice" if interrupted_before else f"rule {run.rule} says escalate")
             self.notifier.notify("run_interrupted", f"remediation {run.rule} on {run.host} was interrupted "
                                  f"({why})", {"run": run.summary()}, dedup=f"interrupted|{run.id}")

@@ -638,6 +638,11 @@ class Journal:
         row = self._read().execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
         return row[0] if row else default
 
+    def states(self, prefix: str) -> dict[str, str]:
+        """Every state entry whose key starts with `prefix`."""
+        rows = self._read().execute("SELECT key, value FROM state WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
+        return {r[0]: r[1] for r in rows.fetchall()}
+
     def set_state(self, key: str, value: str | None) -> None:
         with self._write() as db:
             if value is None:

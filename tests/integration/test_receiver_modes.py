@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from receiver_e2e import (
@@ -13,6 +14,7 @@ from receiver_e2e import (
     Receiver,
     clear_probe_files,
     free_port,
+    on_host,
     probe_files,
     require_tools,
     wait_for,
@@ -34,14 +36,16 @@ def receiver(lab_host: str, tmp_path: Path, pager: Pager) -> Iterator[Receiver]:
         {"name": "dry", "when": "labels.alertname == 'Dry'", "playbook": "receiver_probe.yml",
          "mode": "observe", "observe": "check", "cooldown": 0},
         {"name": "auto", "when": "labels.alertname == 'Auto'", "playbook": "receiver_probe.yml", "cooldown": 0},
+        {"name": "slow", "when": "labels.alertname == 'Slow'", "playbook": "receiver_probe.yml", "cooldown": 0,
+         "vars": {"probe_sleep": "labels.probe_sleep"}},
     ])
     rec = Receiver(config, port).start()
     yield rec
     rec.stop()
 
 
-def post(receiver: Receiver, name: str, fingerprint: str, host: str, status: str = "firing") -> None:
-    alert = dict(webhook_alert(fingerprint, status=status), labels={"alertname": name, "instance": host})
+def post(receiver: Receiver, name: str, fingerprint: str, host: str, status: str = "firing", **labels: str) -> None:
+    alert = dict(webhook_alert(fingerprint, status=status), labels={"alertname": name, "instance": host, **labels})
     assert receiver.post(webhook_payload(alert))[0] == 202
 
 
@@ -96,3 +100,22 @@ def test_pause_holds_runs_and_resume_releases_nothing_stale(receiver: Receiver, 
     assert done["status"] == "successful"
     assert len(receiver.journal("SELECT * FROM runs WHERE rule='auto'")) == 1
 
+
+def test_cancel_stops_a_running_playbook(receiver: Receiver, lab_host: str) -> None:
+    post(receiver, "Slow", "e5", lab_host, probe_sleep="120")
+
+    def sleeping() -> dict[str, Any] | None:
+        run = receiver.last_run("slow")
+        started = run and receiver.journal("SELECT 1 FROM run_events WHERE run_id=? AND event="
+                                           "'playbook_on_task_start' AND task LIKE 'Take a while%'", (run["id"],))
+        return run if started else None
+
+    run = wait_for(sleeping, 60, "the slow task to start on the lab host")
+    wait_for(lambda: on_host(lab_host, "pgrep", "-f", "sleep 120").returncode == 0, 30, "the task on the lab host")
+    canceled = receiver.cli("cancel", run["id"], "--reason", "wrong fix")
+    assert canceled.returncode == 0, canceled.stderr
+    done = wait_for(lambda: receiver.last_run("slow", finished=True), 30, "the canceled run to end")
+    assert (done["id"], done["status"]) == (run["id"], "canceled")
+    assert done["reason"].startswith("canceled by ") and done["reason"].endswith(": wrong fix")
+    assert receiver.journal("SELECT * FROM state WHERE key LIKE 'cancel:%'") == []
+    assert receiver.cli("cancel", run["id"]).returncode == 1  # nothing left to cancel
