@@ -17,7 +17,7 @@ from . import guards
 from .config import Config, Rule
 from .executor import Executor, kill_run_processes
 from .journal import ACTIVE, AlertRecord, Journal, RunRecord
-from .metrics import Metrics
+from .metrics import RUN_BUCKETS, Metrics
 from .notify import Notifier
 from .rules import match_rules
 from .targets import InventoryCache, TargetError, resolve
@@ -283,6 +283,9 @@ class Dispatcher:
         """Escalate what finished badly; mark every finished run handled (once)."""
         for run in self.journal.unhandled(("successful", "failed", "timeout", "error", "canceled")):
             self.metrics.inc("remediation_receiver_runs_finished_total", {"status": run.status})
+            if run.started_at is not None and run.finished_at is not None:
+                self.metrics.observe("remediation_receiver_run_duration_seconds", run.finished_at - run.started_at,
+                                     buckets=RUN_BUCKETS)
             if run.status in ("failed", "timeout", "error"):
                 events = [e for e in self.journal.run_events(run.id) if e["event"] in
                           ("runner_on_failed", "runner_on_unreachable", "runner_item_on_failed")]

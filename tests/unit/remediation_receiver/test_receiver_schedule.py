@@ -97,6 +97,24 @@ def test_failed_runs_are_escalated_once(tmp_path: Path) -> None:
     assert all(r.handled for r in journal.list_runs())
 
 
+def test_finished_runs_feed_the_duration_histogram(tmp_path: Path) -> None:
+    dispatcher, journal, _executor = setup(tmp_path)
+    queue(journal, "quick", "web1")
+    queue(journal, "slow", "web2")
+    queue(journal, "never-started", "db1")
+    now = time.time()
+    journal.set_run_status("quick", "successful", started_at=now - 3, finished_at=now)
+    journal.set_run_status("slow", "timeout", started_at=now - 700, finished_at=now)
+    journal.set_run_status("never-started", "canceled", finished_at=now)
+    dispatcher.handle_finished()
+    text = dispatcher.metrics.render()
+    assert 'remediation_receiver_run_duration_seconds_bucket{le="5"} 1' in text
+    assert 'remediation_receiver_run_duration_seconds_bucket{le="600"} 1' in text
+    assert 'remediation_receiver_run_duration_seconds_bucket{le="900"} 2' in text
+    assert "remediation_receiver_run_duration_seconds_count 2" in text
+    assert 'remediation_receiver_runs_finished_total{status="canceled"} 1' in text
+
+
 def test_an_alert_that_cannot_be_decided_is_recorded_and_does_not_block_the_next(tmp_path: Path) -> None:
     dispatcher, journal, _executor = setup(tmp_path)
     inventory = Path(dispatcher.cfg.inventory)
