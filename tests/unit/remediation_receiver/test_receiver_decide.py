@@ -69,6 +69,16 @@ def test_alert_values_reach_the_run_as_data(tmp_path: Path) -> None:
     assert run.dedup_key == "f00d|2026-11-21T10:00:00Z|probe"
 
 
+def test_a_variable_whose_label_is_absent_is_not_passed(tmp_path: Path) -> None:
+    # The playbook's `| default(...)` must apply: a null extra var would override it (disk_pressure_target_free).
+    cfg, journal, inventory = setup(tmp_path)
+    [record] = stored(journal, alert())  # no mountpoint label
+    decide(cfg, journal, inventory, record)
+    [run] = journal.list_runs()
+    assert "mount" not in run.extravars
+    assert run.extravars["summary"] == "disk almost full"
+
+
 @pytest.mark.parametrize(("mode", "observe", "outcome", "status", "check_mode"), [
     ("auto", "record", "run", "queued", False),
     ("observe", "record", "observed", None, None),
