@@ -69,6 +69,17 @@ def check_config(cfg: Config, *, syntax: bool = True) -> tuple[list[str], list[s
         ok.append("bearer token: readable, long enough")
     except ConfigError as exc:
         errors.extend(exc.errors)
+    for index, target in enumerate(cfg.notify):
+        if target.token_file:
+            path = cfg.resolve(target.token_file)
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    empty = not handle.read().strip()
+            except OSError as exc:
+                errors.append(f"notify.webhooks[{index}].token_file {path}: cannot read: {exc.strerror}")
+                continue
+            if empty:
+                errors.append(f"notify.webhooks[{index}].token_file {path}: is empty")
     try:
         inventory = load_inventory(cfg.inventory)
         if not inventory.hosts:

@@ -60,6 +60,20 @@ def test_check_reports_broken_playbooks(tmp_path: Path, capsys: Any, rule: dict[
     assert error in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("token_text", "error"), [
+    (None, "notify.webhooks[0].token_file"),
+    ("\n", "is empty"),
+])
+def test_check_reports_an_unusable_notify_token(tmp_path: Path, capsys: Any, token_text: str | None,
+                                                error: str) -> None:
+    # `serve` refuses to start without it: `check` (the unit's ExecStartPre, the role's validate) must say so first.
+    if token_text is not None:
+        (tmp_path / "notify.token").write_text(token_text)
+    cfg = write_config(tmp_path, notify={"webhooks": [{"url": "http://127.0.0.1:9/", "token_file": "notify.token"}]})
+    assert main(["check", "--no-syntax-check", "--config", cfg.path]) == 1
+    assert error in capsys.readouterr().err
+
+
 def test_check_reports_a_playbook_that_fails_the_syntax_check(tmp_path: Path, capsys: Any) -> None:
     project = tmp_path / "project"
     project.mkdir()
