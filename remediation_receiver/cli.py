@@ -1,4 +1,4 @@
-"""Command line: serve, check, replay, runs, show, approve, pause, resume."""
+"""Command line: serve, check, replay, runs, show, approve, cancel, pause, resume."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from typing import Any
 import yaml
 
 from .config import DEFAULT_CONFIG, Config, ConfigError, load_config, read_token
-from .guards import PAUSE_KEY
+from .guards import CANCEL_PREFIX, PAUSE_KEY
 from .ingress import PayloadError, parse_payload
-from .journal import AlertRecord, Journal
+from .journal import ACTIVE, WAITING, AlertRecord, Journal
 from .targets import InventoryCache, InventoryError, load_inventory
 
 
@@ -69,6 +69,17 @@ def check_config(cfg: Config, *, syntax: bool = True) -> tuple[list[str], list[s
         ok.append("bearer token: readable, long enough")
     except ConfigError as exc:
         errors.extend(exc.errors)
+    for index, target in enumerate(cfg.notify):
+        if target.token_file:
+            path = cfg.resolve(target.token_file)
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    empty = not handle.read().strip()
+            except OSError as exc:
+                errors.append(f"notify.webhooks[{index}].token_file {path}: cannot read: {exc.strerror}")
+                continue
+            if empty:
+                errors.append(f"notify.webhooks[{index}].token_file {path}: is empty")
     try:
         inventory = load_inventory(cfg.inventory)
         if not inventory.hosts:
@@ -211,6 +222,32 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    journal = _journal(_config(args), write=True)
+    run = journal.get_run(args.run_id)
+    if run is None:
+        print(f"no run {args.run_id}", file=sys.stderr)
+        return 1
+    reason = f"canceled by {_who()}" + (f": {args.reason}" if args.reason else "")
+    if run.status in WAITING:
+        if not journal.set_run_status(run.id, "canceled", reason=reason, finished_at=time.time(), handled=1,
+                                      expect=WAITING):
+            print(f"run {run.id} started meanwhile; run `cancel` again to stop it", file=sys.stderr)
+            return 1
+        journal.add_run_events(run.id, [{"event": "canceled", "data": {"by": _who(), "reason": args.reason}}])
+        print(f"canceled run {run.id} ({run.status} before): {run.playbook} on {run.host}")
+        return 0
+    if run.status in ACTIVE:
+        # The service owns the running playbook: it picks the request up within a second and stops it.
+        journal.set_state(CANCEL_PREFIX + run.id, reason)
+        journal.add_run_events(run.id, [{"event": "cancel_requested", "data": {"by": _who(), "reason": args.reason}}])
+        print(f"cancel requested for run {run.id} ({run.status}): the receiver stops {run.playbook} on {run.host}; "
+              f"see `remediation-receiver show {run.id}`")
+        return 0
+    print(f"run {run.id} is {run.status}: nothing to cancel", file=sys.stderr)
+    return 1
+
+
 def cmd_pause(args: argparse.Namespace) -> int:
     journal = _journal(_config(args), write=True)
     reason = f"{args.reason or 'paused'} (by {_who()} at {_fmt_time(time.time())} UTC)"
@@ -255,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("approve", parents=[common], help="approve a run waiting for approval")
     p.add_argument("run_id")
     p.set_defaults(func=cmd_approve)
+    p = sub.add_parser("cancel", parents=[common], help="cancel a queued, waiting or running run")
+    p.add_argument("run_id")
+    p.add_argument("--reason", default="")
+    p.set_defaults(func=cmd_cancel)
     p = sub.add_parser("pause", parents=[common], help="stop starting runs (alerts are still stored and decided)")
     p.add_argument("--reason", default="")
     p.set_defaults(func=cmd_pause)

@@ -17,7 +17,7 @@ from . import guards
 from .config import Config, Rule
 from .executor import Executor, kill_run_processes
 from .journal import ACTIVE, AlertRecord, Journal, RunRecord
-from .metrics import Metrics
+from .metrics import RUN_BUCKETS, Metrics
 from .notify import Notifier
 from .rules import match_rules
 from .targets import InventoryCache, TargetError, resolve
@@ -57,6 +57,12 @@ def plan_alert(cfg: Config, journal: Journal, inventory: InventoryCache, alert: 
         plan.close = alert.fingerprint
         plan.decisions.append({"outcome": "resolved", "reason": f"alert resolved; {len(waiting)} queued or waiting "
                                                                 f"run(s) canceled"})
+        return plan
+
+    if journal.was_resolved(alert.fingerprint, alert.starts_at):
+        # Alertmanager HA peers and retries can deliver a firing after its resolution; a new firing has a new startsAt.
+        plan.decisions.append({"outcome": "stale", "reason": f"this firing (startsAt {alert.starts_at}) was already "
+                                                             "resolved: a late or repeated delivery starts nothing"})
         return plan
 
     matched, errors = match_rules(cfg.rules, alert.as_data())
@@ -175,6 +181,7 @@ class Dispatcher:
                 with self.journal.transaction():
                     for alert in batch[start:start + 25]:
                         self.decide_or_record(alert)
+        self.apply_cancel_requests()
         self.expire_approvals()
         self.handle_finished()
         self.schedule()
@@ -240,6 +247,16 @@ class Dispatcher:
             if self.executor.submit(run):
                 busy[run.host] = run.id
 
+    def apply_cancel_requests(self) -> None:
+        """Hand `remediation-receiver cancel` requests for started runs to the executor; forget them once final."""
+        for key, reason in self.journal.states(guards.CANCEL_PREFIX).items():
+            run_id = key[len(guards.CANCEL_PREFIX):]
+            run = self.journal.get_run(run_id)
+            if run is None or run.status not in ACTIVE:
+                self.journal.set_state(key, None)
+            else:
+                self.executor.cancel(run_id, reason)
+
     def _hold(self, run: RunRecord, reason: str) -> None:
         kind = reason.split(":", 1)[0]
         if (run.held or "").split(":", 1)[0] == kind:
@@ -266,6 +283,9 @@ class Dispatcher:
         """Escalate what finished badly; mark every finished run handled (once)."""
         for run in self.journal.unhandled(("successful", "failed", "timeout", "error", "canceled")):
             self.metrics.inc("remediation_receiver_runs_finished_total", {"status": run.status})
+            if run.started_at is not None and run.finished_at is not None:
+                self.metrics.observe("remediation_receiver_run_duration_seconds", run.finished_at - run.started_at,
+                                     buckets=RUN_BUCKETS)
             if run.status in ("failed", "timeout", "error"):
                 events = [e for e in self.journal.run_events(run.id) if e["event"] in
                           ("runner_on_failed", "runner_on_unreachable", "runner_item_on_failed")]
@@ -298,8 +318,9 @@ class Dispatcher:
             (run.fingerprint, run.created_at))
         interrupted_before = [r for r in self.journal.runs_for_dedup_key(run.dedup_key)
                               if r.status == "interrupted" and r.id != run.id]
+        canceled = self.journal.get_state(guards.CANCEL_PREFIX + run.id)
         action = rule.on_interrupted if rule else "escalate"
-        if action == "rerun" and (resolved or interrupted_before):
+        if action == "rerun" and (resolved or interrupted_before or canceled):
             action = "escalate"
         if action == "rerun":
             new_id = new_run_id()
@@ -314,7 +335,7 @@ class Dispatcher:
                                                                                  "new_run": new_id}}])
             log.warning("run %s was interrupted: queued run %s again (rule %s)", run.id, new_id, run.rule)
         else:
-            why = "alert resolved since" if resolved else (
+            why = "alert resolved since" if resolved else "an operator asked to cancel it" if canceled else (
                 "interrupted twice" if interrupted_before else f"rule {run.rule} says escalate")
             self.notifier.notify("run_interrupted", f"remediation {run.rule} on {run.host} was interrupted "
                                  f"({why})", {"run": run.summary()}, dedup=f"interrupted|{run.id}")

@@ -14,6 +14,8 @@ from .config import Rule
 from .journal import ACTIVE, WAITING, Journal
 
 PAUSE_KEY = "paused"
+# `cancel:<run id>` -> reason: an operator asked to stop a run that has started (`remediation-receiver cancel`).
+CANCEL_PREFIX = "cancel:"
 # A re-delivery this soon after a finished run is Alertmanager catching up, not proof the fix failed.
 RECHECK_AFTER = 120.0
 NOT_ATTEMPTS = ("canceled", "expired")

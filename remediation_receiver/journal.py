@@ -503,6 +503,13 @@ class Journal:
             " AND a.closed_at IS NULL", (rule, since))
         return {r[0] for r in rows.fetchall()}
 
+    def was_resolved(self, fingerprint: str, starts_at: str) -> bool:
+        """Whether a resolved alert for this firing (fingerprint, startsAt) has been received."""
+        row = self._read().execute(
+            "SELECT 1 FROM alerts WHERE fingerprint=? AND starts_at=? AND status='resolved' LIMIT 1",
+            (fingerprint, starts_at)).fetchone()
+        return row is not None
+
     def firing_runs_for_fingerprint(self, fingerprint: str) -> list[RunRecord]:
         rows = self._read().execute(
             "SELECT * FROM runs WHERE fingerprint=? AND status IN ('awaiting_approval','queued')", (fingerprint,))
@@ -630,6 +637,11 @@ class Journal:
     def get_state(self, key: str, default: str | None = None) -> str | None:
         row = self._read().execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
         return row[0] if row else default
+
+    def states(self, prefix: str) -> dict[str, str]:
+        """Every state entry whose key starts with `prefix`."""
+        rows = self._read().execute("SELECT key, value FROM state WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
+        return {r[0]: r[1] for r in rows.fetchall()}
 
     def set_state(self, key: str, value: str | None) -> None:
         with self._write() as db:

@@ -7,6 +7,8 @@ import threading
 from collections.abc import Callable
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Playbook runs take seconds to tens of minutes (job_timeout defaults to 900 s).
+RUN_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0)
 HELP = {
     "remediation_receiver_deliveries_total": ("counter", "Deliveries stored and acknowledged with 202."),
     "remediation_receiver_deliveries_refused_total": ("counter", "Requests refused, by HTTP status."),
@@ -14,7 +16,7 @@ HELP = {
     "remediation_receiver_ack_seconds": ("histogram", "Time from request to acknowledgement."),
     "remediation_receiver_decisions_total": ("counter", "Decisions taken since start, by outcome."),
     "remediation_receiver_runs_finished_total": ("counter", "Runs finished since start, by status."),
-    "remediation_receiver_notifications_total": ("counter", "Notifications since start, by result."),
+    "remediation_receiver_run_duration_seconds": ("histogram", "Playbook run time, from start to outcome."),
 }
 
 Labels = dict[str, str]
@@ -39,7 +41,7 @@ class Metrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counters: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-        self._hist: dict[str, tuple[list[int], list[float]]] = {}
+        self._hist: dict[str, tuple[tuple[float, ...], list[int], list[float]]] = {}
         self._gauges: list[Callable[[], list[tuple[str, Labels, float, str]]]] = []
 
     def inc(self, name: str, labels: Labels | None = None, value: float = 1.0) -> None:
@@ -48,10 +50,10 @@ class Metrics:
             key = _key(labels)
             series[key] = series.get(key, 0.0) + value
 
-    def observe(self, name: str, seconds: float) -> None:
+    def observe(self, name: str, seconds: float, buckets: tuple[float, ...] = BUCKETS) -> None:
         with self._lock:
-            counts, total = self._hist.setdefault(name, ([0] * (len(BUCKETS) + 1), [0.0]))
-            counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+            bounds, counts, total = self._hist.setdefault(name, (buckets, [0] * (len(buckets) + 1), [0.0]))
+            counts[bisect.bisect_left(bounds, seconds)] += 1
             total[0] += seconds
 
     def add_gauges(self, source: Callable[[], list[tuple[str, Labels, float, str]]]) -> None:
@@ -71,11 +73,11 @@ class Metrics:
                 for key, value in sorted(self._counters[name].items()):
                     lines.append(f"{name}{_fmt_labels(key)} {value:g}")
             for name in sorted(self._hist):
-                counts, total = self._hist[name]
+                bounds, counts, total = self._hist[name]
                 kind, text = HELP.get(name, ("histogram", name))
                 lines += [f"# HELP {name} {text}", f"# TYPE {name} histogram"]
                 running = 0
-                for bound, count in zip(BUCKETS, counts, strict=False):
+                for bound, count in zip(bounds, counts, strict=False):
                     running += count
                     lines.append(f'{name}_bucket{{le="{bound:g}"}} {running}')
                 running += counts[-1]

@@ -16,14 +16,17 @@ from typing import Any
 
 from .config import Config
 from .journal import Journal
+from .redact import Redactor
 
 log = logging.getLogger("remediation_receiver.notify")
 
 
 class Notifier:
-    def __init__(self, cfg: Config, journal: Journal) -> None:
+    def __init__(self, cfg: Config, journal: Journal, redactor: Redactor | None = None) -> None:
         self.cfg = cfg
         self.journal = journal
+        # A notification leaves the machine (chat, pager): it carries run data, so it is redacted like the journal.
+        self.redactor = redactor or Redactor()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -31,8 +34,8 @@ class Notifier:
 
     def notify(self, kind: str, summary: str, details: dict[str, Any], *, dedup: str | None = None) -> None:
         """Queue one notification per configured webhook (once only when `dedup` is given)."""
-        body = {"kind": kind, "summary": summary, "details": details, "created_at": time.time(),
-                "source": "remediation-receiver"}
+        body = self.redactor.data({"kind": kind, "summary": summary, "details": details, "created_at": time.time(),
+                                   "source": "remediation-receiver"})
         targets = range(len(self.cfg.notify)) or [None]
         for index in targets:
             key = f"{dedup}#{index}" if dedup else None

@@ -33,13 +33,19 @@ def matches(rule: Rule, alert: dict[str, Any]) -> bool:
 
 
 def extract_vars(rule: Rule, alert: dict[str, Any]) -> dict[str, Any]:
-    """The rule's variables, taken from the alert by jmespath. Values are data: never templated or parsed."""
+    """The rule's variables, taken from the alert by jmespath. Values are data: never templated or parsed.
+
+    An expression that finds nothing (null: the label is absent) passes no variable at all, so the playbook's own
+    default applies: an extra var set to null would defeat `| default(...)` and override the playbook's defaults.
+    """
     out: dict[str, Any] = {}
     for name, expression in rule.compiled_vars.items():
         try:
-            out[name] = expression.search(alert)
+            value = expression.search(alert)
         except jmespath.exceptions.JMESPathError as exc:
             raise RuleError(f"rule {rule.name}: variable {name} failed on this alert: {exc}") from exc
+        if value is not None:
+            out[name] = value
     return out
 
 

@@ -99,7 +99,7 @@ class Service:
         self.redactor = Redactor(secrets, cfg.redact_patterns)
         self.metrics = Metrics()
         self.journal = Journal(cfg.journal)
-        self.notifier = Notifier(cfg, self.journal)
+        self.notifier = Notifier(cfg, self.journal, self.redactor)
         self.executor = Executor(cfg, self.journal, self.redactor,
                                  on_finished=lambda run_id: self.dispatcher.wake.set())
         self.dispatcher = Dispatcher(cfg, self.journal, self.executor, self.notifier, self.metrics)

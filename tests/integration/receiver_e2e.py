@@ -14,12 +14,13 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,14 +49,11 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-# -- the lab host --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def lab_host() -> Iterator[str]:
-    """One lab host (systemd + dockerd in a container) named LAB_HOST, removed at the end of the session."""
-    subprocess.run(["bash", str(REPO / "tests/lab/lab.sh"), "up", "1", LAB_PREFIX], check=True, cwd=REPO)
-    yield LAB_HOST
-    if not os.environ.get("RECEIVER_KEEP_LAB"):
-        subprocess.run(["bash", str(REPO / "tests/lab/lab.sh"), "down", LAB_PREFIX], check=False, cwd=REPO)
+# -- the lab host (the `lab_host` session fixture lives in conftest.py) ----------------------------------------
+def lab(action: str) -> None:
+    argv = ["bash", str(REPO / "tests/lab/lab.sh"), action]
+    argv += ["1", LAB_PREFIX] if action == "up" else [LAB_PREFIX]
+    subprocess.run(argv, check=action == "up", cwd=REPO)
 
 
 def on_host(host: str, *command: str) -> subprocess.CompletedProcess[str]:
@@ -212,6 +210,38 @@ def webhook_alert(fingerprint: str, status: str = "firing", starts_at: str = "20
     return {"status": status, "labels": {"alertname": "ReceiverProbe", **labels},
             "annotations": {"summary": "probe"}, "startsAt": starts_at, "endsAt": "0001-01-01T00:00:00Z",
             "generatorURL": "http://127.0.0.1:9090/graph", "fingerprint": fingerprint}
+
+
+# -- the human at the end of the escalation webhook ----------------------------------------------------------
+class Pager:
+    """A webhook on 127.0.0.1 that records every JSON page the receiver sends (the `pager` fixture)."""
+
+    def __init__(self) -> None:
+        self.pages: list[dict[str, Any]] = []
+        pages = self.pages
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                pages.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/page"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+
+    def kinds(self) -> list[str]:
+        return [page["kind"] for page in self.pages]
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [page for page in self.pages if page["kind"] == kind]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 # -- Alertmanager --------------------------------------------------------------------------------------------

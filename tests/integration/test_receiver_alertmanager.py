@@ -7,8 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
-import receiver_e2e
 from receiver_e2e import (
+    FINAL,
     REPO,
     Alertmanager,
     Receiver,
@@ -21,10 +21,6 @@ from receiver_e2e import (
     wait_for,
     write_receiver_config,
 )
-
-lab_host = receiver_e2e.lab_host  # the session fixture, registered in this module
-
-FINAL = ("successful", "failed", "timeout", "canceled", "interrupted", "error")
 
 
 def test_the_documented_alertmanager_configuration_is_valid() -> None:

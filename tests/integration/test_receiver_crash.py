@@ -6,8 +6,8 @@ import re
 import time
 from pathlib import Path
 
-import receiver_e2e
 from receiver_e2e import (
+    FINAL,
     Alertmanager,
     Receiver,
     clear_probe_files,
@@ -19,10 +19,6 @@ from receiver_e2e import (
 )
 
 from remediation_receiver.executor import find_run_processes
-
-lab_host = receiver_e2e.lab_host  # the session fixture, registered in this module
-
-FINAL = ("successful", "failed", "timeout", "canceled", "interrupted", "error")
 
 
 def test_kill_mid_run_then_restart(lab_host: str, tmp_path: Path) -> None:

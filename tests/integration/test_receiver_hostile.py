@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import receiver_e2e
 from receiver_e2e import (
     TOKEN,
     Receiver,
@@ -20,8 +19,6 @@ from receiver_e2e import (
     webhook_payload,
     write_receiver_config,
 )
-
-lab_host = receiver_e2e.lab_host  # the session fixture, registered in this module
 
 
 @pytest.fixture(scope="module")

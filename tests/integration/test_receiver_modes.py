@@ -4,18 +4,17 @@ pause/resume, and a resolved alert cancelling a run that waits."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-import receiver_e2e
 from receiver_e2e import (
+    Pager,
     Receiver,
     clear_probe_files,
     free_port,
+    on_host,
     probe_files,
     require_tools,
     wait_for,
@@ -24,54 +23,37 @@ from receiver_e2e import (
     write_receiver_config,
 )
 
-lab_host = receiver_e2e.lab_host  # the session fixture, registered in this module
-
-
-class Pager(BaseHTTPRequestHandler):
-    pages: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:
-        self.pages.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 @pytest.fixture
-def receiver(lab_host: str, tmp_path: Path) -> Iterator[Receiver]:
+def receiver(lab_host: str, tmp_path: Path, pager: Pager) -> Iterator[Receiver]:
     require_tools()
     clear_probe_files(lab_host)
-    Pager.pages = []
-    pager = ThreadingHTTPServer(("127.0.0.1", 0), Pager)
-    threading.Thread(target=pager.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
     port = free_port()
     config = write_receiver_config(tmp_path / "receiver", port, hosts=[lab_host],
-                                   notify_url=f"http://127.0.0.1:{pager.server_address[1]}/", rules=[
+                                   notify_url=pager.url, rules=[
         {"name": "gated", "when": "labels.alertname == 'Gated'", "playbook": "receiver_probe.yml",
          "mode": "approve", "approval_ttl": 600, "cooldown": 0},
         {"name": "dry", "when": "labels.alertname == 'Dry'", "playbook": "receiver_probe.yml",
          "mode": "observe", "observe": "check", "cooldown": 0},
         {"name": "auto", "when": "labels.alertname == 'Auto'", "playbook": "receiver_probe.yml", "cooldown": 0},
+        {"name": "slow", "when": "labels.alertname == 'Slow'", "playbook": "receiver_probe.yml", "cooldown": 0,
+         "vars": {"probe_sleep": "labels.probe_sleep"}},
     ])
     rec = Receiver(config, port).start()
     yield rec
     rec.stop()
-    pager.shutdown()
-    pager.server_close()
 
 
-def post(receiver: Receiver, name: str, fingerprint: str, host: str, status: str = "firing") -> None:
-    alert = dict(webhook_alert(fingerprint, status=status), labels={"alertname": name, "instance": host})
+def post(receiver: Receiver, name: str, fingerprint: str, host: str, status: str = "firing", **labels: str) -> None:
+    alert = dict(webhook_alert(fingerprint, status=status), labels={"alertname": name, "instance": host, **labels})
     assert receiver.post(webhook_payload(alert))[0] == 202
 
 
-def test_approve_mode_waits_for_the_cli(receiver: Receiver, lab_host: str) -> None:
+def test_approve_mode_waits_for_the_cli(receiver: Receiver, lab_host: str, pager: Pager) -> None:
     post(receiver, "Gated", "a1", lab_host)
     waiting = wait_for(lambda: receiver.last_run("gated"), 10, "the run awaiting approval")
     assert waiting["status"] == "awaiting_approval"
-    page = wait_for(lambda: [p for p in Pager.pages if p["kind"] == "approval_needed"], 10, "the approval page")[0]
+    page = wait_for(lambda: pager.of_kind("approval_needed"), 10, "the approval page")[0]
     assert page["details"]["run"] == waiting["id"]
     assert probe_files(lab_host) == []
     approved = receiver.cli("approve", waiting["id"])
@@ -102,12 +84,13 @@ def test_observe_mode_runs_in_check_mode_and_changes_nothing(receiver: Receiver,
     assert any(json.loads(e["data"])["res"].get("changed") for e in changed), "check mode should report the change"
 
 
-def test_pause_holds_runs_and_resume_releases_nothing_stale(receiver: Receiver, lab_host: str) -> None:
+def test_pause_holds_runs_and_resume_releases_nothing_stale(receiver: Receiver, lab_host: str,
+                                                            pager: Pager) -> None:
     assert receiver.cli("pause", "--reason", "maintenance window").returncode == 0
     post(receiver, "Auto", "d4", lab_host)
     decision = wait_for(lambda: receiver.journal("SELECT * FROM decisions WHERE rule='auto'"), 10, "the decision")[0]
     assert decision["outcome"] == "paused" and "maintenance window" in decision["reason"]
-    assert wait_for(lambda: [p for p in Pager.pages if p["kind"] == "paused"], 10, "the pause notice")
+    assert wait_for(lambda: pager.of_kind("paused"), 10, "the pause notice")
     status, health = receiver.get("/healthz")
     assert status == 200 and "maintenance window" in health["paused"]
     assert receiver.cli("resume").returncode == 0
@@ -116,3 +99,25 @@ def test_pause_holds_runs_and_resume_releases_nothing_stale(receiver: Receiver, 
                     "the run after resume")
     assert done["status"] == "successful"
     assert len(receiver.journal("SELECT * FROM runs WHERE rule='auto'")) == 1
+
+
+def test_cancel_stops_a_running_playbook(receiver: Receiver, lab_host: str) -> None:
+    post(receiver, "Slow", "e5", lab_host, probe_sleep="120")
+
+    def sleeping() -> dict[str, Any] | None:
+        run = receiver.last_run("slow")
+        started = run and receiver.journal("SELECT 1 FROM run_events WHERE run_id=? AND event="
+                                           "'playbook_on_task_start' AND task LIKE 'Take a while%'", (run["id"],))
+        return run if started else None
+
+    run = wait_for(sleeping, 60, "the slow task to start on the lab host")
+    wait_for(lambda: on_host(lab_host, "pgrep", "-f", "sleep 120").returncode == 0, 30, "the task on the lab host")
+    canceled = receiver.cli("cancel", run["id"], "--reason", "wrong fix")
+    assert canceled.returncode == 0, canceled.stderr
+    done = wait_for(lambda: receiver.last_run("slow", finished=True), 30, "the canceled run to end")
+    assert (done["id"], done["status"]) == (run["id"], "canceled")
+    assert done["reason"].startswith("canceled by ") and done["reason"].endswith(": wrong fix")
+    # The dispatcher forgets the request on its next pass after the run ended.
+    wait_for(lambda: receiver.journal("SELECT * FROM state WHERE key LIKE 'cancel:%'") == [], 10,
+             "the cancel request to be forgotten")
+    assert receiver.cli("cancel", run["id"]).returncode == 1  # nothing left to cancel

@@ -11,7 +11,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import receiver_e2e
 from receiver_e2e import (
     Receiver,
     clear_probe_files,
@@ -23,8 +22,6 @@ from receiver_e2e import (
     webhook_payload,
     write_receiver_config,
 )
-
-lab_host = receiver_e2e.lab_host  # the session fixture, registered in this module
 
 SENDER_TIMEOUT = 10.0
 

@@ -60,6 +60,20 @@ def test_check_reports_broken_playbooks(tmp_path: Path, capsys: Any, rule: dict[
     assert error in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("token_text", "error"), [
+    (None, "notify.webhooks[0].token_file"),
+    ("\n", "is empty"),
+])
+def test_check_reports_an_unusable_notify_token(tmp_path: Path, capsys: Any, token_text: str | None,
+                                                error: str) -> None:
+    # `serve` refuses to start without it: `check` (the unit's ExecStartPre, the role's validate) must say so first.
+    if token_text is not None:
+        (tmp_path / "notify.token").write_text(token_text)
+    cfg = write_config(tmp_path, notify={"webhooks": [{"url": "http://127.0.0.1:9/", "token_file": "notify.token"}]})
+    assert main(["check", "--no-syntax-check", "--config", cfg.path]) == 1
+    assert error in capsys.readouterr().err
+
+
 def test_check_reports_a_playbook_that_fails_the_syntax_check(tmp_path: Path, capsys: Any) -> None:
     project = tmp_path / "project"
     project.mkdir()
@@ -101,6 +115,36 @@ def test_approve_pause_resume_and_runs(tmp_path: Path, capsys: Any) -> None:
     capsys.readouterr()
     assert main(["runs", "--config", cfg.path, "--json"]) == 0
     assert sorted(r["id"] for r in json.loads(capsys.readouterr().out)) == ["r-queued", "r-wait"]
+
+
+@pytest.mark.parametrize(("status", "rc", "after", "requested"), [
+    ("queued", 0, "canceled", False),
+    ("awaiting_approval", 0, "canceled", False),
+    ("running", 0, "running", True),   # the service stops it: the request waits in the journal
+    ("starting", 0, "starting", True),
+    ("successful", 1, "successful", False),
+    ("interrupted", 1, "interrupted", False),
+])
+def test_cancel(tmp_path: Path, capsys: Any, status: str, rc: int, after: str, requested: bool) -> None:
+    cfg = write_config(tmp_path)
+    journal = Journal(cfg.journal)
+    journal.add_run({"id": "r1", "rule": "probe", "playbook": "p.yml", "host": "web1", "fingerprint": "f",
+                     "starts_at": "s", "dedup_key": "r1", "attempt": 1, "mode": "auto", "status": status,
+                     "extravars": {}})
+    assert main(["cancel", "--config", cfg.path, "r1", "--reason", "wrong host"]) == rc
+    run = journal.get_run("r1", with_events=True)
+    assert run is not None and run.status == after
+    request = journal.get_state("cancel:r1")
+    assert (request is not None) == requested
+    if after == "canceled":
+        assert run.reason.startswith("canceled by ") and run.reason.endswith(": wrong host")
+        assert run.handled and run.finished_at
+    if requested:
+        assert request is not None and request.endswith(": wrong host")
+        assert [e["event"] for e in run.events] == ["cancel_requested"]
+    if rc:
+        assert f"is {status}: nothing to cancel" in capsys.readouterr().err
+    assert main(["cancel", "--config", cfg.path, "nope"]) == 1
 
 
 def test_the_example_configuration_in_the_docs_is_valid() -> None:

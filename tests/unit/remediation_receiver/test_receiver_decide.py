@@ -69,6 +69,16 @@ def test_alert_values_reach_the_run_as_data(tmp_path: Path) -> None:
     assert run.dedup_key == "f00d|2026-11-21T10:00:00Z|probe"
 
 
+def test_a_variable_whose_label_is_absent_is_not_passed(tmp_path: Path) -> None:
+    # The playbook's `| default(...)` must apply: a null extra var would override it (disk_pressure_target_free).
+    cfg, journal, inventory = setup(tmp_path)
+    [record] = stored(journal, alert())  # no mountpoint label
+    decide(cfg, journal, inventory, record)
+    [run] = journal.list_runs()
+    assert "mount" not in run.extravars
+    assert run.extravars["summary"] == "disk almost full"
+
+
 @pytest.mark.parametrize(("mode", "observe", "outcome", "status", "check_mode"), [
     ("auto", "record", "run", "queued", False),
     ("observe", "record", "observed", None, None),
@@ -177,6 +187,22 @@ def test_resolved_alert_cancels_waiting_runs_of_its_fingerprint_only(tmp_path: P
     statuses = {r.fingerprint: (r.status, r.reason) for r in journal.list_runs()}
     assert statuses["a1"] == ("canceled", "alert resolved before the run started")
     assert statuses["b2"][0] == "awaiting_approval"
+
+
+def test_a_firing_delivered_after_its_resolution_starts_nothing(tmp_path: Path) -> None:
+    cfg, journal, inventory = setup(tmp_path)
+    [record] = stored(journal, alert(fingerprint="e5", status="resolved"))
+    decide(cfg, journal, inventory, record)
+    # An HA peer or a retry delivers the same firing (same startsAt) late: no run.
+    [record] = stored(journal, alert(fingerprint="e5"))
+    [decision] = decide(cfg, journal, inventory, record)
+    assert decision["outcome"] == "stale" and "already resolved" in decision["reason"]
+    assert journal.list_runs() == []
+    # The alert firing again later is a new firing (a new startsAt): it runs.
+    [record] = stored(journal, alert(fingerprint="e5", starts_at="2026-11-21T11:00:00Z"))
+    [decision] = decide(cfg, journal, inventory, record)
+    assert decision["outcome"] == "run"
+    assert len(journal.list_runs()) == 1
 
 
 def test_a_broken_condition_is_recorded_not_raised(tmp_path: Path) -> None:

@@ -92,3 +92,23 @@ def test_without_a_webhook_the_escalation_is_still_recorded(tmp_path: Path) -> N
     notifier.notify("still_firing", "x", {})
     notifier.send_due()
     assert [(n["kind"], n["status"]) for n in journal.notifications()] == [("still_firing", "unconfigured")]
+
+
+def test_what_leaves_the_machine_is_redacted(tmp_path: Path, sink: Any) -> None:
+    from remediation_receiver.redact import MASK, Redactor
+
+    cfg = write_config(tmp_path, notify={"webhooks": [{"url": f"http://127.0.0.1:{sink.server_address[1]}/"}]})
+    Sink.statuses, Sink.received = [], []
+    journal = Journal(cfg.journal)
+    notifier = Notifier(cfg, journal, Redactor(["the-receiver-token-0123"]))
+    run = {"id": "r1", "reason": "playbook failed (rc 2)",
+           "extravars": {"remediation_alert": {"annotations": {"summary": "login with password=hunter2hunter2",
+                                                               "runbook": "uses the-receiver-token-0123"}}}}
+    notifier.notify("run_failed", "probe on web1 failed", {"run": run, "db_password": "s3cr3t-value"})
+    assert notifier.send_due() == 1
+    sent = json.dumps(Sink.received[0]["body"])
+    stored = json.dumps(journal.notifications())
+    for text in (sent, stored):
+        assert "hunter2hunter2" not in text and "the-receiver-token-0123" not in text and "s3cr3t-value" not in text
+        assert MASK in text
+    assert Sink.received[0]["body"]["details"]["run"]["reason"] == "playbook failed (rc 2)"

@@ -97,6 +97,24 @@ def test_failed_runs_are_escalated_once(tmp_path: Path) -> None:
     assert all(r.handled for r in journal.list_runs())
 
 
+def test_finished_runs_feed_the_duration_histogram(tmp_path: Path) -> None:
+    dispatcher, journal, _executor = setup(tmp_path)
+    queue(journal, "quick", "web1")
+    queue(journal, "slow", "web2")
+    queue(journal, "never-started", "db1")
+    now = time.time()
+    journal.set_run_status("quick", "successful", started_at=now - 3, finished_at=now)
+    journal.set_run_status("slow", "timeout", started_at=now - 700, finished_at=now)
+    journal.set_run_status("never-started", "canceled", finished_at=now)
+    dispatcher.handle_finished()
+    text = dispatcher.metrics.render()
+    assert 'remediation_receiver_run_duration_seconds_bucket{le="5"} 1' in text
+    assert 'remediation_receiver_run_duration_seconds_bucket{le="600"} 1' in text
+    assert 'remediation_receiver_run_duration_seconds_bucket{le="900"} 2' in text
+    assert "remediation_receiver_run_duration_seconds_count 2" in text
+    assert 'remediation_receiver_runs_finished_total{status="canceled"} 1' in text
+
+
 def test_an_alert_that_cannot_be_decided_is_recorded_and_does_not_block_the_next(tmp_path: Path) -> None:
     dispatcher, journal, _executor = setup(tmp_path)
     inventory = Path(dispatcher.cfg.inventory)
@@ -114,3 +132,31 @@ def test_an_alert_that_cannot_be_decided_is_recorded_and_does_not_block_the_next
     dispatcher.step()
     assert [d["outcome"] for d in journal.query("SELECT outcome FROM decisions ORDER BY id")] == ["error", "run"]
     assert journal.counts()["undecided"]["all"] == 0
+
+
+def test_a_cancel_request_reaches_the_running_run_and_is_forgotten_once_it_ends(tmp_path: Path) -> None:
+    dispatcher, journal, executor = setup(tmp_path)
+    queue(journal, "r1", "web1")
+    queue(journal, "r2", "web2")
+    dispatcher.schedule()
+    assert executor.started == ["r1", "r2"]
+    journal.set_state("cancel:r1", "canceled by ops: wrong host")
+    dispatcher.apply_cancel_requests()
+    assert executor._cancel == {"r1": "canceled by ops: wrong host"}  # what the run's cancel_callback reads
+    journal.set_run_status("r1", "canceled", reason="canceled by ops: wrong host", finished_at=time.time())
+    dispatcher.apply_cancel_requests()
+    assert journal.states("cancel:") == {}
+
+
+def test_an_interrupted_run_an_operator_canceled_is_not_run_again(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, rules=[{"name": "probe", "when": "labels.x", "playbook": "receiver_probe.yml",
+                                         "on_interrupted": "rerun"}])
+    journal = Journal(cfg.journal)
+    dispatcher = Dispatcher(cfg, journal, RecordingExecutor(cfg, journal, Redactor([]), on_finished=lambda r: None),
+                            Notifier(cfg, journal), Metrics())
+    queue(journal, "r1", "web1", status="running")
+    journal.set_state("cancel:r1", "canceled by ops")
+    assert dispatcher.recover() == ["r1"]
+    assert [r.status for r in journal.list_runs()] == ["interrupted"]
+    [note] = journal.notifications()
+    assert note["kind"] == "run_interrupted" and "an operator asked to cancel it" in note["payload"]
