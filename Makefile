@@ -79,7 +79,7 @@ sanity: venv  ## ansible-test sanity on a copy at ansible_collections/postmortem
 	$(BIN)/ansible-test sanity --venv --python 3.11 --color no
 
 .PHONY: unit
-unit: venv collection-link engine  ## pytest unit tests (some read the real engine)
+unit: venv collection-link image  ## pytest unit tests (some run modules on the real engine with the workload image)
 	$(BIN)/pytest -q tests/unit
 
 .PHONY: build
