@@ -18,7 +18,7 @@ import yaml
 from .config import DEFAULT_CONFIG, Config, ConfigError, load_config, read_token
 from .guards import CANCEL_PREFIX, PAUSE_KEY
 from .ingress import PayloadError, parse_payload
-from .journal import ACTIVE, WAITING, AlertRecord, Journal
+from .journal import ACTIVE, WAITING, AlertRecord, Journal, RunRecord
 from .targets import InventoryCache, InventoryError, load_inventory
 
 
@@ -188,11 +188,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    journal = _journal(_config(args))
-    run = journal.get_run(args.run_id, with_events=True)
+def _find_run(
+    args: argparse.Namespace, write: bool = False, with_events: bool = False
+) -> tuple[Journal, RunRecord | None]:
+    """The journal and the run named on the command line; says so on stderr when there is no such run."""
+    journal = _journal(_config(args), write=write)
+    run = journal.get_run(args.run_id, with_events=with_events)
     if run is None:
         print(f"no run {args.run_id}", file=sys.stderr)
+    return journal, run
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    _, run = _find_run(args, with_events=True)
+    if run is None:
         return 1
     data = run.summary()
     data["events"] = run.events
@@ -201,10 +210,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    journal = _journal(_config(args), write=True)
-    run = journal.get_run(args.run_id)
+    journal, run = _find_run(args, write=True)
     if run is None:
-        print(f"no run {args.run_id}", file=sys.stderr)
         return 1
     if run.status != "awaiting_approval":
         print(f"run {run.id} is {run.status}, not awaiting approval", file=sys.stderr)
@@ -223,10 +230,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    journal = _journal(_config(args), write=True)
-    run = journal.get_run(args.run_id)
+    journal, run = _find_run(args, write=True)
     if run is None:
-        print(f"no run {args.run_id}", file=sys.stderr)
         return 1
     reason = f"canceled by {_who()}" + (f": {args.reason}" if args.reason else "")
     if run.status in WAITING:
