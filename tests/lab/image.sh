@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Build the lab host image (Debian bookworm + systemd + dockerd + python3 + rsync) and a tiny workload
+# Build the lab host image (Debian bookworm + systemd + dockerd + python3 + rsync + node_exporter) and a tiny workload
 # image from Debian packages, import them, and rebuild only when this definition changes.
 source "$(dirname "$0")/common.sh"
 
-PACKAGES=systemd,systemd-sysv,dbus,python3,docker.io,rsync,procps,iproute2,busybox-static,sqlite3,e2fsprogs,fuse-overlayfs,util-linux,kmod
+PACKAGES=systemd,systemd-sysv,dbus,python3,docker.io,rsync,procps,iproute2,busybox-static,sqlite3,e2fsprogs,fuse-overlayfs,util-linux,kmod,prometheus-node-exporter
 definition_hash=$( { cat "$LAB_DIR/image.sh" "$LAB_DIR/common.sh" "$LAB_DIR/workload-image.sh"; echo "$PACKAGES"; } | sha256sum | cut -c1-16)
 
 current_label() { docker image inspect -f '{{index .Config.Labels "pmr.definition"}}' "$1" 2>/dev/null || true; }
