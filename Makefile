@@ -54,6 +54,14 @@ lab-up: venv image collection-link  ## Start LAB_HOSTS lab hosts and write lab/i
 lab-down:  ## Remove the lab hosts
 	bash tests/lab/lab.sh down
 
+.PHONY: demo
+demo: venv image collection-link  ## The closed loop on lab hosts: five incidents, alert to verified fix (README)
+	$(BIN)/python -m demo run
+
+.PHONY: demo-down
+demo-down:  ## Remove what `make demo` started (its lab hosts, processes and state; LAB_PREFIX)
+	if [ -x $(BIN)/python ]; then $(BIN)/python -m demo down; else bash tests/lab/lab.sh down $${LAB_PREFIX:-pmr-demo}; fi
+
 .PHONY: lint
 lint: venv collection-link  ## ruff and ansible-lint (production profile)
 	$(BIN)/ruff check .

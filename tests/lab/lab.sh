@@ -3,25 +3,48 @@
 #   tests/lab/lab.sh up [N] [PREFIX]    default 2 hosts named pmr-lab-1..N
 #   tests/lab/lab.sh down [PREFIX]
 # The inventory (lab/inventory.ini) reaches each host through the docker connection: no network at all.
+# Options (environment), all off by default:
+#   LAB_INVENTORY=PATH           write the inventory there instead of lab/inventory.ini
+#   LAB_PUBLISH="9100 ..."       publish these container ports on 127.0.0.1 only, on ports the kernel picks
+#                                (read them back with `docker port NAME 9100/tcp`)
+#   LAB_DATA_ROOT_SIZE=1G        /var/lib/docker on a small ext4 filesystem of its own (tests/lab/loopfs.sh, named
+#                                after the host) instead of a volume, so "the disk is full" is real; removed by down
+#   LAB_MOUNTS="SRC:DST:ro ..."  extra bind mounts (docker run -v syntax)
 source "$(dirname "$0")/common.sh"
 
 action=${1:-up}
 count=${2:-2}
 prefix=${3:-${LAB_PREFIX:-pmr-lab}}
 [ "$action" = down ] && prefix=${2:-${LAB_PREFIX:-pmr-lab}}
-inventory_dir="$REPO_ROOT/lab"
+inventory=${LAB_INVENTORY:-$REPO_ROOT/lab/inventory.ini}
 
 run_host() {
   local name=$1
   local caps=()
+  local extra=() data_root port mount
   for c in "${LAB_CAPS[@]}"; do caps+=(--cap-add "$c"); done
-  docker volume create "$name-docker" >/dev/null
+  if [ -n "${LAB_DATA_ROOT_SIZE:-}" ]; then
+    data_root=$(bash "$LAB_DIR/loopfs.sh" create "$name" "$LAB_DATA_ROOT_SIZE")
+  else
+    docker volume create "$name-docker" >/dev/null
+    data_root="$name-docker"
+  fi
+  for port in ${LAB_PUBLISH:-}; do extra+=(-p "127.0.0.1::$port"); done
+  for mount in ${LAB_MOUNTS:-}; do extra+=(-v "$mount"); done
   docker run -d --name "$name" --hostname "$name" "${caps[@]}" \
     --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
     --cgroupns host -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
     --tmpfs /run --tmpfs /run/lock \
-    -v "$name-docker:/var/lib/docker" \
+    -v "$data_root:/var/lib/docker" "${extra[@]}" \
     --label pmr.lab=1 "$LAB_IMAGE" /sbin/init >/dev/null
+}
+
+remove_host() {
+  local name=$1
+  docker rm -f -v "$name" >/dev/null 2>&1 || true
+  docker volume rm "$name-docker" >/dev/null 2>&1 || true
+  # A data root on a loop filesystem (LAB_DATA_ROOT_SIZE) goes with its host.
+  if [ -e "$(bash "$LAB_DIR/loopfs.sh" path "$name")" ]; then bash "$LAB_DIR/loopfs.sh" destroy "$name"; fi
 }
 
 wait_running() {
@@ -42,7 +65,7 @@ case "$action" in
   up)
     bash "$LAB_DIR/engine.sh"
     bash "$LAB_DIR/image.sh"
-    mkdir -p "$inventory_dir"
+    mkdir -p "$(dirname "$inventory")"
     {
       echo "# Written by tests/lab/lab.sh; hosts are reached with docker exec."
       echo "[docker_hosts]"
@@ -53,16 +76,16 @@ case "$action" in
       echo "ansible_python_interpreter=/usr/bin/python3"
       echo "# Lab hosts run everything as root and have no sudo."
       echo "ansible_become=false"
-    } >"$inventory_dir/inventory.ini"
+    } >"$inventory"
     for i in $(seq 1 "$count"); do
       name="$prefix-$i"
-      running=$(docker inspect -f '{{.State.Running}}' "$name" 2>/dev/null || echo absent)
+      running=$(docker inspect -f '{{.State.Running}}' "$name" 2>/dev/null) || running=absent
       case "$running" in
         true) log "$name is already running" ;;
         absent) run_host "$name" ;;
         # Left behind stopped (an engine restart, a killed session): start it afresh.
         *) log "$name exists but is stopped: recreating it"
-           docker rm -f -v "$name" >/dev/null; docker volume rm "$name-docker" >/dev/null 2>&1 || true
+           remove_host "$name"
            run_host "$name" ;;
       esac
     done
@@ -71,12 +94,12 @@ case "$action" in
       docker exec "$prefix-$i" /usr/local/sbin/pmr-workload-image >/dev/null
       log "$prefix-$i: systemd running, docker active"
     done
-    log "Inventory: $inventory_dir/inventory.ini"
+    log "Inventory: $inventory"
     ;;
   down)
-    for name in $(docker ps -a --filter label=pmr.lab=1 --format '{{.Names}}' | grep "^$prefix-" || true); do
-      docker rm -f -v "$name" >/dev/null
-      docker volume rm "$name-docker" >/dev/null 2>&1 || true
+    # Exactly PREFIX-<number>: the hosts of prefix pmr-lab are not those of pmr-lab-b.
+    for name in $(docker ps -a --filter label=pmr.lab=1 --format '{{.Names}}' | grep -E "^$prefix-[0-9]+\$" || true); do
+      remove_host "$name"
       log "removed $name"
     done
     ;;
