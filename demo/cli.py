@@ -51,8 +51,8 @@ def alert_history(stack: st.Stack, start: float) -> list[str]:
     return sorted(lines, key=lambda line: line.split(" firing ")[1])
 
 
-def run(settings: Settings) -> int:
-    started = time.time()
+def setup(settings: Settings) -> tuple[st.Stack, str]:
+    """Everything before the replay: a clean slate, packages, lab hosts, signals, the processes."""
     say(f"[demo] removing what a previous demo of prefix {settings.prefix} left (make demo-down)")
     down(settings)
     settings.state.mkdir(parents=True, exist_ok=True)
@@ -66,7 +66,11 @@ def run(settings: Settings) -> int:
     say(f"[demo] Prometheus http://127.0.0.1:{stack.ports.prometheus}  Alertmanager "
         f"http://127.0.0.1:{stack.ports.alertmanager}  receiver http://127.0.0.1:{stack.ports.receiver}  "
         f"pager http://127.0.0.1:{stack.ports.sink}  (all for: {settings.alert_for})")
+    return stack, no_signals
 
+
+def replay(settings: Settings, stack: st.Stack, no_signals: str, started: float) -> int:
+    """The incidents one after another, the summary table, Prometheus's ALERTS, the receiver's runs."""
     loop = Loop(stack)
     timelines: list[Timeline] = []
     incidents = [i for i in all_incidents(settings.prefix) if not settings.incidents or i.key in settings.incidents]
@@ -88,21 +92,27 @@ def run(settings: Settings) -> int:
     ok = bool(timelines) and all(tl.ok for tl in timelines)
     say(f"[demo] {sum(tl.ok for tl in timelines)} of {len(timelines)} incidents ended as expected "
         f"in {time.time() - started:.0f} s")
-    if settings.keep:
-        say(f"[demo] left running for you to look around; `make demo-down` removes it "
-            f"(LAB_PREFIX={settings.prefix})")
-    else:
-        down(settings)
     return 0 if ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
-    parser.add_argument("command", choices=["run", "down"])
+    parser.add_argument("command", choices=["run", "replay", "down"],
+                        help="run: set up and replay (make demo); replay: again on a kept demo; down: remove it")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    started = time.time()
     if args.command == "down":
         down(settings)
         return 0
-    return run(settings)
-
+    if args.command == "replay":
+        return replay(settings, st.load_stack(settings), "", started)
+    stack, no_signals = setup(settings)
+    try:
+        return replay(settings, stack, no_signals, started)
+    finally:
+        if settings.keep:
+            say(f"[demo] left running for you to look around; `make demo-down` removes it "
+                f"(LAB_PREFIX={settings.prefix})")
+        else:
+            down(settings)

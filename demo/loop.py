@@ -141,7 +141,7 @@ class Loop:
         check = incident.verify()
         tl.check = check.detail
         say(f"  {clock(tl.verified)}  fix verified by the playbook; the demo's own check: {check.detail}")
-        tl.resolved = self._wait_resolved(incident)
+        tl.resolved = self._wait_resolved(incident, tl)
         say(f"  {clock(tl.resolved)}  alert resolved ({tl.since(tl.resolved)})")
         tl.ok = check.ok and tl.resolved is not None
         tl.verdict = "resolved by a successful run" if tl.ok else f"FAILED: {check.detail}"
@@ -161,7 +161,7 @@ class Loop:
             say(f"  {clock(page['received_at'])}  paged: {page['body']['summary']}")
         tl.operator = incident.operator_fix()
         say(f"  {clock(time.time())}  the human paged: {tl.operator}")
-        tl.resolved = self._wait_resolved(incident)
+        tl.resolved = self._wait_resolved(incident, tl)
         say(f"  {clock(tl.resolved)}  alert resolved ({tl.since(tl.resolved)})")
         tl.ok = bool(failed) and bool(paged) and check.ok
         if tl.ok:
@@ -172,10 +172,22 @@ class Loop:
             reasons += [] if check.ok else [check.detail]
             tl.verdict = "FAILED: " + "; ".join(reasons)
 
-    def _wait_resolved(self, incident: Incident) -> float:
+    def _wait_resolved(self, incident: Incident, tl: Timeline) -> float:
+        """Wait until none of the incident's alerts is pending or firing; then take the times from Prometheus's
+        own record (ALERTS, to the evaluation interval): when the first fired, which fired, when the last ended."""
         wait_for(lambda: not self.active_alerts(incident.host, incident.alerts), RESOLVE_TIMEOUT,
                  f"{' and '.join(incident.alerts)} on {incident.host} to resolve", interval=1)
-        return time.time()
+        resolved = time.time()
+        names = "|".join(incident.alerts)
+        series = self.stack.prometheus.query_range(
+            f'ALERTS{{alertstate="firing",instance="{incident.host}",alertname=~"{names}"}}',
+            tl.symptom or resolved - 900, resolved, 1)
+        stamps = {s["metric"]["alertname"]: [float(t) for t, _ in s["values"]] for s in series}
+        if stamps:
+            tl.fired_alerts = sorted(stamps, key=lambda name: stamps[name][0])
+            tl.fired = min(values[0] for values in stamps.values())
+            resolved = max(values[-1] for values in stamps.values()) + 1
+        return resolved
 
     @staticmethod
     def _describe_page(page: dict[str, Any]) -> str:

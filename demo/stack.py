@@ -18,7 +18,7 @@ import yaml
 
 from . import procs
 from .api import Prometheus, ready
-from .rules import write_demo_rules
+from .rules import alert_names, write_demo_rules
 from .settings import REPO, VENV, Ports, Settings
 
 PROMETHEUS = "/usr/bin/prometheus"
@@ -248,6 +248,17 @@ def start_stack(settings: Settings, hosts: list[str]) -> Stack:
                    and all(stack.prometheus.targets_up().values()), 60, "Prometheus to scrape every node_exporter")
     (state / "ports.yml").write_text(yaml.safe_dump(ports.__dict__))
     return stack
+
+
+def load_stack(settings: Settings) -> Stack:
+    """The stack a kept demo left running (`python -m demo replay` replays the incidents on it again)."""
+    ports_file = settings.state / "ports.yml"
+    if not ports_file.exists() or not all(p.alive() for p in procs.recorded(settings.state)):
+        raise RuntimeError(f"no running demo of prefix {settings.prefix}: run `make demo` first")
+    ports = Ports(**yaml.safe_load(ports_file.read_text()))
+    rules = yaml.safe_load((settings.state / "prometheus" / "rules.yml").read_text())
+    hosts = [settings.host(i) for i in range(1, HOSTS + 1)]
+    return Stack(settings, ports, hosts, alert_names(rules))
 
 
 def stop_stack(settings: Settings) -> None:
