@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from . import stack as st
-from .incidents import EXPECTED_NEEDS_SIGNALS, all_incidents
+from .incidents import EXPECTED_NEEDS_SIGNALS, Incident, LogFlood, all_incidents
 from .loop import EXPECTED, Loop, Timeline, clock, say, table
 from .settings import REPO, Settings
 
@@ -22,17 +22,23 @@ def down(settings: Settings) -> None:
     st.remove_state(settings)
 
 
-def install_signals(settings: Settings) -> str:
-    """The docker_signals role on every demo host; returns why not when the collection has no such role yet."""
+def prepare_hosts(settings: Settings, incidents: list[Incident]) -> str:
+    """What the hosts had before (each incident's before_setup), then demo/playbooks/setup.yml: docker_signals on
+    every host, docker_log_rotation on the services host. Returns why the signals are not available, if so."""
     if not (REPO / "roles" / "docker_signals").is_dir():
         return "the collection has no docker_signals role (no pmr_docker_* metrics)"
-    say("[demo] installing postmortem.remediation.docker_signals on the lab hosts (demo/playbooks/signals.yml)")
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(settings.inventory),
-                           str(REPO / "demo" / "playbooks" / "signals.yml"),
-                           "-e", f"demo_signals_interval={settings.signals_interval}"],
-                          capture_output=True, text=True, check=False, cwd=REPO)
+    for incident in incidents:
+        incident.before_setup()
+    services = sorted({i.host for i in incidents if isinstance(i, LogFlood)})
+    say("[demo] docker_signals on the lab hosts" + (f", docker_log_rotation on {services[0]}" if services else "")
+        + " (demo/playbooks/setup.yml)")
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(settings.inventory),
+            str(REPO / "demo" / "playbooks" / "setup.yml"), "-e", f"demo_signals_interval={settings.signals_interval}"]
+    if services:
+        argv += ["-e", f"demo_services_host={services[0]}"]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=REPO)
     if proc.returncode != 0:
-        raise RuntimeError(f"installing docker_signals failed:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
+        raise RuntimeError(f"demo/playbooks/setup.yml failed:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
     return ""
 
 
@@ -51,7 +57,12 @@ def alert_history(stack: st.Stack, start: float) -> list[str]:
     return sorted(lines, key=lambda line: line.split(" firing ")[1])
 
 
-def setup(settings: Settings) -> tuple[st.Stack, str]:
+def selected(settings: Settings) -> list[Incident]:
+    """The incidents to replay: all five, or those named in DEMO_INCIDENTS."""
+    return [i for i in all_incidents(settings.prefix) if not settings.incidents or i.key in settings.incidents]
+
+
+def setup(settings: Settings, incidents: list[Incident]) -> tuple[st.Stack, str]:
     """Everything before the replay: a clean slate, packages, lab hosts, signals, the processes."""
     say(f"[demo] removing what a previous demo of prefix {settings.prefix} left (make demo-down)")
     down(settings)
@@ -59,7 +70,7 @@ def setup(settings: Settings) -> tuple[st.Stack, str]:
     st.ensure_packages()
     say(f"[demo] lab hosts {settings.prefix}-1..{st.HOSTS} (tests/lab/lab.sh)")
     hosts = st.lab_up(settings, st.HOSTS)
-    no_signals = install_signals(settings)
+    no_signals = prepare_hosts(settings, incidents)
     stack = st.start_stack(settings, hosts)
     for rule in st.rules_without_playbook():
         say(f"[demo] docs/receiver.example.yml: rule {rule} left out: its playbook does not exist")
@@ -69,11 +80,10 @@ def setup(settings: Settings) -> tuple[st.Stack, str]:
     return stack, no_signals
 
 
-def replay(settings: Settings, stack: st.Stack, no_signals: str, started: float) -> int:
+def replay(stack: st.Stack, incidents: list[Incident], no_signals: str, started: float) -> int:
     """The incidents one after another, the summary table, Prometheus's ALERTS, the receiver's runs."""
     loop = Loop(stack)
     timelines: list[Timeline] = []
-    incidents = [i for i in all_incidents(settings.prefix) if not settings.incidents or i.key in settings.incidents]
     replay_start = time.time()
     for number, incident in enumerate(incidents, 1):
         say(f"\n== {number}/{len(incidents)} {incident.title} on {incident.host} "
@@ -106,10 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         down(settings)
         return 0
     if args.command == "replay":
-        return replay(settings, st.load_stack(settings), "", started)
-    stack, no_signals = setup(settings)
+        return replay(st.load_stack(settings), selected(settings), "", started)
+    incidents = selected(settings)
+    stack, no_signals = setup(settings, incidents)
     try:
-        return replay(settings, stack, no_signals, started)
+        return replay(stack, incidents, no_signals, started)
     finally:
         if settings.keep:
             say(f"[demo] left running for you to look around; `make demo-down` removes it "

@@ -41,6 +41,9 @@ class Incident:
     def primary(self) -> str:
         return self.alerts[0]
 
+    def before_setup(self) -> None:
+        """What the host had before the collection's roles were applied to it (demo/playbooks/setup.yml)."""
+
     def prepare(self) -> None:
         """Bring the host into the state it was in before the incident (the healthy baseline)."""
 
@@ -102,19 +105,29 @@ class BuildCacheFills(Incident):
 
 # -- 2. a container floods its unbounded json-file log -----------------------------------------------------------
 class LogFlood(Incident):
-    """A service logs 7 KB request bodies on every line, about 4 MB/s, into a json-file log without max-size."""
+    """A service created before its host got log limits (so its json-file log has no max-size) starts logging
+    7 KB request bodies on every line: about 8 MB/s for 40 s, then a line a second."""
 
     container = "orders-api"
+    script = ("while [ ! -e /tmp/flood ]; do sleep 1; done; "
+              "line=$(head -c 7000 /dev/zero | busybox tr '\\0' x); n=0; "
+              "while [ $n -lt 40 ]; do yes \"POST /orders body=$line\" | head -c 8000000; sleep 1; n=$((n+1)); done; "
+              "while true; do echo 'GET /health 200'; sleep 1; done")
+
+    def before_setup(self) -> None:
+        """Created before docker_log_rotation runs on the host (demo/playbooks/setup.yml)."""
+        sh(self.host, f"docker rm -f {self.container} >/dev/null 2>&1 || true; "
+                      f"docker run -d --name {self.container} --restart unless-stopped pmr-workload:latest "
+                      f"sh -c {shlex.quote(self.script)} >/dev/null")
 
     def prepare(self) -> None:
-        sh(self.host, f"docker rm -f {self.container} >/dev/null 2>&1 || true")
+        _, config = self._log()
+        if json.loads(config).get("Config", {}).get("max-size"):
+            raise RuntimeError(f"{self.container} on {self.host} has a bounded log ({config}): nothing to replay")
 
     def inject(self, alert_state: AlertProbe) -> float:
         began = time.time()
-        script = ("line=$(head -c 7000 /dev/zero | busybox tr '\\0' x); "
-                  "while true; do yes \"POST /orders body=$line\" | head -c 4000000; sleep 1; done")
-        sh(self.host, f"docker run -d --name {self.container} --log-driver json-file --restart unless-stopped "
-                      f"pmr-workload:latest sh -c {shlex.quote(script)} >/dev/null")
+        sh(self.host, f"docker exec {self.container} touch /tmp/flood")
         return began
 
     def _log(self) -> tuple[int, str]:
@@ -124,11 +137,14 @@ class LogFlood(Incident):
         return int(out[0]), out[1].strip()
 
     def verify(self) -> Check:
-        size, config = self._log()
-        data = json.loads(config)
-        bounded = bool(data.get("Config", {}).get("max-size"))
-        return Check(bounded or size < 50_000_000,
-                     f"log of {self.container}: {size / 1e6:.1f} MB, log config {config}")
+        size, _ = self._log()
+        # What a container created now gets (never started, removed at once).
+        probe = sh(self.host, "docker create pmr-workload:latest true").strip()
+        new = sh(self.host, f"docker inspect -f '{{{{json .HostConfig.LogConfig}}}}' {probe}; "
+                            f"docker rm {probe} >/dev/null")
+        bounded_new = bool(json.loads(new).get("Config", {}).get("max-size"))
+        return Check(size < 100 * 1024 * 1024 and bounded_new,
+                     f"log of {self.container}: {size / 1e6:.1f} MB; new containers get {new.strip()}")
 
     def cleanup(self) -> None:
         sh(self.host, f"docker rm -f {self.container} >/dev/null 2>&1 || true", check=False)

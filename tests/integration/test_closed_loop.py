@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from demo import stack as st  # noqa: E402
-from demo.cli import alert_history, down, install_signals  # noqa: E402
+from demo.cli import alert_history, down, prepare_hosts  # noqa: E402
 from demo.incidents import all_incidents  # noqa: E402
 from demo.loop import Loop  # noqa: E402
 from demo.settings import Settings  # noqa: E402
@@ -28,10 +28,10 @@ def test_closed_loop_daemon_config_rejected(tmp_path: Path) -> None:
     try:
         st.ensure_packages()
         [host] = st.lab_up(settings, 1)
-        assert install_signals(settings) == "", "the collection has no docker_signals role"
-        stack = st.start_stack(settings, [host])
         [incident] = [i for i in all_incidents(settings.prefix) if i.key == INCIDENT]
         incident.host = host
+        assert prepare_hosts(settings, [incident]) == "", "the collection has no docker_signals role"
+        stack = st.start_stack(settings, [host])
         start = time.time()
 
         timeline = Loop(stack).drive(incident)
