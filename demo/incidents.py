@@ -76,6 +76,7 @@ class BuildCacheFills(Incident):
 
     def prepare(self) -> None:
         self.cleanup()
+        sh(self.host, "/usr/local/sbin/pmr-workload-image >/dev/null")
         copy_to(self.host, str(REPO / "extensions/molecule/docker_prune_timer/files/ci"), "/root/")
 
     def inject(self, alert_state: AlertProbe) -> float:
@@ -100,7 +101,9 @@ class BuildCacheFills(Incident):
         return Check(free >= 0.15, f"df: {free:.0%} free on /var/lib/docker (15 % wanted); {cache or 'no build cache'}")
 
     def cleanup(self) -> None:
-        sh(self.host, "docker builder prune -af >/dev/null; docker image prune -af >/dev/null", check=False)
+        # The CI's images and cache only: pmr-workload:latest, which every build starts from, stays.
+        sh(self.host, "docker rmi -f ci-big:latest ci-app:latest >/dev/null 2>&1; docker image prune -f >/dev/null; "
+                      "docker builder prune -af >/dev/null", check=False)
 
 
 # -- 2. a container floods its unbounded json-file log -----------------------------------------------------------

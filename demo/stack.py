@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ OTHER_DATA_ROOT_SIZE = "4G"
 
 
 def log(message: str) -> None:
-    print(f"[demo] {message}", flush=True)
+    print(f"[demo {time.strftime('%H:%M:%S', time.gmtime())}] {message}", flush=True)
 
 
 def ensure_packages() -> None:
@@ -207,8 +208,9 @@ def start_stack(settings: Settings, hosts: list[str]) -> Stack:
     token.write_text(TOKEN + "\n")
     token.chmod(0o600)
     write_yaml(workdir / "config.yml", receiver_config(settings, ports))
-    check = subprocess.run([str(bin_dir / "remediation-receiver"), "check", "--config", str(workdir / "config.yml")],
-                           capture_output=True, text=True, check=False)
+    # Configuration, token, inventory, rules and playbook files; the playbooks' syntax is make test's business.
+    check = subprocess.run([str(bin_dir / "remediation-receiver"), "check", "--no-syntax-check",
+                            "--config", str(workdir / "config.yml")], capture_output=True, text=True, check=False)
     if check.returncode != 0:
         raise RuntimeError(f"remediation-receiver check failed:\n{check.stdout}{check.stderr}")
 
