@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import glob
 import os
 
@@ -46,8 +47,6 @@ def log_bytes(container, data_root):
         paths = glob.glob(os.path.join(data_root, "containers", container["Id"], "*-logs", "*"))
     total = 0
     for path in paths:
-        try:  # a file may rotate away between listing and stat
+        with contextlib.suppress(OSError):  # a file may rotate away between listing and stat
             total += os.path.getsize(path)
-        except OSError:
-            pass
     return total

@@ -240,7 +240,8 @@ def collect(config: dict[str, Any], now: float | None = None) -> tuple[list[tm.F
         1 if info is not None else 0)
     if unit:
         gauge("pmr_docker_restarting",
-              "1 while docker.service is activating, waiting to restart (auto-restart) or failed.").add(restarting(unit))
+              "1 while docker.service is activating, waiting to restart (auto-restart) or failed.").add(
+            restarting(unit))
     applied, how = config_applied(config, unit)
     if applied is not None:
         gauge("pmr_docker_config_applied",
