@@ -25,7 +25,7 @@ def guard_metrics(outcome, timestamp=None):
             time.time() if timestamp is None else float(timestamp), bool(outcome.get("refused", True)),
             int(outcome.get("planned", 0)), int(outcome.get("deleted", 0)), outcome.get("reference_healthy"))
     except (MetricsError, TypeError, ValueError) as exc:
-        raise AnsibleFilterError("guard_metrics: %s" % exc)
+        raise AnsibleFilterError("guard_metrics: %s" % exc) from exc
     return render(families)
 
 

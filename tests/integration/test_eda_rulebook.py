@@ -123,7 +123,7 @@ def test_an_alert_runs_its_playbook_on_its_one_host_and_none_without_instance(ed
                               alert("resolved", instance=eda_host, target_free="99%")]) == 200
         # Then the real one. Events are handled in order, so once its run is over the others were decided.
         assert rulebook.post([alert(instance=eda_host, target_free="99%")]) == 200
-        wait_for(lambda: f"\n{eda_host}" in (rulebook.text().split("PLAY RECAP", 1) + [""])[1], 300,
+        wait_for(lambda: f"\n{eda_host}" in [*rulebook.text().split("PLAY RECAP", 1), ""][1], 300,
                  f"the end of the playbook run (log {rulebook.log})")
         time.sleep(3)
         log = rulebook.text()
