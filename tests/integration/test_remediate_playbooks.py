@@ -228,3 +228,34 @@ def test_containment_stops_the_jobs_real_timer_and_escalates(inventory: Path, na
 
     run = play(inventory, name, "-l", host)  # no unit named (an alert without the label): nothing to stop, escalate
     assert run.rc != 0 and f"{verdict} NOT CONTAINED on {host}: no unit named" in run.text
+
+
+def test_storage_driver_goes_back_to_the_driver_of_the_roles_backup(inventory: Path) -> None:
+    host = DAEMON_HOST
+    probe = {"docker_storage_driver_probe_image": "pmr-workload:latest",
+             "docker_storage_driver_probe_prepare_command": ["/usr/local/sbin/pmr-workload-image"],
+             "docker_storage_driver_soak_samples": 1, "docker_storage_driver_soak_interval": 1}
+    sh(host, "docker inspect svc >/dev/null 2>&1 || "
+             "docker run -d --restart always --name svc pmr-workload:latest sleep 100000 >/dev/null")
+    # The switch the alert is about, made by the role itself (which writes the backup): overlay2 to vfs.
+    ansible(inventory, host, "ansible.builtin.include_role", {
+        "name": "postmortem.remediation.docker_storage_driver",
+        "vars": {"docker_storage_driver_name": "vfs", "docker_storage_driver_allow_risky": True,
+                 "docker_storage_driver_accept_hidden_data": True, **probe}})
+    assert sh(host, "docker info --format '{{.Driver}}'") == "vfs"
+    args = ["-e", "storage_driver_probe_image=pmr-workload:latest", "-e", "storage_driver_soak_samples=1",
+            "-e", "storage_driver_soak_interval=1"]
+
+    run = play(inventory, "storage_driver", "-l", host, "--check", *args)
+    assert run.rc == 0, run.text[-3000:]
+    assert "went from overlay2 to vfs: would go back to overlay2" in run.text
+    assert sh(host, "docker info --format '{{.Driver}}'") == "vfs"
+
+    run = play(inventory, "storage_driver", "-l", host, *args)
+    assert run.rc == 0, run.text[-3000:]
+    assert sh(host, "docker info --format '{{.Driver}}'") == "overlay2"
+    assert sh(host, "docker inspect -f '{{.State.Running}}' svc") == "true"  # its container is back with its driver
+
+    again = play(inventory, "storage_driver", "-l", host, *args)
+    assert again.rc == 0 and again.changed(host) == 0, again.text[-3000:]
+    assert "went from overlay2 to vfs: nothing to do" in again.text
