@@ -134,7 +134,7 @@ class LogFlood(Incident):
 
     def inject(self, alert_state: AlertProbe) -> float:
         began = time.time()
-        sh(self.host, f"docker exec {self.container} touch /tmp/flood")
+        sh(self.host, f"docker exec {self.container} sh -c ': > /tmp/flood'")
         return began
 
     def _log(self) -> tuple[int, str]:
