@@ -42,7 +42,8 @@ class Settings:
     port_base: int | None = None
     # Every `for:` of the shipped rules becomes this in the demo's copy (the shipped values are minutes).
     alert_for: str = "10s"
-    scrape_interval: str = "2s"
+    scrape_interval: str = "5s"
+    evaluation_interval: str = "2s"
     signals_interval: str = "3s"
     data_root_size: str = "1G"
     keep: bool = True
@@ -58,7 +59,7 @@ class Settings:
             state=Path(env.get("DEMO_STATE") or REPO / "build" / "demo" / prefix),
             port_base=int(base) if base else None,
             alert_for=env.get("DEMO_FOR") or "10s",
-            scrape_interval=env.get("DEMO_SCRAPE_INTERVAL") or "2s",
+            scrape_interval=env.get("DEMO_SCRAPE_INTERVAL") or "5s",
             signals_interval=env.get("DEMO_SIGNALS_INTERVAL") or "3s",
             data_root_size=env.get("DEMO_DATA_ROOT_SIZE") or "1G",
             keep=env.get("DEMO_KEEP", "1") not in ("0", "false", "no"),

@@ -89,11 +89,14 @@ def prometheus_config(settings: Settings, ports: Ports, exporters: dict[str, int
     """Scrape each lab host's node_exporter through its published port, with `instance` set to the inventory host
     name (a target label in static_configs: what docs/alerts.md describes), and the receiver's own metrics."""
     return {
-        "global": {"scrape_interval": settings.scrape_interval, "evaluation_interval": settings.scrape_interval},
+        # A scrape that times out marks every series of the host stale, which resets each pending alert's `for:`:
+        # the timeout is the whole interval, and node_exporter is asked only for what the rules read.
+        "global": {"scrape_interval": settings.scrape_interval, "scrape_timeout": settings.scrape_interval,
+                   "evaluation_interval": settings.evaluation_interval},
         "rule_files": [str(rules_file)],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{ports.alertmanager}"]}]}]},
         "scrape_configs": [
-            {"job_name": "node", "static_configs": [
+            {"job_name": "node", "params": {"collect[]": ["filesystem", "textfile"]}, "static_configs": [
                 {"targets": [f"127.0.0.1:{port}"], "labels": {"instance": host}} for host, port in exporters.items()]},
             {"job_name": "remediation-receiver",
              "static_configs": [{"targets": [f"127.0.0.1:{ports.receiver}"]}]},
