@@ -39,7 +39,9 @@ def test_closed_loop_daemon_config_rejected(tmp_path: Path) -> None:
         assert timeline.available, timeline.reason
         assert timeline.ok, timeline.verdict
         assert timeline.symptom and timeline.fired and timeline.run_started and timeline.verified and timeline.resolved
-        assert timeline.symptom < timeline.fired < timeline.run_started < timeline.verified <= timeline.resolved
+        assert timeline.symptom < timeline.fired < timeline.run_started < timeline.verified
+        # The alert may resolve before the run ends: the playbook checks its own result after the fix.
+        assert timeline.run_started < timeline.resolved
         assert set(timeline.fired_alerts) <= set(incident.alerts) and timeline.fired_alerts
         [run] = [r for r in timeline.runs if r["status"] == "successful"]
         assert (run["host"], run["playbook"]) == (host, "remediate/docker_daemon.yml")
