@@ -161,7 +161,7 @@ class Loop:
                                   and p["body"].get("details", {}).get("run", {}).get("id") in run_ids],
                          60, "the escalation page") if failed else []
         for page in paged:  # type: ignore[union-attr]
-            say(f"  {clock(page['received_at'])}  paged: {page['body']['summary']}")
+            say(f"  {clock(page['received_at'])}  paged: {self._describe_page(page)}")
         tl.operator = incident.operator_fix()
         say(f"  {clock(time.time())}  the human paged: {tl.operator}")
         tl.resolved = self._wait_resolved(incident, tl)
@@ -196,7 +196,11 @@ class Loop:
     def _describe_page(page: dict[str, Any]) -> str:
         body = page["body"] if isinstance(page["body"], dict) else {}
         if page["path"] == "/escalations":
-            return f"{body.get('kind')}: {body.get('summary')}"
+            # The playbook's own verdict (LOG GROWTH NOT RESOLVED..., MIRROR SYNC CONTAINED...) when it has one.
+            verdicts = [str(e.get("data", {}).get("res", {}).get("msg", ""))
+                        for e in body.get("details", {}).get("failed_events", []) if isinstance(e, dict)]
+            words = next((v for v in verdicts if v[:1].isupper()), body.get("summary"))
+            return f"{body.get('kind')}: {str(words)[:200]}"
         alerts = body.get("alerts", [])
         return f"oncall ({body.get('status')}): {', '.join(a['labels'].get('alertname', '?') for a in alerts)}"
 
