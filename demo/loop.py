@@ -183,13 +183,20 @@ class Loop:
         resolved = time.time()
         names = "|".join(incident.alerts)
         series = self.stack.prometheus.query_range(
-            f'ALERTS{{alertstate="firing",instance="{incident.host}",alertname=~"{names}"}}',
-            tl.symptom or resolved - 900, resolved, 1)
-        stamps = {s["metric"]["alertname"]: [float(t) for t, _ in s["values"]] for s in series}
-        if stamps:
-            tl.fired_alerts = sorted(stamps, key=lambda name: stamps[name][0])
-            tl.fired = min(values[0] for values in stamps.values())
-            resolved = max(values[-1] for values in stamps.values()) + 1
+            f'ALERTS{{instance="{incident.host}",alertname=~"{names}"}}', tl.symptom or resolved - 900, resolved, 1)
+        firing: dict[str, float] = {}
+        ends: list[float] = []
+        for item in series:
+            stamps = [float(t) for t, _ in item["values"]]
+            if item["metric"].get("alertstate") == "firing":
+                firing[item["metric"]["alertname"]] = min(stamps[0], firing.get(item["metric"]["alertname"], 1e12))
+            # Resolved when the last of its alerts ended, pending included (a scrape gap makes firing pending again).
+            ends.append(stamps[-1] + 1)
+        if ends:
+            resolved = max(ends)
+        if firing:
+            tl.fired_alerts = sorted(firing, key=lambda name: firing[name])
+            tl.fired = min(firing.values())
         return resolved
 
     @staticmethod
