@@ -43,17 +43,23 @@ def prepare_hosts(settings: Settings, incidents: list[Incident]) -> str:
 
 
 def alert_history(stack: st.Stack, start: float) -> list[str]:
-    """Prometheus's own record: every ALERTS series that fired during the demo, from when to when."""
+    """Prometheus's own record: every ALERTS series that fired during the replay, each firing stretch from when to
+    when, and whether it resolved."""
     end = time.time()
-    step = 2.0
+    step = 1.0
     lines = []
     for series in stack.prometheus.query_range('ALERTS{alertstate="firing"}', start, end, step):
         labels = series["metric"]
         stamps = [float(t) for t, _ in series["values"]]
-        resolved = stamps[-1] < end - 3 * step
+        stretches = [[stamps[0], stamps[0]]]
+        for stamp in stamps[1:]:
+            if stamp - stretches[-1][1] > 3 * step:
+                stretches.append([stamp, stamp])
+            stretches[-1][1] = stamp
+        resolved = stamps[-1] < end - 15
         lines.append(f"  {labels.get('alertname', '?'):<28} {labels.get('instance', '?'):<12} firing "
-                     f"{clock(stamps[0])} .. {clock(stamps[-1])}  "
-                     f"{'then resolved' if resolved else 'STILL FIRING'}")
+                     + ", ".join(f"{clock(a)}..{clock(b)}" for a, b in stretches)
+                     + f"  {'then resolved' if resolved else 'STILL FIRING'}")
     return sorted(lines, key=lambda line: line.split(" firing ")[1])
 
 
