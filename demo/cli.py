@@ -48,6 +48,7 @@ def alert_history(stack: st.Stack, start: float) -> list[str]:
     end = time.time()
     step = 1.0
     lines = []
+    active = {(a["labels"].get("alertname"), a["labels"].get("instance")) for a in stack.prometheus.alerts()}
     for series in stack.prometheus.query_range('ALERTS{alertstate="firing"}', start, end, step):
         labels = series["metric"]
         stamps = [float(t) for t, _ in series["values"]]
@@ -56,7 +57,7 @@ def alert_history(stack: st.Stack, start: float) -> list[str]:
             if stamp - stretches[-1][1] > 3 * step:
                 stretches.append([stamp, stamp])
             stretches[-1][1] = stamp
-        resolved = stamps[-1] < end - 15
+        resolved = (labels.get("alertname"), labels.get("instance")) not in active
         lines.append(f"  {labels.get('alertname', '?'):<28} {labels.get('instance', '?'):<12} firing "
                      + ", ".join(f"{clock(a)}..{clock(b)}" for a, b in stretches)
                      + f"  {'then resolved' if resolved else 'STILL FIRING'}")

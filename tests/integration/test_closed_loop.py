@@ -45,7 +45,9 @@ def test_closed_loop_daemon_config_rejected(tmp_path: Path) -> None:
         assert set(timeline.fired_alerts) <= set(incident.alerts) and timeline.fired_alerts
         [run] = [r for r in timeline.runs if r["status"] == "successful"]
         assert (run["host"], run["playbook"]) == (host, "remediate/docker_daemon.yml")
-        assert all(r["status"] == "successful" for r in timeline.runs), timeline.runs
+        # DockerDaemonDown may follow while dockerd comes back; its run is canceled when it resolves first.
+        assert all(r["status"] == "successful" or (r["status"], r["reason"]) == (
+            "canceled", "alert resolved before the run started") for r in timeline.runs), timeline.runs
         assert not [p for p in timeline.pages if p.startswith("run_")], timeline.pages
         listed = stack.receiver_cli("runs")
         assert run["id"] in listed.stdout and "successful" in listed.stdout, listed.stdout + listed.stderr
