@@ -18,7 +18,7 @@ import yaml
 from .config import DEFAULT_CONFIG, Config, ConfigError, load_config, read_token
 from .guards import CANCEL_PREFIX, PAUSE_KEY
 from .ingress import PayloadError, parse_payload
-from .journal import ACTIVE, WAITING, AlertRecord, Journal, RunRecord
+from .journal import ACTIVE, WAITING, AlertRecord, Journal, RunRecord, storable_text
 from .targets import InventoryCache, InventoryError, load_inventory
 
 
@@ -36,6 +36,15 @@ def _journal(cfg: Config, *, write: bool = False) -> Journal:
     if not os.path.exists(cfg.journal) and not write:
         raise SystemExit(f"no journal at {cfg.journal} (has the receiver run yet?)")
     return Journal(cfg.journal, readonly=not write)
+
+
+def _text(value: str) -> str:
+    """A command-line argument the journal can store: a byte that is not UTF-8 reaches Python as a lone surrogate."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise argparse.ArgumentTypeError(f"{storable_text(value)!r} is not UTF-8 text") from exc
+    return value
 
 
 def _who() -> str:
@@ -288,21 +297,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
     p = sub.add_parser("runs", parents=[common], help="list runs from the journal")
     p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--status")
+    p.add_argument("--status", type=_text)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs)
     p = sub.add_parser("show", parents=[common], help="one run with its events")
-    p.add_argument("run_id")
+    p.add_argument("run_id", type=_text)
     p.set_defaults(func=cmd_show)
     p = sub.add_parser("approve", parents=[common], help="approve a run waiting for approval")
-    p.add_argument("run_id")
+    p.add_argument("run_id", type=_text)
     p.set_defaults(func=cmd_approve)
     p = sub.add_parser("cancel", parents=[common], help="cancel a queued, waiting or running run")
-    p.add_argument("run_id")
-    p.add_argument("--reason", default="")
+    p.add_argument("run_id", type=_text)
+    p.add_argument("--reason", default="", type=_text)
     p.set_defaults(func=cmd_cancel)
     p = sub.add_parser("pause", parents=[common], help="stop starting runs (alerts are still stored and decided)")
-    p.add_argument("--reason", default="")
+    p.add_argument("--reason", default="", type=_text)
     p.set_defaults(func=cmd_pause)
     p = sub.add_parser("resume", parents=[common], help="start runs again")
     p.set_defaults(func=cmd_resume)

@@ -308,6 +308,8 @@ def load_config(path: str) -> Config:
         raise ConfigError([f"{path}: cannot read the configuration: {exc.strerror}"]) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
+    except RecursionError as exc:
+        raise ConfigError([f"{path}: nested too deep to be a configuration"]) from exc
     return parse_config(data, path)
 
 

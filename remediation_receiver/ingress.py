@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .journal import Journal, JournalError
+from .journal import storable_text as printable
 from .metrics import Metrics
 
 log = logging.getLogger("remediation_receiver.ingress")
@@ -28,7 +29,13 @@ ALERT_PATHS = ("/alerts", "/")
 MAX_ALERTS_PER_DELIVERY = 5000
 MAX_LABELS = 200
 MAX_LABEL_VALUE = 4096
+# An Alertmanager payload is 4 levels deep (payload, alerts, alert, labels); extra fields get some room.
+MAX_DEPTH = 32
+# What the journal's INTEGER column holds.
+MAX_COUNT = 2**63 - 1
 RUN_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+FINGERPRINT = re.compile(r"^[0-9A-Za-z]{1,64}$")
+STATUSES = ("firing", "resolved")
 
 
 class PayloadError(ValueError):
@@ -41,6 +48,41 @@ class Reply:
     body: dict[str, Any]
 
 
+def _refuse_constant(name: str) -> Any:
+    raise PayloadError(f"{name} is not a JSON value")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_tree(payload: Any) -> None:
+    """Every part of the body can be stored as it is: no more than MAX_DEPTH levels, no lone surrogate in any string
+    or key (JSON's `\\ud800` escapes decode to text that is not UTF-8 and that SQLite refuses)."""
+    stack: list[tuple[Any, int, str]] = [(payload, 1, "body")]
+    while stack:
+        value, depth, where = stack.pop()
+        if isinstance(value, str):
+            if not _is_utf8(value):
+                raise PayloadError(f"{printable(where)} holds a lone surrogate: not UTF-8 text")
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth > MAX_DEPTH:
+            raise PayloadError(f"nested more than {MAX_DEPTH} levels deep (at {printable(where)})")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not _is_utf8(key):
+                    raise PayloadError(f"a key in {printable(where)} holds a lone surrogate: not UTF-8 text")
+                stack.append((item, depth + 1, f"{where}.{key}"))
+        else:
+            stack.extend((item, depth + 1, f"{where}[{index}]") for index, item in enumerate(value))
+
+
 def _string_map(where: str, value: Any, *, required: bool) -> dict[str, str]:
     if value is None and not required:
         return {}
@@ -49,10 +91,24 @@ def _string_map(where: str, value: Any, *, required: bool) -> dict[str, str]:
     if len(value) > MAX_LABELS:
         raise PayloadError(f"{where} has more than {MAX_LABELS} entries")
     for key, item in value.items():
-        if not isinstance(key, str) or not isinstance(item, str):
-            raise PayloadError(f"{where}.{key} must be a string")
+        if not isinstance(item, str):
+            raise PayloadError(f"{where}.{printable(key)} must be a string")
         if len(item) > MAX_LABEL_VALUE:
-            raise PayloadError(f"{where}.{key} is longer than {MAX_LABEL_VALUE} characters")
+            raise PayloadError(f"{where}.{printable(key)} is longer than {MAX_LABEL_VALUE} characters")
+    return value
+
+
+def _optional_string(where: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise PayloadError(f"{where} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _count(where: str, value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise PayloadError(f"{where} must be an integer from 0 to {MAX_COUNT}, got {printable(repr(value))[:80]}")
     return value
 
 
@@ -61,51 +117,72 @@ def label_fingerprint(labels: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def parse_payload(body: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Validate a webhook body; return the payload and its normalised alerts, or raise PayloadError."""
+def _load(body: bytes) -> Any:
     try:
-        payload = json.loads(body)
+        return json.loads(body, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"body is not valid JSON: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise PayloadError("body must be a JSON object (the Alertmanager webhook payload)")
+    except RecursionError as exc:
+        raise PayloadError(f"nested more than {MAX_DEPTH} levels deep") from exc
+
+
+def _check_top_level(payload: dict[str, Any]) -> None:
+    """The fields Alertmanager sends, each of its type: what can never be stored is refused here, not at insert."""
     version = payload.get("version")
     if version != "4":
-        raise PayloadError(f"unsupported payload version {version!r}: expected \"4\" (Alertmanager webhook)")
+        raise PayloadError(f"unsupported payload version {printable(repr(version))[:80]}: expected \"4\" "
+                           "(Alertmanager webhook)")
+    for key in ("receiver", "groupKey", "externalURL"):
+        _optional_string(key, payload.get(key))
+    status = payload.get("status")
+    if status is not None and status not in STATUSES:
+        raise PayloadError(f"status must be 'firing' or 'resolved', got {printable(repr(status))[:80]}")
+    _count("truncatedAlerts", payload.get("truncatedAlerts"))
+    for key in ("groupLabels", "commonLabels", "commonAnnotations"):
+        _string_map(key, payload.get(key), required=False)
+
+
+def _alert(where: str, alert: Any) -> dict[str, Any]:
+    if not isinstance(alert, dict):
+        raise PayloadError(f"{where} must be an object")
+    status = alert.get("status")
+    if status not in STATUSES:
+        raise PayloadError(f"{where}.status must be 'firing' or 'resolved', got {printable(repr(status))[:80]}")
+    labels = _string_map(f"{where}.labels", alert.get("labels"), required=True)
+    annotations = _string_map(f"{where}.annotations", alert.get("annotations"), required=False)
+    starts_at = alert.get("startsAt")
+    if not isinstance(starts_at, str) or not starts_at:
+        raise PayloadError(f"{where}.startsAt must be an RFC 3339 time string")
+    fingerprint = alert.get("fingerprint")
+    if fingerprint is not None and not (isinstance(fingerprint, str) and FINGERPRINT.match(fingerprint)):
+        raise PayloadError(f"{where}.fingerprint must be a short hexadecimal string")
+    return {
+        "status": status,
+        "labels": labels,
+        "annotations": annotations,
+        "startsAt": starts_at,
+        "endsAt": _optional_string(f"{where}.endsAt", alert.get("endsAt")),
+        "generatorURL": _optional_string(f"{where}.generatorURL", alert.get("generatorURL")),
+        "fingerprint": fingerprint or label_fingerprint(labels),
+    }
+
+
+def parse_payload(body: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Validate a webhook body; return the payload and its normalised alerts, or raise PayloadError.
+
+    Everything that passes can be stored: a refusal here is a 400 (Alertmanager does not retry), while a failure
+    to store is a 503 (it does)."""
+    payload = _load(body)
+    if not isinstance(payload, dict):
+        raise PayloadError("body must be a JSON object (the Alertmanager webhook payload)")
+    check_tree(payload)
+    _check_top_level(payload)
     alerts = payload.get("alerts")
     if not isinstance(alerts, list):
         raise PayloadError("payload has no 'alerts' list")
     if len(alerts) > MAX_ALERTS_PER_DELIVERY:
         raise PayloadError(f"payload has more than {MAX_ALERTS_PER_DELIVERY} alerts")
-    normalised: list[dict[str, Any]] = []
-    for index, alert in enumerate(alerts):
-        where = f"alerts[{index}]"
-        if not isinstance(alert, dict):
-            raise PayloadError(f"{where} must be an object")
-        status = alert.get("status")
-        if status not in ("firing", "resolved"):
-            raise PayloadError(f"{where}.status must be 'firing' or 'resolved', got {status!r}")
-        labels = _string_map(f"{where}.labels", alert.get("labels"), required=True)
-        annotations = _string_map(f"{where}.annotations", alert.get("annotations"), required=False)
-        starts_at = alert.get("startsAt")
-        if not isinstance(starts_at, str) or not starts_at:
-            raise PayloadError(f"{where}.startsAt must be an RFC 3339 time string")
-        fingerprint = alert.get("fingerprint")
-        valid = isinstance(fingerprint, str) and re.match(r"^[0-9A-Za-z]{1,64}$", fingerprint)
-        if fingerprint is not None and not valid:
-            raise PayloadError(f"{where}.fingerprint must be a short hexadecimal string")
-        ends_at = alert.get("endsAt")
-        generator = alert.get("generatorURL")
-        normalised.append({
-            "status": status,
-            "labels": labels,
-            "annotations": annotations,
-            "startsAt": starts_at,
-            "endsAt": ends_at if isinstance(ends_at, str) else None,
-            "generatorURL": generator if isinstance(generator, str) else None,
-            "fingerprint": fingerprint or label_fingerprint(labels),
-        })
-    return payload, normalised
+    return payload, [_alert(f"alerts[{index}]", alert) for index, alert in enumerate(alerts)]
 
 
 def bearer_ok(header: str | None, token: bytes) -> bool:

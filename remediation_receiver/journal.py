@@ -137,6 +137,11 @@ class JournalError(Exception):
     """The journal could not be read or written."""
 
 
+def storable_text(text: str) -> str:
+    """`text` with lone surrogates escaped: SQLite stores UTF-8 only, and a reason may quote hostile input."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 @dataclass
 class AlertRecord:
     id: int
@@ -430,7 +435,7 @@ class Journal:
         """Keep the last REJECTIONS_KEPT refused requests (never their body or headers)."""
         with self._write() as db:
             db.execute("INSERT INTO rejections(created_at, remote, http_status, reason, size) VALUES (?,?,?,?,?)",
-                       (time.time(), remote, http_status, reason[:500], size))
+                       (time.time(), remote, http_status, storable_text(reason)[:500], size))
             db.execute("DELETE FROM rejections WHERE id <= (SELECT MAX(id) FROM rejections) - ?", (REJECTIONS_KEPT,))
 
     # -- deciding ----------------------------------------------------------------------------------------------

@@ -96,6 +96,38 @@ def test_replay_prints_decisions_and_writes_nothing(tmp_path: Path, capsys: Any)
     assert not Path(cfg.journal).exists()
 
 
+@pytest.mark.parametrize(("content", "why"), [
+    (b"[" * 30000 + b"]" * 30000, "nested more than 32 levels"),
+    (json.dumps({**payload(alert()), "truncatedAlerts": "many"}).encode(), "truncatedAlerts must be an integer"),
+])
+def test_replay_says_what_the_receiver_would_refuse(tmp_path: Path, capsys: Any, content: bytes, why: str) -> None:
+    cfg = write_config(tmp_path)
+    (tmp_path / "payload.json").write_bytes(content)
+    assert main(["replay", "--config", cfg.path, str(tmp_path / "payload.json")]) == 1
+    err = capsys.readouterr().err
+    assert "the receiver would answer 400" in err and why in err
+
+
+def test_a_configuration_nested_too_deep_is_an_error_not_a_traceback(tmp_path: Path, capsys: Any) -> None:
+    (tmp_path / "config.yml").write_text("rules: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(SystemExit) as raised:
+        main(["check", "--config", str(tmp_path / "config.yml")])
+    assert raised.value.code == 2
+    assert "nested too deep" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["pause", "--reason", "disk \udcff"], ["cancel", "r\udcff"],
+                                  ["runs", "--status", "\udcff"]])
+def test_arguments_that_are_not_utf8_are_refused_before_the_journal(tmp_path: Path, capsys: Any,
+                                                                   argv: list[str]) -> None:
+    cfg = write_config(tmp_path)
+    Journal(cfg.journal).close()
+    with pytest.raises(SystemExit) as raised:
+        main([*argv[:1], "--config", cfg.path, *argv[1:]])
+    assert raised.value.code == 2
+    assert "is not UTF-8 text" in capsys.readouterr().err
+
+
 def test_approve_pause_resume_and_runs(tmp_path: Path, capsys: Any) -> None:
     cfg = write_config(tmp_path)
     journal = Journal(cfg.journal)

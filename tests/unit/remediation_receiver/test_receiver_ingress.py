@@ -37,10 +37,58 @@ def body(data: Any) -> bytes:
     (body(payload({k: v for k, v in alert().items() if k != "startsAt"})), r"startsAt must be"),
     (body(payload(dict(alert(), fingerprint="../../etc"))), "fingerprint must be"),
     (body(payload(dict(alert(), labels={"x": "y" * 5000}))), "longer than 4096"),
+    (b"[" * 20000 + b"]" * 20000, "nested more than 32 levels"),
+    (body({**payload(alert()), "extra": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["deep"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}),
+     r"nested more than 32 levels deep \(at body.extra"),
 ])
 def test_malformed_payloads_are_refused_with_the_reason(raw: bytes, why: str) -> None:
     with pytest.raises(PayloadError, match=why):
         parse_payload(raw)
+
+
+def raw_payload(**top: str) -> bytes:
+    """A delivery with top-level fields written as raw JSON text (NaN, huge numbers, escapes json.dumps won't write)."""
+    fields = {"version": '"4"', "receiver": '"remediation"', "groupKey": '"g"', "status": '"firing"',
+              "truncatedAlerts": "0", "alerts": json.dumps([alert()]), **top}
+    return ("{" + ", ".join(f'"{k}": {v}' for k, v in fields.items()) + "}").encode()
+
+
+# Each of these failed at insert time and got 503, so Alertmanager retried it forever; or was stored silently wrong.
+NEVER_STORABLE = [
+    ("truncated as a string", raw_payload(truncatedAlerts='"many"'), "truncatedAlerts must be an integer"),
+    ("truncated as a number in a string", raw_payload(truncatedAlerts='"3"'), "truncatedAlerts must be an integer"),
+    ("truncated as a list", raw_payload(truncatedAlerts="[1]"), "truncatedAlerts must be an integer"),
+    ("truncated huge", raw_payload(truncatedAlerts="1" + "0" * 30), "truncatedAlerts must be an integer"),
+    ("truncated negative", raw_payload(truncatedAlerts="-1"), "truncatedAlerts must be an integer"),
+    ("truncated NaN", raw_payload(truncatedAlerts="NaN"), "NaN is not a JSON value"),
+    ("truncated Infinity", raw_payload(truncatedAlerts="Infinity"), "Infinity is not a JSON value"),
+    ("truncated 1e999", raw_payload(truncatedAlerts="1e999"), "truncatedAlerts must be an integer"),
+    ("truncated true", raw_payload(truncatedAlerts="true"), "truncatedAlerts must be an integer"),
+    ("receiver as an object", raw_payload(receiver='{"a": 1}'), "receiver must be a string"),
+    ("groupKey as a list", raw_payload(groupKey='["a"]'), "groupKey must be a string"),
+    ("status as a number", raw_payload(status="1"), "status must be 'firing' or 'resolved'"),
+    ("receiver with a lone surrogate", raw_payload(receiver=r'"r\ud800"'), "body.receiver holds a lone surrogate"),
+    ("alertname with a lone surrogate", raw_payload(alerts='[{"status": "firing", "startsAt": "s", "labels": '
+                                                            r'{"alertname": "A\udfff"}}]'), "lone surrogate"),
+    ("label name with a lone surrogate", raw_payload(alerts='[{"status": "firing", "startsAt": "s", "labels": '
+                                                             r'{"a\ud800": "x"}}]'), "a key in body.alerts[0].labels"),
+    ("startsAt with a lone surrogate", raw_payload(alerts=r'[{"status": "firing", "startsAt": "\ud800", '
+                                                           '"labels": {}}]'), "lone surrogate"),
+    ("endsAt as a number", raw_payload(alerts='[{"status": "firing", "startsAt": "s", "endsAt": 5, "labels": {}}]'),
+     "endsAt must be a string"),
+    ("commonLabels as a list", raw_payload(commonLabels="[]"), "commonLabels must be an object"),
+]
+
+
+@pytest.mark.parametrize(("case", "raw", "why"), NEVER_STORABLE, ids=[c[0] for c in NEVER_STORABLE])
+def test_what_can_never_be_stored_is_refused_with_400_before_storing(tmp_path: Any, case: str, raw: bytes,
+                                                                     why: str) -> None:
+    journal = Journal(str(tmp_path / "journal.sqlite"))
+    reply = Ingress(journal, TOKEN, 64 * 1024, Metrics()).accept("127.0.0.1", raw)
+    assert (reply.status, why in reply.body["error"]) == (400, True), reply.body
+    assert journal.counts()["deliveries"]["all"] == 0
+    [rejection] = journal.query("SELECT http_status, reason FROM rejections")
+    assert rejection["http_status"] == 400 and why in rejection["reason"]
 
 
 def test_a_valid_payload_is_split_into_alerts_and_a_missing_fingerprint_is_derived() -> None:
@@ -154,6 +202,13 @@ def test_a_delivery_that_cannot_be_stored_gets_503(tmp_path: Any) -> None:
     reply = ingress.accept("127.0.0.1", body(payload(alert())))
     assert reply.status == 503
     assert "retry" in reply.body["error"]
+
+
+def test_json_nested_too_deep_gets_a_400_with_the_reason_over_http(server: tuple[int, Journal, Metrics]) -> None:
+    port, journal = server[0], server[1]
+    got, reply = request(port, "POST", "/alerts", b"[" * 30000 + b"]" * 30000, AUTH)
+    assert got == 400 and "nested more than 32 levels" in reply["error"], reply
+    assert [r["http_status"] for r in journal.query("SELECT http_status FROM rejections")] == [400]
 
 
 def test_metrics_count_acknowledged_deliveries(server: tuple[int, Journal, Metrics]) -> None:
