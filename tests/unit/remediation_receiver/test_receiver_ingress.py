@@ -6,6 +6,8 @@ import http.client
 import json
 import os
 import threading
+import time
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -209,6 +211,30 @@ def test_json_nested_too_deep_gets_a_400_with_the_reason_over_http(server: tuple
     got, reply = request(port, "POST", "/alerts", b"[" * 30000 + b"]" * 30000, AUTH)
     assert got == 400 and "nested more than 32 levels" in reply["error"], reply
     assert [r["http_status"] for r in journal.query("SELECT http_status FROM rejections")] == [400]
+
+
+@pytest.mark.parametrize(("headers", "keys"), [
+    ({}, ["status"]),
+    ({"Authorization": "Bearer wrong-token-0123456789"}, ["status"]),
+    (AUTH, ["dispatcher_lag_seconds", "paused", "runs", "status", "undecided_alerts"]),
+])
+def test_healthz_without_the_token_says_the_status_only(tmp_path: Any, headers: dict[str, str],
+                                                        keys: list[str]) -> None:
+    from remediation_receiver.guards import PAUSE_KEY
+    from remediation_receiver.service import Views
+
+    journal = Journal(str(tmp_path / "journal.sqlite"))
+    journal.set_state(PAUSE_KEY, "storage migration of ci-7 (by alice at 2026-11-30 09:00:00 UTC)")
+    views = Views(journal, Metrics(), types.SimpleNamespace(last_loop=time.time()))
+    srv = make_server("127.0.0.1", 0, Ingress(journal, TOKEN, 64 * 1024, Metrics()), views)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        status, reply = request(srv.server_address[1], "GET", "/healthz", headers=headers)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert (status, sorted(reply), reply["status"]) == (200, keys, "ok")
+    assert ("alice" in json.dumps(reply)) == (headers == AUTH)
 
 
 def test_metrics_count_acknowledged_deliveries(server: tuple[int, Journal, Metrics]) -> None:
