@@ -7,12 +7,15 @@ that says why. Nothing here decides or runs anything.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import re
 import socket
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -263,33 +266,52 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "remediation-receiver"
     sys_version = ""
     protocol_version = "HTTP/1.1"
-    # A sender that stops mid-request (or an idle keep-alive connection) gives its thread back after this.
+    # Per read: a connection idle this long is closed (the server's watchdog also bounds each request in total).
     timeout = 30
     # Set per server in make_server.
     ingress: Ingress
     views: Any
+    server: Server
+    _started = 0.0
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
+    def handle_one_request(self) -> None:
+        super().handle_one_request()
+        # Between requests a kept-alive connection is idle: bounded by the idle timeout, evictable under load.
+        self.server.enter(self.connection, IDLE)
+
+    def parse_request(self) -> bool:
+        # The request line has arrived: the ack latency and the request's deadline count from here.
+        self._started = time.perf_counter()
+        self.server.enter(self.connection, READING)
+        if not super().parse_request():
+            return False
+        if self.server.cut_reason(self.connection):
+            # Cut while its headers trickled in: answer that, never act on (or record) half a request.
+            self._send(Reply(408, {"error": f"request not received within {self.server.request_timeout:g}s"}))
+            return False
+        return True
+
     def _send(self, reply: Reply | None = None, *, status: int = 200, text: str | None = None,
               content_type: str = "application/json") -> None:
+        """The whole answer in one write: headers and body in two writes leave the body waiting for the client's
+        delayed ACK (Nagle), about 40 ms on every kept-alive delivery."""
         if reply is not None:
             status = reply.status
             text = json.dumps(reply.body, sort_keys=True, default=str) + "\n"
         data = (text or "").encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
+        lines = [f"{self.protocol_version} {status} {self.responses.get(status, ('',))[0]}",
+                 f"Server: {self.version_string()}", f"Date: {self.date_time_string()}",
+                 f"Content-Type: {content_type}", f"Content-Length: {len(data)}", "Cache-Control: no-store"]
         if status >= 400:
-            self.send_header("Connection", "close")
+            lines.append("Connection: close")
             self.close_connection = True
-        self.end_headers()
-        self.wfile.write(data)
+        self.log_request(status)
+        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data)
 
     def do_POST(self) -> None:
-        started = time.perf_counter()
         remote = self.client_address[0]
         path = urlsplit(self.path).path
         if path not in ALERT_PATHS:
@@ -302,14 +324,21 @@ class Handler(BaseHTTPRequestHandler):
             self._send(refused)
             return
         body = self.rfile.read(length)
+        if self.server.cut_reason(self.connection):
+            # The watchdog closed the reading side: the request missed its deadline (a slow or stalled sender).
+            self._send(Reply(408, {"error": f"request not received within {self.server.request_timeout:g}s"}))
+            return
         if len(body) != length:
             self._send(self.ingress.refuse(remote, 400, "body shorter than Content-Length", len(body)))
             return
+        self.server.enter(self.connection, BUSY)
         reply = self.ingress.accept(remote, body)
         self._send(reply)
-        self.ingress.metrics.observe("remediation_receiver_ack_seconds", time.perf_counter() - started)
+        # After the write: the acknowledgement has left (one write, TCP_NODELAY).
+        self.ingress.metrics.observe("remediation_receiver_ack_seconds", time.perf_counter() - self._started)
 
     def do_GET(self) -> None:
+        self.server.enter(self.connection, BUSY)
         path = urlsplit(self.path).path.rstrip("/") or "/"
         if path == "/healthz":
             status, body = self.views.health()
@@ -345,16 +374,150 @@ class Handler(BaseHTTPRequestHandler):
     do_DELETE = do_PATCH = do_PUT
 
 
+# What a connection is doing, for the watchdog and for eviction.
+READING, IDLE, BUSY = "reading", "idle", "busy"
+# A request still being read after this long, when the server is full, is the first to go.
+SLOW_READER = 1.0
+
+
+@dataclass
+class _Connection:
+    sock: socket.socket
+    phase: str
+    since: float
+    cut: str | None = None
+
+
 class Server(ThreadingHTTPServer):
+    """One thread per connection, at most `max_connections` of them; every request must arrive in full within
+    `request_timeout` (a sender that trickles bytes keeps no thread beyond that), and when the server is full the
+    slowest reader (else the longest idle keep-alive connection) makes room for the new connection."""
+
     daemon_threads = True
     # A burst of Alertmanager connections must queue in the kernel, not be dropped (the default is 5).
     request_queue_size = 1024
     allow_reuse_address = True
+    # How long the acceptor waits for an evicted connection to give its slot back before answering 503.
+    admit_wait = 2.0
+
+    def __init__(self, address: tuple[str, int], handler: type[Handler], *, metrics: Metrics,
+                 max_connections: int = 128, request_timeout: float = 10.0, idle_timeout: float = 30.0) -> None:
+        self.metrics = metrics
+        self.max_connections = max_connections
+        self.request_timeout = request_timeout
+        self.idle_timeout = idle_timeout
+        self._slots = threading.Condition()
+        self._connections: dict[socket.socket, _Connection] = {}
+        self._closing = threading.Event()
+        super().__init__(address, handler)
+        self._watchdog = threading.Thread(target=self._watch, name="http-deadlines", daemon=True)
+        self._watchdog.start()
+
+    # -- what the handler reports -------------------------------------------------------------------------------
+    def enter(self, sock: socket.socket, phase: str) -> None:
+        with self._slots:
+            conn = self._connections.get(sock)
+            if conn is None or conn.phase == phase:
+                return  # a first request is timed from the accept: it stays READING
+            conn.phase, conn.since = phase, time.monotonic()
+
+    def cut_reason(self, sock: socket.socket) -> str | None:
+        with self._slots:
+            conn = self._connections.get(sock)
+            return conn.cut if conn else None
+
+    # -- admission ----------------------------------------------------------------------------------------------
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with contextlib.suppress(OSError):
+            # Belt and braces with the one-write answer: nothing this server sends waits for a delayed ACK.
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not self._admit(request):
+            self._refuse_busy(request)
+            return
+        super().process_request(request, client_address)
+
+    def _admit(self, sock: socket.socket) -> bool:
+        with self._slots:
+            if len(self._connections) >= self.max_connections:
+                victim = self._victim()
+                if victim is not None:
+                    self._cut(victim, "evicted")
+                deadline = time.monotonic() + self.admit_wait
+                while len(self._connections) >= self.max_connections:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._slots.wait(remaining)
+            self._connections[sock] = _Connection(sock, READING, time.monotonic())
+            return True
+
+    def _victim(self) -> _Connection | None:
+        """The slowest reader, else the longest idle connection; never one whose request is being answered."""
+        now = time.monotonic()
+
+        def rank(conn: _Connection) -> tuple[int, float]:
+            if conn.phase == READING and now - conn.since > SLOW_READER:
+                return 0, conn.since
+            return (1 if conn.phase == IDLE else 2), conn.since
+
+        candidates = [c for c in self._connections.values() if c.phase != BUSY and c.cut is None]
+        return min(candidates, key=rank) if candidates else None
+
+    def _refuse_busy(self, sock: socket.socket) -> None:
+        self.metrics.inc("remediation_receiver_connections_cut_total", {"reason": "busy"})
+        body = b'{"error": "too many connections; retry"}\n'
+        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+                "\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
+        with contextlib.suppress(OSError):
+            sock.settimeout(1.0)
+            sock.sendall(head + body)
+        self.shutdown_request(sock)
+
+    def _cut(self, conn: _Connection, reason: str) -> None:
+        """End a connection's reading side: its thread's blocked read returns at once, and it answers or closes."""
+        conn.cut = reason
+        self.metrics.inc("remediation_receiver_connections_cut_total", {"reason": reason})
+        with contextlib.suppress(OSError):
+            conn.sock.shutdown(socket.SHUT_RD if reason == "deadline" else socket.SHUT_RDWR)
+
+    def _watch(self) -> None:
+        while not self._closing.wait(0.1):
+            now = time.monotonic()
+            with self._slots:
+                for conn in self._connections.values():
+                    if conn.cut is not None:
+                        continue
+                    if conn.phase == READING and now - conn.since > self.request_timeout:
+                        self._cut(conn, "deadline")
+                    elif conn.phase == IDLE and now - conn.since > self.idle_timeout:
+                        self._cut(conn, "idle")
+
+    # -- the end of a connection --------------------------------------------------------------------------------
+    def shutdown_request(self, request: Any) -> None:
+        try:
+            super().shutdown_request(request)
+        finally:
+            with self._slots:
+                self._connections.pop(request, None)
+                self._slots.notify_all()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):  # a client that went away, or a connection the watchdog cut
+            log.debug("connection from %s ended: %s", client_address[0], error)
+            return
+        log.exception("error while serving %s", client_address[0])
+
+    def server_close(self) -> None:
+        self._closing.set()
+        super().server_close()
 
 
-def make_server(host: str, port: int, ingress: Ingress, views: Any) -> Server:
+def make_server(host: str, port: int, ingress: Ingress, views: Any, *, max_connections: int = 128,
+                request_timeout: float = 10.0) -> Server:
     handler = type("BoundHandler", (Handler,), {"ingress": ingress, "views": views})
     server_class = Server
     if ":" in host:
         server_class = type("Server6", (Server,), {"address_family": socket.AF_INET6})
-    return server_class((host.strip("[]"), port), handler)
+    return server_class((host.strip("[]"), port), handler, metrics=ingress.metrics, max_connections=max_connections,
+                        request_timeout=request_timeout, idle_timeout=float(Handler.timeout))

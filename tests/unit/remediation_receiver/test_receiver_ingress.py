@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import select
+import socket
 import threading
 import time
 import types
@@ -235,6 +238,99 @@ def test_healthz_without_the_token_says_the_status_only(tmp_path: Any, headers: 
         srv.server_close()
     assert (status, sorted(reply), reply["status"]) == (200, keys, "ok")
     assert ("alice" in json.dumps(reply)) == (headers == AUTH)
+
+
+def test_deliveries_on_a_kept_alive_connection_are_acknowledged_in_milliseconds(
+        server: tuple[int, Journal, Metrics]) -> None:
+    """Alertmanager keeps connections alive: an answer in two writes waited ~40 ms for the delayed ACK every time."""
+    port, journal = server[0], server[1]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.connect()
+    first_socket = conn.sock
+    latencies = []
+    for i in range(100):
+        data = body(payload(alert(fingerprint=f"a{i}")))
+        started = time.perf_counter()
+        conn.request("POST", "/alerts", body=data, headers=AUTH)
+        response = conn.getresponse()
+        response.read()
+        latencies.append(time.perf_counter() - started)
+        assert response.status == 202
+    assert conn.sock is first_socket, "the connection was not kept alive"
+    conn.close()
+    assert journal.counts()["deliveries"]["all"] == 100
+    p50 = sorted(latencies)[len(latencies) // 2]
+    assert p50 < 0.015, f"median acknowledgement {p50 * 1000:.1f} ms on a kept-alive connection"
+
+
+def trickle_server(tmp_path: Any, **limits: float) -> tuple[Any, Journal, Metrics]:
+    journal = Journal(str(tmp_path / "journal.sqlite"))
+    metrics = Metrics()
+    srv = make_server("127.0.0.1", 0, Ingress(journal, TOKEN, 64 * 1024, metrics), None)
+    for key, value in limits.items():
+        setattr(srv, key, value)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return srv, journal, metrics
+
+
+HEAD = f"POST /alerts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 5000\r\n\r\n".encode()
+
+
+def test_a_request_that_trickles_in_is_cut_at_its_deadline(tmp_path: Any) -> None:
+    """One byte every 0.2 s never trips a per-read timeout; the request as a whole has 1.5 s."""
+    srv, journal, _metrics = trickle_server(tmp_path, request_timeout=1.5)
+    try:
+        sock = socket.create_connection(srv.server_address, timeout=10)
+        sock.sendall(HEAD)
+        started = time.monotonic()
+        answer = b""
+        while time.monotonic() - started < 8:
+            if select.select([sock], [], [], 0.2)[0]:
+                answer = sock.recv(4096)
+                break
+            with contextlib.suppress(OSError):
+                sock.send(b"{")
+        elapsed = time.monotonic() - started
+        sock.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert answer.startswith(b"HTTP/1.1 408"), f"after {elapsed:.1f}s: {answer[:80]!r}"
+    assert elapsed < 4, f"cut after {elapsed:.1f}s"
+    assert journal.counts()["deliveries"]["all"] == 0
+
+
+def test_trickling_clients_hold_a_bounded_number_of_threads_and_a_delivery_still_gets_202(tmp_path: Any) -> None:
+    before = threading.active_count()
+    srv, journal, metrics = trickle_server(tmp_path, max_connections=16, request_timeout=30)
+    socks: list[socket.socket] = []
+    most = 0
+    try:
+        for _i in range(300):
+            sock = socket.create_connection(srv.server_address, timeout=10)
+            sock.sendall(HEAD[:20])
+            socks.append(sock)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            for sock in socks:
+                with contextlib.suppress(OSError):
+                    sock.send(b"X")
+            most = max(most, threading.active_count())
+            time.sleep(0.2)
+        started = time.perf_counter()
+        status, reply = request(srv.server_address[1], "POST", "/alerts", body(payload(alert())), AUTH)
+        took = time.perf_counter() - started
+        most = max(most, threading.active_count())
+    finally:
+        for sock in socks:
+            sock.close()
+        srv.shutdown()
+        srv.server_close()
+    assert most - before <= 16 + 3, f"{most - before} threads for 300 trickling connections"
+    assert (status, reply.get("status")) == (202, "stored")
+    assert took < 1.0, f"a delivery took {took:.2f}s behind trickling clients"
+    assert journal.counts()["deliveries"]["all"] == 1
+    assert metrics.counter("remediation_receiver_connections_cut_total", {"reason": "evicted"}) >= 284
 
 
 def test_metrics_count_acknowledged_deliveries(server: tuple[int, Journal, Metrics]) -> None:
