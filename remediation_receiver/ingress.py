@@ -439,8 +439,8 @@ class Server(ThreadingHTTPServer):
     def _admit(self, sock: socket.socket) -> bool:
         with self._slots:
             if len(self._connections) >= self.max_connections:
-                victim = self._victim()
-                if victim is not None:
+                # A few at a time: the next accepts find room while these threads end, instead of one wait each.
+                for victim in self._victims(max(1, self.max_connections // 16)):
                     self._cut(victim, "evicted")
                 deadline = time.monotonic() + self.admit_wait
                 while len(self._connections) >= self.max_connections:
@@ -451,8 +451,8 @@ class Server(ThreadingHTTPServer):
             self._connections[sock] = _Connection(sock, READING, time.monotonic())
             return True
 
-    def _victim(self) -> _Connection | None:
-        """The slowest reader, else the longest idle connection; never one whose request is being answered."""
+    def _victims(self, count: int) -> list[_Connection]:
+        """The slowest readers, then the longest idle connections; never one whose request is being answered."""
         now = time.monotonic()
 
         def rank(conn: _Connection) -> tuple[int, float]:
@@ -461,7 +461,7 @@ class Server(ThreadingHTTPServer):
             return (1 if conn.phase == IDLE else 2), conn.since
 
         candidates = [c for c in self._connections.values() if c.phase != BUSY and c.cut is None]
-        return min(candidates, key=rank) if candidates else None
+        return sorted(candidates, key=rank)[:count]
 
     def _refuse_busy(self, sock: socket.socket) -> None:
         self.metrics.inc("remediation_receiver_connections_cut_total", {"reason": "busy"})
