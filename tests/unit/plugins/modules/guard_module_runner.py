@@ -49,6 +49,8 @@ def run_module(module: ModuleType, args: dict[str, Any], check_mode: bool = Fals
         module.main()
     result = json.loads(stdout.getvalue())
     assert bool(result.get("failed")) == (exit_info.value.code != 0)
+    # The controller refuses a result that is not valid UTF-8 (a lone surrogate from a file name): so does this.
+    json.dumps(result, ensure_ascii=False).encode("utf-8")
     return result
 
 
