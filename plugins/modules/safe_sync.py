@@ -21,9 +21,15 @@ description:
   - An itemized dry run (C(--dry-run --itemize-changes --delete --stats)) then plans the transfer. The module
     refuses when the source is missing or holds fewer than O(min_source_files) files, or when the planned
     deletions exceed O(max_delete) files or O(max_delete_ratio) of the destination's files.
-  - Only then rsync runs for real, with C(--delete-delay) (deletions after the transfer is complete) and
-    C(--max-delete) set to the planned number of deletions, so that rsync itself stops if the tree changed
-    between the plan and the run.
+  - Only then rsync runs for real, in two steps. The transfer never deletes anything (no C(--delete)). Then the
+    planned deletions, and only those, are made by rsync from the list of planned paths (C(--files-from) with
+    C(--delete-missing-args)). A planned path is deleted only if the source still lacks it, files first, then
+    directories deepest first and only when empty. A file that no plan listed is never deleted, whatever happened
+    to the source or the destination since the dry run; RV(deleted_files) names what was really deleted.
+  - Names are reported as text, UTF-8 names as they are and other bytes as C(\\xNN) (rsync's C(\\#ooo) escapes
+    are decoded); the files themselves are synchronised byte for byte.
+  - O(src) and O(dest) may not start with C(-), and a host part must be a host name (no leading C(-), no
+    whitespace), so that neither rsync nor the remote shell can read a location as an option.
   - A refusal fails the task by default (RV(refused=true) and the reason in C(msg)); O(on_refusal=report)
     returns it as data instead, without failing.
   - Deletions are counted in files (anything that is not a directory); deleted directories are reported apart.
@@ -120,6 +126,16 @@ attributes:
     details: When source and destination already match, the dry run plans nothing and the real run is skipped.
 notes:
   - Requires C(rsync) on the host the task runs on (and on the remote side of a remote location).
+  - "When the tree changes during a run: the bounds were checked on the plan, and the real run can only do less
+    than the plan. A file that vanished from the source after the dry run is not deleted at the destination (the
+    next run plans it, and checks it against the bounds); a planned deletion that came back to the source is
+    transferred, not deleted; a file that appeared at the destination is left alone; a planned directory that is
+    no longer empty stays. Planned deletions that were not made are listed in RV(planned_not_deleted), with a
+    warning."
+  - "When two runs overlap on the same destination: the module takes no lock. Each run deletes only what its own
+    plan listed and only what its source lacks, so two runs from the same source cannot delete more than either
+    plan; two runs from different sources into one destination are a mistake the module cannot see. Serialise
+    such jobs (one systemd timer, or C(flock) around the play)."
   - The module runs where the task runs. To push to another machine, give O(dest) as C(host:/path) with O(rsh),
     or an rsync daemon location.
 seealso:
@@ -213,6 +229,14 @@ deleted_files:
   type: list
   elements: str
   sample: [pool/main/h/hello_2.10-2_amd64.deb]
+planned_not_deleted:
+  description:
+    - Planned deletions (files, and directories ending in C(/)) that the real run did not make, because the source
+      has them again, they were gone already, or a directory is no longer empty.
+  returned: when the real run made fewer deletions than planned
+  type: list
+  elements: str
+  sample: [pool/main/h/hello_2.10-2_amd64.deb]
 deleted_dirs:
   description: Directories deleted at the destination.
   returned: always
@@ -230,7 +254,9 @@ guard:
   sample: {subject: sync of /srv/build/debian/amd64 to /srv/mirror/debian/amd64, allowed: true, reason: "",
            checks: [{name: deletions, ok: true, value: 2, limit: 100, message: ""}]}
 cmd:
-  description: The rsync command line that ran last (the dry run in check mode or when refused).
+  description:
+    - The rsync command line that ran last (the dry run in check mode or when refused; else the last deletion pass,
+      or the transfer when nothing was to be deleted).
   returned: when rsync ran
   type: list
   elements: str
