@@ -26,7 +26,7 @@ description:
     C(--delete-missing-args)). A planned path is deleted only if the source still lacks it, files first, then
     directories deepest first and only when empty. A file that no plan listed is never deleted, whatever happened
     to the source or the destination since the dry run; RV(deleted_files) names what was really deleted.
-  - Names are reported as text, UTF-8 names as they are and other bytes as C(\\xNN) (rsync's C(\\#ooo) escapes
+  - Names are reported as text, UTF-8 names as they are and other bytes as C(\xNN) (rsync's C(\#ooo) escapes
     are decoded); the files themselves are synchronised byte for byte.
   - O(src) and O(dest) may not start with C(-), and a host part must be a host name (no leading C(-), no
     whitespace), so that neither rsync nor the remote shell can read a location as an option.
