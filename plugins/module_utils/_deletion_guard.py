@@ -265,12 +265,12 @@ def exit_with_verdict(module, verdict, result, on_refusal="fail"):
     """
     result["guard"] = verdict.as_dict()
     if verdict.allowed:
-        module.exit_json(**result)
+        module.exit_json(**printable_data(result))
     fail, fields = refusal(verdict, on_refusal)
     result.update(fields)
     if fail:
-        module.fail_json(**result)
-    module.exit_json(**result)
+        module.fail_json(**printable_data(result))
+    module.exit_json(**printable_data(result))
 
 
 def printable(name):
@@ -280,6 +280,17 @@ def printable(name):
     return; this is the form every result, message and diff shows, and the form an operator may give back.
     """
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def printable_data(data):
+    """``data`` (dicts, lists, strings) with every string made :func:`printable`: a result Ansible will accept."""
+    if isinstance(data, str):
+        return printable(data)
+    if isinstance(data, dict):
+        return dict((printable_data(key), printable_data(value)) for key, value in data.items())
+    if isinstance(data, (list, tuple)):
+        return [printable_data(item) for item in data]
+    return data
 
 
 def check_path_options(module, names, absolute=True):
