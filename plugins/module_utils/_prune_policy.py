@@ -435,7 +435,7 @@ def acquire_lock(path, wait_seconds=0):
     """An open, flock-ed file object, or None when another run holds the lock after wait_seconds."""
     directory = os.path.dirname(path)
     if directory and not os.path.isdir(directory):
-        os.makedirs(directory)
+        os.makedirs(directory, exist_ok=True)  # two runs may create it at once
     handle = open(path, "a")  # noqa: SIM115 - the lock lasts as long as the caller keeps the handle open
     deadline = time.time() + wait_seconds
     while True:

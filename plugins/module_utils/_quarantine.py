@@ -191,7 +191,7 @@ class Quarantine(object):
     def ensure(self, items=True):
         for directory in (self.directory, self.items_dir) if items else (self.directory,):
             if not os.path.isdir(directory):
-                os.makedirs(directory, 0o700)
+                os.makedirs(directory, 0o700, exist_ok=True)  # two runs may create it at once
 
     def save(self, origin_dir):
         on_disk = self._read().get("generation", 0) if os.path.exists(self.manifest_path) else 0
@@ -251,7 +251,7 @@ class StateRecord(object):
             return False
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(directory):
-            os.makedirs(directory, 0o700)
+            os.makedirs(directory, 0o700, exist_ok=True)
         data = {"reference_count": count, "recorded_at": iso(time.time()), "path": origin_dir}
         write_json_atomic(self.module, self.path, data, keep_previous=True)
         if not os.path.exists(self.path + ".prev"):  # the first record: its copy is the fallback if it is deleted

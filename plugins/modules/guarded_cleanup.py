@@ -505,6 +505,9 @@ class GuardedCleanup(object):
     def apply(self, quarantine, purge, restore, quarantined, keys):
         stale = [name for name in quarantine.entries if not os.path.lexists(quarantine.stored_path(name))]
         if not (purge or restore or quarantined or stale):
+            if not quarantine.has_record():  # the first healthy run leaves a record: a lost state file is then seen
+                quarantine.ensure()
+                quarantine.save(self.path)
             return  # nothing to move: a run that changes nothing writes nothing
         quarantine.ensure()
         # Drop manifest entries whose item is gone (reported in kept), then record the moves before making them,

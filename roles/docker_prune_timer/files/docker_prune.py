@@ -77,7 +77,7 @@ def write_metrics(config: dict, run: dict) -> None:
         return
     directory = os.path.dirname(config["textfile"])
     if not os.path.isdir(directory):
-        os.makedirs(directory, 0o755)
+        os.makedirs(directory, 0o755, exist_ok=True)
     policy.write_atomically(config["textfile"], policy.render_metrics(run))
 
 
