@@ -34,7 +34,12 @@ author:
   - postmortem.remediation maintainers (@postmortem-remediation)
 options:
   path:
-    description: The directory holding the items (not searched recursively).
+    description:
+      - The directory holding the items (not searched recursively).
+      - An absolute path with the rules of P(postmortem.remediation.safe_sync#module) for its paths, the same for
+        O(quarantine_dir) and O(state_file). No empty component (C(a//b)), no trailing C(/), no whitespace-only
+        component, no C(.) or C(..). A variable that expanded to nothing (C(/srv/backups/{{ customer }})) is then
+        refused instead of widening the cleanup to the parent directory.
     type: path
     required: true
   pattern:
@@ -108,8 +113,28 @@ options:
       - Defaults to C(.quarantine) inside O(path).
     type: path
   state_file:
-    description: Where the size of the last healthy reference is kept. Defaults to C(state.json) in O(quarantine_dir).
+    description:
+      - Where the size of the last healthy reference is kept. Defaults to C(state.json) in O(quarantine_dir).
+      - Every write keeps the record it replaces as C(<state_file>.prev) (the first record too). When the state file
+        is missing or unreadable, the previous copy is used, with a warning.
+      - When both are lost although the quarantine shows earlier runs (its manifest exists), the run is refused;
+        see O(first_run).
     type: path
+  first_run:
+    description:
+      - Accept that there is no record of an earlier healthy reference, so that the shrink check
+        (O(max_reference_shrink)) has nothing to compare with.
+      - Needed only when the state file and its previous copy are both lost while the quarantine shows earlier runs;
+        a run in a directory where the module never ran is a first run without it. Ignored when a record exists.
+      - Set it for one run, after checking that the reference is complete.
+    type: bool
+    default: false
+  lock_timeout:
+    description:
+      - How many seconds a run waits for another run on the same quarantine (the lock C(<quarantine_dir>/lock))
+        before it fails without doing anything.
+    type: int
+    default: 120
   grace_period:
     description:
       - How long an orphan stays in quarantine before a run may purge it, as a number with a unit
@@ -128,7 +153,9 @@ options:
     choices: [reconcile, restore]
     default: reconcile
   names:
-    description: With O(state=restore), the item names to restore; all quarantined items when omitted.
+    description:
+      - With O(state=restore), the item names to restore; all quarantined items when omitted.
+      - A name that is not valid UTF-8 is given as the module reports it, with C(\xNN) for each such byte.
     type: list
     elements: str
   on_refusal:
@@ -161,6 +188,20 @@ attributes:
 notes:
   - The manifest and the state file are written atomically (temporary file and rename) and the previous version is
     kept as C(<file>.prev).
+  - Names that are not valid UTF-8 are handled as bytes (moved, purged and restored as they are) and reported with
+    C(\xNN) for each byte that is not UTF-8.
+  - The quarantine directory and the state file are never items, also when reached through a symlinked alias of
+    O(path) (they are recognised by device and inode).
+  - "When two runs overlap: a run that may write (not in check mode) takes the lock C(<quarantine_dir>/lock)
+    (C(flock), the mechanism the prune timer and P(postmortem.remediation.docker_reclaim#module) share) before it
+    reads the manifest, the state or the items, and holds it until it has written; the other run waits up to
+    O(lock_timeout) seconds and then plans on what the first one left. The manifest also carries a generation
+    number, and a run never writes it over a newer one (a writer that ignored the lock): it fails instead."
+  - "When the items or the reference change during a run: the plan is made once, under the lock. An orphan that
+    vanished before its move is reported in RV(kept) and not recorded; a move never replaces what appeared at its
+    target; a lock marker that appears is honoured by the next run (a quarantined item is not purged while it is
+    locked). A reference that changes after it was read is read again by the next run, which checks it again against
+    every bound."
 """
 
 EXAMPLES = r"""
@@ -202,10 +243,13 @@ reason:
   sample: "refused cleanup of /srv/backups: reference keys: 430 keys now, 1000 at the last successful run: shrank
     by 57.0 %, more than the bound of 10.0 %"
 reference:
-  description: The reference that was read.
+  description:
+    - The reference that was read, its count, and the count it was compared with (C(previous_count), read from
+      C(previous_source), the state file or its previous copy; C(null) on a first run).
   returned: when O(state=reconcile)
   type: dict
-  sample: {source: "sqlite /var/lib/backupd/catalog.db", count: 1000, previous_count: 998, error: ""}
+  sample: {source: "sqlite /var/lib/backupd/catalog.db", count: 1000, previous_count: 998, error: "",
+           previous_source: /srv/backups/.quarantine/state.json}
 items:
   description: Items in O(path) matching O(pattern), locked ones included.
   returned: always
