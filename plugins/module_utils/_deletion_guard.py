@@ -332,7 +332,10 @@ def write_json_atomic(module, path, data, mode=0o600, keep_previous=False):
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
-        module.atomic_move(tmp, os.path.realpath(path) if os.path.exists(path) else path)
+        try:
+            module.atomic_move(tmp, os.path.realpath(path) if os.path.exists(path) else path)
+        except Exception as exc:  # ansible-core raises a bare Exception when the final rename fails
+            module.fail_json(msg="cannot replace %s: %s; it was left as it was" % (path, exc))
     finally:
         if os.path.exists(tmp):
             _unlink_quietly(tmp)

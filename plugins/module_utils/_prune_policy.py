@@ -15,10 +15,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import calendar
+import contextlib
 import errno
 import fcntl
 import os
 import re
+import tempfile
 import time
 
 try:
@@ -727,12 +729,20 @@ def _number(value):
 
 
 def write_atomically(path, text, mode=0o644):
-    """Write text to path through a temporary file in the same directory and a rename."""
+    """Write text to path through a temporary file in the same directory and a rename.
+
+    Whatever fails (the write, the disk, the rename), the temporary file is removed: nothing is left behind.
+    """
     directory = os.path.dirname(path) or "."
-    temp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
-    with open(temp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(temp, mode)
-    os.rename(temp, path)
+    fd, temp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, mode)
+        os.rename(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise

@@ -603,6 +603,31 @@ def test_write_atomically_replaces_the_file_and_leaves_no_temp(tmp_path):
     assert oct(target.stat().st_mode & 0o777) == "0o644"
 
 
+def occupy_with_a_directory(target: Path) -> str:
+    target.mkdir()
+    (target / "keeps-it-non-empty").write_text("x")
+    return "new\n"
+
+
+def keep_and_write_text_that_cannot_be_encoded(target: Path) -> str:
+    target.write_text("old\n")
+    return "a lone surrogate \udcff cannot be written\n"
+
+
+@pytest.mark.parametrize("fault", [occupy_with_a_directory, keep_and_write_text_that_cannot_be_encoded],
+                         ids=["rename fails", "write fails"])
+def test_write_atomically_leaves_no_temp_when_it_fails(tmp_path, fault):
+    """Issue 10.23: real failures (a directory in the way, text that cannot be encoded) leave nothing behind."""
+    target = tmp_path / "docker_prune.prom"
+    text = fault(target)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises((OSError, UnicodeEncodeError)):
+        policy.write_atomically(str(target), text)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    if target.is_file():
+        assert target.read_text() == "old\n"
+
+
 # --- never plan on a partial view ----------------------------------------------------------------------------
 class PartialEngine:
     """An engine whose answers disagree with each other: a fault that cannot be produced on a real engine at will."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -589,3 +591,20 @@ def test_a_quarantine_that_holds_the_items_directory_is_refused(site: Site) -> N
     result = run(site, quarantine_dir=str(site.backups))
     assert result["refused"] is True
     assert "quarantined into themselves" in result["msg"]
+
+
+def test_a_manifest_that_cannot_be_replaced_fails_cleanly_and_moves_nothing(site: Site, orphans: list[str]) -> None:
+    """Issue 10.23: an immutable manifest (chattr +i) makes the rename fail; no temp file, no traceback, no move."""
+    run(site)
+    manifest = site.backups / ".quarantine/manifest.json"
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(manifest)], capture_output=True,
+                                                        check=False).returncode != 0:
+        pytest.skip("no immutable attribute here")
+    site.delete_rows(["cust070.tar.gz"])
+    try:
+        result = run(site)
+    finally:
+        subprocess.run(["chattr", "-i", str(manifest)], check=True)
+    assert result["failed"] is True
+    assert f"cannot replace {manifest}" in result["msg"]
+    assert (site.backups / "cust070.tar.gz").exists()
