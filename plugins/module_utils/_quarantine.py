@@ -6,10 +6,11 @@
 # The quarantine of guarded_cleanup: the reference it trusts, the directory and manifest that hold what it moved,
 # the record of the last healthy reference, and the lock that keeps two runs from rewriting each other's manifest.
 #
-# Two runs at once: every run that may write takes the lock <quarantine_dir>/lock (the flock mechanism the prune
-# timer and docker_reclaim share, acquire_lock in _prune_policy) before it reads anything, and holds it until it has
-# written. The manifest also carries a generation number: a run writes it only if the file on disk still has the
-# generation it read, so a manifest is never replaced by an older picture, lock or not.
+# Two runs at once: every run takes a lock on the directory it cleans (flock on the directory itself, so nothing is
+# created: the mechanism the prune timer and docker_reclaim share, acquire_lock in _prune_policy) before it reads
+# anything, and holds it until it has written. The manifest also carries a generation number: a run writes it only
+# if the file on disk still has the generation it read, so a manifest is never replaced by an older picture, lock
+# or not.
 #
 # Standard library only: this code runs on managed hosts.
 
@@ -134,20 +135,16 @@ class Quarantine(object):
         self.directory = directory
         self.items_dir = os.path.join(directory, "items")
         self.manifest_path = os.path.join(directory, "manifest.json")
-        self.lock_path = os.path.join(directory, "lock")
         self.lock = None
         self.generation = 0
         self.entries = {}
 
-    def open(self, lock_timeout, write):
-        """Take the lock (a run that may write creates the directory for it), then read the manifest under it."""
-        if write:
-            self.ensure(items=False)
-        if os.path.isdir(self.directory):
-            self.lock = acquire_lock(self.lock_path, lock_timeout)
-            if self.lock is None:
-                self.module.fail_json(msg="quarantine %s: another run holds %s after %d s; nothing was done, try "
-                                          "again when it ends" % (self.directory, self.lock_path, lock_timeout))
+    def open(self, origin_dir, lock_timeout):
+        """Lock ``origin_dir`` (the directory cleaned into this quarantine), then read the manifest under the lock."""
+        self.lock = acquire_lock(origin_dir, lock_timeout)
+        if self.lock is None:
+            self.module.fail_json(msg="cleanup of %s: another run holds its lock after %d s; nothing was done, try "
+                                      "again when it ends" % (origin_dir, lock_timeout))
         self.entries = self._load()
         return self
 
@@ -188,8 +185,8 @@ class Quarantine(object):
     def stored_path(self, name):
         return os.path.join(self.items_dir, name)
 
-    def ensure(self, items=True):
-        for directory in (self.directory, self.items_dir) if items else (self.directory,):
+    def ensure(self):
+        for directory in (self.directory, self.items_dir):
             if not os.path.isdir(directory):
                 os.makedirs(directory, 0o700, exist_ok=True)  # two runs may create it at once
 

@@ -131,7 +131,7 @@ options:
     default: false
   lock_timeout:
     description:
-      - How many seconds a run waits for another run on the same quarantine (the lock C(<quarantine_dir>/lock))
+      - How many seconds a run waits for another run on the same O(path) (a C(flock) on the directory itself)
         before it fails without doing anything.
     type: int
     default: 120
@@ -192,9 +192,9 @@ notes:
     C(\xNN) for each byte that is not UTF-8.
   - The quarantine directory and the state file are never items, also when reached through a symlinked alias of
     O(path) (they are recognised by device and inode).
-  - "When two runs overlap: a run that may write (not in check mode) takes the lock C(<quarantine_dir>/lock)
-    (C(flock), the mechanism the prune timer and P(postmortem.remediation.docker_reclaim#module) share) before it
-    reads the manifest, the state or the items, and holds it until it has written; the other run waits up to
+  - "When two runs overlap: every run locks O(path) (C(flock) on the directory itself, so nothing is created; the
+    mechanism the prune timer and P(postmortem.remediation.docker_reclaim#module) share) before it reads the
+    manifest, the state or the items, and holds the lock until it has written; the other run waits up to
     O(lock_timeout) seconds and then plans on what the first one left. The manifest also carries a generation
     number, and a run never writes it over a newer one (a writer that ignored the lock): it fails instead."
   - "When the items or the reference change during a run: the plan is made once, under the lock. An orphan that
@@ -425,7 +425,7 @@ class GuardedCleanup(object):
             return self.verdict.require("quarantine_dir", False, "quarantine %s holds %s itself: its items would be "
                                         "quarantined into themselves" % (self.quarantine_dir, self.path))
         self.check_same_filesystem()
-        self.quarantine.open(self.params["lock_timeout"], write=not self.module.check_mode)
+        self.quarantine.open(self.path, self.params["lock_timeout"])
         return True
 
     def close(self):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -535,6 +536,21 @@ def test_lock_is_exclusive_and_released_on_close(tmp_path):
     second = policy.acquire_lock(path)
     assert second is not None
     second.close()
+
+
+def test_a_directory_is_locked_as_it_is_and_nothing_is_created(tmp_path):
+    """guarded_cleanup locks the directory it cleans: a refused run must not leave even a lock file behind."""
+    (tmp_path / "item").write_text("x")
+    first = policy.acquire_lock(str(tmp_path))
+    assert first is not None
+    assert policy.acquire_lock(str(tmp_path), wait_seconds=0) is None
+    held_by_flock = subprocess.run(["flock", "--nonblock", str(tmp_path), "true"], check=False)
+    assert held_by_flock.returncode != 0  # the same lock flock(1) and other processes see
+    first.close()
+    second = policy.acquire_lock(str(tmp_path))
+    assert second is not None
+    second.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["item"]
 
 
 def test_lock_waits_for_the_holder_to_finish(tmp_path):
