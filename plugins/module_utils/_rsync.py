@@ -159,6 +159,13 @@ class RsyncPlan(object):
         passes.extend(by_depth[depth] for depth in sorted(by_depth, reverse=True))
         return passes
 
+    def parent_dirs(self):
+        """The directories that hold planned deletions and stay: their times change with each deletion, and a last
+        pass gives them the source's times again (else the next dry run would plan a change)."""
+        deleted = set(name.rstrip("/") for name in self.deleted_files + self.deleted_dirs)
+        parents = set(os.path.dirname(name) or "." for name in deleted)
+        return sorted(parents - deleted)
+
     def summary(self):
         return {
             "source_files": self.source_files,

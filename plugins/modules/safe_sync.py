@@ -273,6 +273,7 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_g
     check_path_scope,
     exit_with_verdict,
     printable,
+    printable_data,
 )
 from ansible_collections.postmortem.remediation.plugins.module_utils._rsync import (
     RSYNC_OK,
@@ -362,12 +363,15 @@ class SafeSync(object):
 
     def real_run(self, plan):
         """Transfer without deleting, then delete the planned paths that are still extraneous, and nothing else."""
-        done = self.rsync_pass(self.command(dry_run=False))
-        if self.params["delete"]:
+        done = RsyncPlan()
+        self.rsync_pass(self.command(dry_run=False), done, "transfer")
+        if self.params["delete"] and (plan.deleted_files or plan.deleted_dirs):
             for names in plan.deletion_passes():
-                done.add(self.rsync_pass(self.command(dry_run=False, delete_only=names), len(names)))
+                self.rsync_pass(self.command(dry_run=False, listed=names, delete=True), done, "planned deletions")
+            self.rsync_pass(self.command(dry_run=False, listed=plan.parent_dirs()), done, "directory times")
         unplanned = set(done.deleted_files + done.deleted_dirs) - set(plan.deleted_files + plan.deleted_dirs)
         if unplanned:  # cannot happen by construction; if rsync ever did it, the task must not look fine
+            self.report(done)
             self.module.fail_json(msg="sync of %s to %s deleted paths outside the plan: %s" % (
                 self.src.spec, self.dest.spec, ", ".join(sorted(printable(n) for n in unplanned))), **self.result)
         left = sorted(set(plan.deleted_files + plan.deleted_dirs) - set(done.deleted_files + done.deleted_dirs))
@@ -378,33 +382,38 @@ class SafeSync(object):
                                  len(left), self.dest.spec, ", ".join(printable(n) for n in left[:10])))
         return done
 
-    def rsync_pass(self, argv, deletions=None):
+    def rsync_pass(self, argv, done, what):
+        """One real rsync run, folded into ``done``; a failure reports what the passes before it did."""
         rc, out, err = self.rsync(argv)
-        what = "deletion of the planned paths" if deletions is not None else "transfer"
+        done.add(RsyncPlan.parse(out))
         if rc not in RSYNC_OK:
-            self.module.fail_json(msg="sync of %s to %s failed in the %s (rc %d): %s" % (
-                self.src.spec, self.dest.spec, what, rc, err.strip()), rc=rc, stderr=err, **self.result)
-        done = RsyncPlan.parse(out)
-        if rc == 24 and deletions is None:
+            self.report(done)
+            self.module.fail_json(msg="sync of %s to %s failed in the %s pass (rc %d): %s; what the run did is in "
+                                      "transferred_files and deleted_files" % (
+                                          self.src.spec, self.dest.spec, what, rc, err.strip()),
+                                  rc=rc, stderr=err, **printable_data(self.result))
+        if rc == 24 and what == "transfer":
             self.module.warn("some source files vanished during the sync of %s" % self.src.spec)
         for name in not_deleted_dirs(err):
             self.module.warn("planned deletion of the directory %s at %s not made: it is not empty any more"
                              % (printable(name), self.dest.spec))
-        return done
 
     # -- rsync ------------------------------------------------------------------------------------------------
-    def command(self, dry_run, delete_only=None):
-        """The dry run (with --delete: the plan), the transfer (never deletes) or one deletion pass (delete_only)."""
+    def command(self, dry_run, listed=None, delete=False):
+        """The dry run (with --delete: the plan), the transfer (never deletes), or a pass over the ``listed`` paths
+        only: a deletion pass (``delete``), or the pass that gives the parents of the deletions their times back."""
         argv = [self.module.get_bin_path("rsync", required=True), "--archive", "--itemize-changes", "--stats"]
         if dry_run:
             argv.append("--dry-run")
             if self.params["delete"]:
                 argv.append("--delete")
-        if delete_only is not None:
-            # Only the listed paths, not recursive (--files-from turns off -r), each deleted only while the source
-            # lacks it; --max-delete is a second bound on the same list.
-            argv.extend(["--files-from=%s" % write_files_from(self.module.tmpdir, delete_only), "--from0",
-                         "--delete-missing-args", "--max-delete=%d" % len(delete_only)])
+        if listed is not None:
+            # Only the listed paths, not recursive (--files-from turns off -r). A deletion pass deletes a listed path
+            # only while the source lacks it (--max-delete is a second bound on the same list); any other pass
+            # ignores a listed path the source lacks.
+            argv.extend(["--files-from=%s" % write_files_from(self.module.tmpdir, listed), "--from0"])
+            argv.extend(["--delete-missing-args", "--max-delete=%d" % len(listed)] if delete
+                        else ["--ignore-missing-args"])
         if self.params["checksum"]:
             argv.append("--checksum")
         if self.params["backup_dir"] and not dry_run:

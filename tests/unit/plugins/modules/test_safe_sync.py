@@ -134,19 +134,38 @@ def test_check_mode_returns_the_plan_and_changes_nothing(mirror: Path) -> None:
     assert tree(mirror / "mirror") == before
 
 
-def test_sync_within_bounds_touches_only_that_architecture(mirror: Path) -> None:
+def recorded_commands(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Every rsync command line the module runs, in order (they still run for real)."""
+    commands: list[list[str]] = []
+    real_run_command = AnsibleModule.run_command
+
+    def recording_run_command(self: AnsibleModule, args: list[str], **kwargs: Any) -> tuple[int, str, str]:
+        commands.append(list(args))
+        return real_run_command(self, args, **kwargs)
+
+    monkeypatch.setattr(AnsibleModule, "run_command", recording_run_command)
+    return commands
+
+
+def test_sync_within_bounds_touches_only_that_architecture(mirror: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     others = {arch: tree(mirror / "mirror/debian" / arch) for arch in ARCHES if arch != "amd64"}
+    for side in ("build", "mirror"):  # directories published long ago: a deletion must not leave a new time behind
+        os.utime(mirror / side / "debian/amd64", (1_700_000_000, 1_700_000_000))
+    commands = recorded_commands(monkeypatch)
     result = run_module(safe_sync, sync_args(mirror))
     assert result["changed"] is True
     assert (result["transferred"], result["deleted"]) == (1, 1)
-    # The last pass deletes the planned list and nothing else: no --delete of any kind.
-    assert "--delete-missing-args" in result["cmd"] and "--max-delete=1" in result["cmd"]
-    assert not [arg for arg in result["cmd"] if arg.startswith("--delete") and arg != "--delete-missing-args"]
-    assert "--dry-run" not in result["cmd"]
+    dry_run, transfer, deletion, times = commands
+    assert "--dry-run" in dry_run and "--delete" in dry_run
+    # The real run: a transfer that cannot delete, then the planned list and nothing else, then directory times.
+    assert not [arg for arg in transfer + times if arg.startswith("--delete")]
+    assert "--delete-missing-args" in deletion and "--max-delete=1" in deletion
+    assert not [arg for arg in deletion if arg.startswith("--delete") and arg != "--delete-missing-args"]
+    assert "--ignore-missing-args" in times
     assert tree(mirror / "mirror/debian/amd64") == tree(mirror / "build/debian/amd64")
     assert {arch: tree(mirror / "mirror/debian" / arch) for arch in others} == others
     again = run_module(safe_sync, sync_args(mirror))
-    assert again["changed"] is False
+    assert again["changed"] is False, again.get("diff")
     assert "--dry-run" in again["cmd"]  # nothing planned: the real run is skipped
 
 
