@@ -24,7 +24,8 @@ description:
   - Only then rsync runs for real, in two steps. The transfer never deletes anything (no C(--delete)). Then the
     planned deletions, and only those, are made by rsync from the list of planned paths (C(--files-from) with
     C(--delete-missing-args)). A planned path is deleted only if the source still lacks it, files first, then
-    directories deepest first and only when empty. A file that no plan listed is never deleted, whatever happened
+    directories deepest first and only when empty (a last pass gives the directories that held them the source's
+    times again, without deleting anything). A file that no plan listed is never deleted, whatever happened
     to the source or the destination since the dry run; RV(deleted_files) names what was really deleted.
   - Names are reported as text, UTF-8 names as they are and other bytes as C(\xNN) (rsync's C(\#ooo) escapes
     are decoded); the files themselves are synchronised byte for byte.
