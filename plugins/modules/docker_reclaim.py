@@ -127,6 +127,9 @@ notes:
   - A truncated log is not backed up; freeing its space is the point. The kept tail stays in place.
   - Lines a container writes during the few milliseconds of a truncation may be lost.
   - Estimates in check mode are the engine's figures; layers shared between images make them approximate.
+  - O(data_root), O(docker_socket) and O(lock_file) follow the path rules of every destructive module of the
+    collection (absolute, no empty component or trailing C(/), no C(.) or C(..)); the module fails before anything
+    else when one does not.
 seealso:
   - name: Disk pressure guide
     description: docs/disk_pressure.md in this collection.
@@ -243,7 +246,11 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_guard import Verdict, refusal
+from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_guard import (
+    Verdict,
+    check_path_options,
+    refusal,
+)
 from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import DockerAPI, DockerAPIError
 from ansible_collections.postmortem.remediation.plugins.module_utils._prune_policy import (
     DEFAULT_KEEP_LABEL,
@@ -438,6 +445,7 @@ def main():
         ),
         supports_check_mode=True,
     )
+    check_path_options(module, ("data_root", "docker_socket", "lock_file"))  # the rules of every destructive module
     module.exit_json(**ReclaimManager(module).run())
 
 
