@@ -33,6 +33,8 @@ import os
 import shutil
 import tempfile
 
+from ansible_collections.postmortem.remediation.plugins.module_utils._files import WriteTargetError, write_target
+
 ON_REFUSAL_CHOICES = ("fail", "report")
 
 
@@ -277,6 +279,13 @@ def write_json_atomic(module, path, data, mode=0o600, keep_previous=False):
 
     With ``keep_previous``, the file being replaced is first copied to ``<path>.prev`` (one generation).
     """
+    # A symlinked state file is written through its link (the temp file beside the real file, so the move stays a
+    # rename); a dangling link fails the module instead of being replaced by a regular file. atomic_move keeps the
+    # mode and owner of the file it replaces; ``mode`` applies to a new file.
+    try:
+        path = write_target(path)
+    except WriteTargetError as exc:
+        module.fail_json(msg="Refusing to write %s: %s" % (path, exc), path=path)
     directory = os.path.dirname(os.path.abspath(path))
     if keep_previous and os.path.isfile(path):
         shutil.copy2(path, path + ".prev")
@@ -288,7 +297,7 @@ def write_json_atomic(module, path, data, mode=0o600, keep_previous=False):
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
-        module.atomic_move(tmp, os.path.realpath(path) if os.path.exists(path) else path)
+        module.atomic_move(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
