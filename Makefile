@@ -57,9 +57,10 @@ lab-down:  ## Remove the lab hosts named exactly LAB_PREFIX-N (default pmr-lab),
 	bash tests/lab/lab.sh down $(LAB_PREFIX)
 
 .PHONY: lint
-lint: venv collection-link  ## ruff and ansible-lint (production profile)
+lint: venv collection-link  ## ruff, ansible-lint (production profile), the documented commands (static check)
 	$(BIN)/ruff check .
 	$(BIN)/ansible-lint --profile production --offline
+	$(BIN)/python tests/docs/check_commands.py --static
 
 .PHONY: sanity
 # The receiver (a service on the control host, with its tests) is held to ruff, not to the rules for plugin code.
