@@ -12,6 +12,7 @@ __metaclass__ = type
 
 import copy
 import json
+import math
 import shlex
 
 # Top-level keys dockerd accepts in daemon.json (Engine 20.10 to 28; the 20.10 ones checked against a real dockerd).
@@ -235,16 +236,16 @@ def validate(config, allow_unknown_keys=False, exec_start=None):
 
 def _non_finite_numbers(value, where=""):
     """Dotted paths of the NaN or infinite numbers in value (a YAML .nan would otherwise reach json.dumps)."""
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        yield where or "<value>"
-    elif isinstance(value, dict):
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return [where or "<value>"]
+    found = []
+    if isinstance(value, dict):
         for key, item in value.items():
-            for found in _non_finite_numbers(item, "%s.%s" % (where, key) if where else str(key)):
-                yield found
+            found.extend(_non_finite_numbers(item, "%s.%s" % (where, key) if where else str(key)))
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            for found in _non_finite_numbers(item, "%s[%d]" % (where, index)):
-                yield found
+            found.extend(_non_finite_numbers(item, "%s[%d]" % (where, index)))
+    return found
 
 
 def _json_type(value):

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Every command in README.md, docs/*.md and roles/*/README.md must run as written.
 
 Extracts the shell commands of the documentation (fenced blocks tagged sh/bash/shell/console, untagged blocks that
@@ -303,7 +302,7 @@ def commands(files: list[Path]) -> Iterator[Command]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--static", action="store_true", help="only what needs no subprocess (make lint)")
     parser.add_argument("files", nargs="*", type=Path, help="Markdown files (default: README, docs, role READMEs)")
     options = parser.parse_args(argv)
