@@ -42,9 +42,12 @@ def test_check_diff_on_a_fresh_host_plans_and_touches_nothing(fresh_host: Path) 
                          check=False)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output
+    # Every role of the playbook that installs a timer plans it (docker_signals had the same mistake).
     assert "would enable and start docker-prune.timer" in output, output
+    assert "would enable and start pmr-docker-signals.timer" in output, output
     assert "+OnCalendar=" in output  # the diff of the timer unit that would be installed
     # Nothing was installed, enabled or written.
     listing = on_host("ls", "/etc/systemd/system", "/etc/docker")
-    assert "docker-prune" not in listing and "daemon.json" not in listing, listing
+    assert "docker-prune" not in listing and "pmr-docker-signals" not in listing, listing
+    assert "daemon.json" not in listing, listing
     assert on_host("systemctl", "is-enabled", "docker-prune.timer").strip() in ("", "not-found"), listing
