@@ -34,6 +34,8 @@ import os
 import shutil
 import tempfile
 
+from ansible_collections.postmortem.remediation.plugins.module_utils._files import WriteTargetError, write_target
+
 ON_REFUSAL_CHOICES = ("fail", "report")
 
 
@@ -321,6 +323,13 @@ def write_json_atomic(module, path, data, mode=0o600, keep_previous=False):
     replaced atomically (a hard link renamed over it), so a crash never leaves a truncated previous copy.
     No temporary file outlives a failure.
     """
+    # A symlinked state file is written through its link (the temp file beside the real file, so the move stays a
+    # rename); a dangling link fails the module instead of being replaced by a regular file. atomic_move keeps the
+    # mode and owner of the file it replaces; ``mode`` applies to a new file.
+    try:
+        path = write_target(path)
+    except WriteTargetError as exc:
+        module.fail_json(msg="Refusing to write %s: %s" % (path, exc), path=path)
     directory = os.path.dirname(os.path.abspath(path))
     if keep_previous and os.path.isfile(path):
         keep_previous_copy(path)
@@ -333,7 +342,7 @@ def write_json_atomic(module, path, data, mode=0o600, keep_previous=False):
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         try:
-            module.atomic_move(tmp, os.path.realpath(path) if os.path.exists(path) else path)
+            module.atomic_move(tmp, path)
         except Exception as exc:  # ansible-core raises a bare Exception when the final rename fails
             module.fail_json(msg="cannot replace %s: %s; it was left as it was" % (path, exc))
     finally:

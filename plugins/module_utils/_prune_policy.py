@@ -299,7 +299,8 @@ def plan_stopped_containers(containers, keep_label, min_age, now):
         if reason is None and min_age and (age is None or age < min_age):
             reason = "stopped less than %ss ago" % min_age
         if reason:
-            spared.append({"id": container["Id"], "name": container_name(container), "reason": reason})
+            spared.append({"id": container["Id"], "name": container_name(container), "reason": reason,
+                           "bytes": int(container.get("SizeRw") or 0) + int(container.get("LogSize") or 0)})
             continue
         candidates.append({
             "id": container["Id"],
@@ -337,7 +338,7 @@ def plan_images(images, containers, parents, keep_label, dangling, min_age, now)
         if reason is None and not dangling and own == 0:
             reason = "no layers of its own: removing it frees nothing"
         if reason:
-            spared.append({"id": image["Id"], "name": image_label(image), "reason": reason})
+            spared.append({"id": image["Id"], "name": image_label(image), "reason": reason, "bytes": own})
             continue
         candidates.append({
             "id": image["Id"],
@@ -370,7 +371,7 @@ def plan_container_logs(containers, keep_label, max_size, keep_tail):
             continue
         if is_kept((container.get("Config") or {}).get("Labels"), keep_label):
             spared.append({"id": container["Id"], "name": container_name(container),
-                           "reason": "keep label %s" % keep_label})
+                           "reason": "keep label %s" % keep_label, "bytes": size})
             continue
         candidates.append({
             "id": container["Id"],
@@ -391,11 +392,23 @@ def plan_volumes(volumes, keep_label):
         if usage.get("RefCount", 1) != 0:
             continue
         if is_kept(volume.get("Labels"), keep_label):
-            spared.append({"id": volume["Name"], "name": volume["Name"], "reason": "keep label %s" % keep_label})
+            spared.append({"id": volume["Name"], "name": volume["Name"], "reason": "keep label %s" % keep_label,
+                           "bytes": max(0, int(usage.get("Size") or 0))})
             continue
         candidates.append({"id": volume["Name"], "name": volume["Name"],
                            "estimated_bytes": max(0, int(usage.get("Size") or 0))})
     return candidates, spared
+
+
+def largest_protected(tier_reports, limit=5):
+    """The protected objects that hold the most space, across tiers, largest first (each once, by id)."""
+    seen = {}
+    for report in tier_reports:
+        for item in report.get("spared") or []:
+            if item.get("bytes") and item["id"] not in seen:
+                seen[item["id"]] = {"name": item["name"], "tier": report["tier"], "reason": item["reason"],
+                                    "bytes": item["bytes"], "size": human_bytes(item["bytes"])}
+    return sorted(seen.values(), key=lambda item: -item["bytes"])[:limit]
 
 
 def select_tiers(tiers, volumes):
@@ -600,7 +613,9 @@ class Reclaimer:
             needed = target is None or free < target
             chosen = []
             for candidate in candidates:
-                if target is not None and free >= target:
+                # One build cache prune removes every record the policy selects: it cannot stop at the target the
+                # way the other tiers do, record by record, so its estimate counts them all.
+                if target is not None and free >= target and tier != "build_cache":
                     break
                 chosen.append(candidate)
                 free += candidate["estimated_bytes"] if needed else 0

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Start or stop N lab hosts (containers running systemd and their own dockerd) and write an inventory.
-#   tests/lab/lab.sh up [N] [PREFIX]    default 2 hosts named pmr-lab-1..N
-#   tests/lab/lab.sh down [PREFIX]
-# The inventory (lab/inventory.ini) reaches each host through the docker connection: no network at all.
+#   tests/lab/lab.sh up [N] [PREFIX]    default 2 hosts named PREFIX-1..N (PREFIX: $LAB_PREFIX, else pmr-lab)
+#   tests/lab/lab.sh down [PREFIX]      removes the hosts named exactly PREFIX-<number>, nothing else
+# The inventory ($LAB_INVENTORY, else lab/inventory.ini) reaches each host through the docker connection: no network.
 source "$(dirname "$0")/common.sh"
 
 action=${1:-up}
 count=${2:-2}
 prefix=${3:-${LAB_PREFIX:-pmr-lab}}
 [ "$action" = down ] && prefix=${2:-${LAB_PREFIX:-pmr-lab}}
-inventory_dir="$REPO_ROOT/lab"
+inventory=${LAB_INVENTORY:-$REPO_ROOT/lab/inventory.ini}
+
+# Only PREFIX-<number>: on an engine shared by several labs, pmr-lab must not match pmr-lab-x-1 or pmr-lab-1-old.
+is_lab_host() {
+  [[ $1 =~ ^"$prefix"-[0-9]+$ ]]
+}
 
 run_host() {
   local name=$1
@@ -42,7 +47,7 @@ case "$action" in
   up)
     bash "$LAB_DIR/engine.sh"
     bash "$LAB_DIR/image.sh"
-    mkdir -p "$inventory_dir"
+    mkdir -p "$(dirname "$inventory")"
     {
       echo "# Written by tests/lab/lab.sh; hosts are reached with docker exec."
       echo "[docker_hosts]"
@@ -53,10 +58,15 @@ case "$action" in
       echo "ansible_python_interpreter=/usr/bin/python3"
       echo "# Lab hosts run everything as root and have no sudo."
       echo "ansible_become=false"
-    } >"$inventory_dir/inventory.ini"
+    } >"$inventory"
     for i in $(seq 1 "$count"); do
       name="$prefix-$i"
-      running=$(docker inspect -f '{{.State.Running}}' "$name" 2>/dev/null || echo absent)
+      # docker prints an empty line for a container that does not exist: ask for existence first.
+      if docker container inspect "$name" >/dev/null 2>&1; then
+        running=$(docker container inspect -f '{{.State.Running}}' "$name")
+      else
+        running=absent
+      fi
       case "$running" in
         true) log "$name is already running" ;;
         absent) run_host "$name" ;;
@@ -71,10 +81,11 @@ case "$action" in
       docker exec "$prefix-$i" /usr/local/sbin/pmr-workload-image >/dev/null
       log "$prefix-$i: systemd running, docker active"
     done
-    log "Inventory: $inventory_dir/inventory.ini"
+    log "Inventory: $inventory"
     ;;
   down)
-    for name in $(docker ps -a --filter label=pmr.lab=1 --format '{{.Names}}' | grep "^$prefix-" || true); do
+    for name in $(docker ps -a --filter label=pmr.lab=1 --format '{{.Names}}'); do
+      is_lab_host "$name" || continue
       docker rm -f -v "$name" >/dev/null
       docker volume rm "$name-docker" >/dev/null 2>&1 || true
       log "removed $name"
