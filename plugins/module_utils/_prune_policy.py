@@ -15,10 +15,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import calendar
+import contextlib
 import errno
 import fcntl
 import os
 import re
+import tempfile
 import time
 
 try:
@@ -348,6 +350,13 @@ def plan_images(images, containers, parents, keep_label, dangling, min_age, now)
     return candidates, spared
 
 
+def matches_container(container, wanted):
+    """Whether a container (an inspect answer) is named in wanted, by name or by a prefix of its ID (12+ chars)."""
+    name = container_name(container)
+    cid = container.get("Id") or ""
+    return any(w.lstrip("/") == name or (len(w) >= 12 and cid.startswith(w)) for w in wanted)
+
+
 def plan_container_logs(containers, keep_label, max_size, keep_tail):
     """json-file logs of running containers above max_size, largest first; truncated in place, never deleted."""
     candidates, spared = [], []
@@ -429,14 +438,36 @@ def truncate_keep_tail(path, keep_tail):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Lock shared by the module and the timer: one reclaim at a time on a host.
+# Lock shared by the module and the timer: one reclaim at a time on a host. guarded_cleanup takes the same kind of
+# lock on the directory it cleans.
 # ---------------------------------------------------------------------------------------------------------
+class _DirectoryHandle(object):
+    """An open directory, so that it can be flock-ed itself: a lock that creates nothing."""
+
+    def __init__(self, path):
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+    def fileno(self):
+        return self.fd
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 def acquire_lock(path, wait_seconds=0):
-    """An open, flock-ed file object, or None when another run holds the lock after wait_seconds."""
-    directory = os.path.dirname(path)
-    if directory and not os.path.isdir(directory):
-        os.makedirs(directory)
-    handle = open(path, "a")  # noqa: SIM115 - the lock lasts as long as the caller keeps the handle open
+    """An open, flock-ed file object, or None when another run holds the lock after wait_seconds.
+
+    ``path`` is a lock file (created if missing, with its directory), or an existing directory, locked as it is.
+    """
+    if os.path.isdir(path):
+        handle = _DirectoryHandle(path)
+    else:
+        directory = os.path.dirname(path)
+        if directory and not os.path.isdir(directory):
+            os.makedirs(directory, exist_ok=True)  # two runs may create it at once
+        handle = open(path, "a")  # noqa: SIM115 - the lock lasts as long as the caller keeps the handle open
     deadline = time.time() + wait_seconds
     while True:
         try:
@@ -520,7 +551,7 @@ class Reclaimer:
 
     def __init__(self, api, data_root, tiers, keep_label=DEFAULT_KEEP_LABEL, min_age=None,
                  log_max_size=100 * 1024 ** 2, log_keep_tail=1024 ** 2, build_cache_all=True,
-                 measure=filesystem_usage, clock=time.time):
+                 measure=filesystem_usage, clock=time.time, containers=None):
         self.api = api
         self.data_root = data_root
         self.tiers = list(tiers)
@@ -528,6 +559,8 @@ class Reclaimer:
         self.min_age = dict(min_age or {})
         self.log_max_size = log_max_size
         self.log_keep_tail = log_keep_tail
+        # Names or IDs whose logs alone may be cut (empty: every container's).
+        self.log_containers = list(containers or [])
         self.build_cache_all = build_cache_all
         self.measure = measure
         self.clock = clock
@@ -550,6 +583,8 @@ class Reclaimer:
             return plan_images(state.images, containers, state.parents, self.keep_label,
                                tier == "dangling_images", min_age, now)
         if tier == "container_logs":
+            if self.log_containers:
+                containers = [c for c in containers if matches_container(c, self.log_containers)]
             return plan_container_logs(containers, self.keep_label, self.log_max_size, self.log_keep_tail)
         if tier == "volumes":
             return plan_volumes(state.volumes, self.keep_label)
@@ -727,12 +762,20 @@ def _number(value):
 
 
 def write_atomically(path, text, mode=0o644):
-    """Write text to path through a temporary file in the same directory and a rename."""
+    """Write text to path through a temporary file in the same directory and a rename.
+
+    Whatever fails (the write, the disk, the rename), the temporary file is removed: nothing is left behind.
+    """
     directory = os.path.dirname(path) or "."
-    temp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
-    with open(temp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(temp, mode)
-    os.rename(temp, path)
+    fd, temp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, mode)
+        os.rename(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise

@@ -204,8 +204,12 @@ class DaemonConfig:
         if not os.path.isdir(directory):
             directory = tempfile.gettempdir()
         fd, tmp = tempfile.mkstemp(prefix=".daemon.json.", dir=directory)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(to_bytes(text))
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(to_bytes(text))
+        except BaseException:
+            os.unlink(tmp)
+            raise
         return tmp
 
     def validate_with_dockerd(self, tmp):
@@ -214,7 +218,6 @@ class DaemonConfig:
             return "rules"
         rc, out, err = self.module.run_command([dockerd, "--validate", "--config-file", tmp])
         if rc != 0:
-            os.unlink(tmp)
             self.module.fail_json(
                 msg="dockerd --validate refused the new %s, which was not written: %s"
                 % (self.path, (err or out).strip()),
@@ -260,13 +263,20 @@ class DaemonConfig:
             return result
 
         tmp = self.write_candidate(after_text)
-        result["validated_with"] = self.validate_with_dockerd(tmp)
-        if self.module.check_mode:
-            os.unlink(tmp)
-            return result
-        if before_text is not None and params["backup"]:
-            result["backup_file"] = self.module.backup_local(self.path)
-        self.module.atomic_move(tmp, self.path)
+        try:  # the candidate never outlives the run, whatever fails (validation, backup, the final move)
+            result["validated_with"] = self.validate_with_dockerd(tmp)
+            if self.module.check_mode:
+                return result
+            if before_text is not None and params["backup"]:
+                result["backup_file"] = self.module.backup_local(self.path)
+            try:
+                self.module.atomic_move(tmp, self.path)
+            except Exception as exc:  # ansible-core raises a bare Exception when the final rename fails
+                self.module.fail_json(msg="cannot replace %s: %s; it was left as it was" % (self.path, exc),
+                                      **result)
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
         self.module.set_mode_if_different(self.path, params["mode"], False)
         return result
 

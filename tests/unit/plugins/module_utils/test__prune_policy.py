@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -391,6 +392,33 @@ def test_container_logs_only_big_json_file_logs_of_running_unkept_containers_lar
     assert [s["name"] for s in spared] == ["kept"]
 
 
+@pytest.mark.parametrize(
+    ("wanted", "cut"),
+    [
+        ([], ["bigger", "big"]),  # no filter: every big log
+        (["big"], ["big"]),
+        (["/bigger"], ["bigger"]),  # a name as the engine writes it
+        (["nobody"], []),
+        (["bi"], []),  # a name is matched whole, never as a prefix
+    ],
+)
+def test_container_logs_are_cut_only_for_the_containers_named(wanted, cut):
+    state = SimpleNamespace(containers=[
+        container("big", status="running", log_size=900 * MIB),
+        container("bigger", status="running", log_size=1200 * MIB),
+    ])
+    reclaimer = policy.Reclaimer(api=None, data_root="/", tiers=["container_logs"], keep_label=KEEP,
+                                 containers=wanted, clock=lambda: NOW)
+    candidates, _spared = reclaimer.plan_tier("container_logs", state)
+    assert [c["name"] for c in candidates] == cut
+
+
+def test_a_container_is_matched_by_a_prefix_of_its_id_of_12_characters_or_more():
+    box = dict(container("big", status="running", log_size=900 * MIB), Id="0123456789abcdef" * 4)
+    assert policy.matches_container(box, [box["Id"][:12]])
+    assert not policy.matches_container(box, [box["Id"][:6]])
+
+
 def test_plan_volumes_takes_unreferenced_unkept_volumes():
     volumes = [
         {"Name": "orphan", "Labels": None, "UsageData": {"RefCount": 0, "Size": 300}},
@@ -537,6 +565,21 @@ def test_lock_is_exclusive_and_released_on_close(tmp_path):
     second.close()
 
 
+def test_a_directory_is_locked_as_it_is_and_nothing_is_created(tmp_path):
+    """guarded_cleanup locks the directory it cleans: a refused run must not leave even a lock file behind."""
+    (tmp_path / "item").write_text("x")
+    first = policy.acquire_lock(str(tmp_path))
+    assert first is not None
+    assert policy.acquire_lock(str(tmp_path), wait_seconds=0) is None
+    held_by_flock = subprocess.run(["flock", "--nonblock", str(tmp_path), "true"], check=False)
+    assert held_by_flock.returncode != 0  # the same lock flock(1) and other processes see
+    first.close()
+    second = policy.acquire_lock(str(tmp_path))
+    assert second is not None
+    second.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["item"]
+
+
 def test_lock_waits_for_the_holder_to_finish(tmp_path):
     path = str(tmp_path / "prune.lock")
     holder = policy.acquire_lock(path)
@@ -601,6 +644,31 @@ def test_write_atomically_replaces_the_file_and_leaves_no_temp(tmp_path):
     assert target.read_text() == "new\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docker_prune.prom"]
     assert oct(target.stat().st_mode & 0o777) == "0o644"
+
+
+def occupy_with_a_directory(target: Path) -> str:
+    target.mkdir()
+    (target / "keeps-it-non-empty").write_text("x")
+    return "new\n"
+
+
+def keep_and_write_text_that_cannot_be_encoded(target: Path) -> str:
+    target.write_text("old\n")
+    return "a lone surrogate \udcff cannot be written\n"
+
+
+@pytest.mark.parametrize("fault", [occupy_with_a_directory, keep_and_write_text_that_cannot_be_encoded],
+                         ids=["rename fails", "write fails"])
+def test_write_atomically_leaves_no_temp_when_it_fails(tmp_path, fault):
+    """Issue 10.23: real failures (a directory in the way, text that cannot be encoded) leave nothing behind."""
+    target = tmp_path / "docker_prune.prom"
+    text = fault(target)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises((OSError, UnicodeEncodeError)):
+        policy.write_atomically(str(target), text)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    if target.is_file():
+        assert target.read_text() == "old\n"
 
 
 # --- never plan on a partial view ----------------------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -206,3 +208,20 @@ def test_same_content_with_a_wrong_mode_only_fixes_the_mode(module_runner, daemo
     assert daemon_json.read_text() == '{"debug": true}\n'  # content left as it was written
     again = module_runner("docker_daemon_config", args(daemon_json, settings={"debug": True}))
     assert again["changed"] is False
+
+
+def test_a_replace_that_fails_leaves_no_candidate_behind(module_runner, daemon_json):
+    """Issue 10.23: an immutable daemon.json (chattr +i: even root cannot replace it) makes the final move fail."""
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr (e2fsprogs) is not installed")
+    daemon_json.parent.mkdir(parents=True)
+    daemon_json.write_text('{"debug": true}\n')
+    if subprocess.run(["chattr", "+i", str(daemon_json)], capture_output=True, check=False).returncode != 0:
+        pytest.skip("this filesystem has no immutable attribute")
+    try:
+        result = module_runner("docker_daemon_config", args(daemon_json, settings={"debug": False}, backup=False))
+    finally:
+        subprocess.run(["chattr", "-i", str(daemon_json)], check=True)
+    assert result.get("failed") is True, result
+    assert daemon_json.read_text() == '{"debug": true}\n'
+    assert sorted(os.listdir(daemon_json.parent)) == ["daemon.json"]
