@@ -18,10 +18,12 @@ export ANSIBLE_LOCAL_TEMP := $(ROOT)/build/ansible-home/tmp
 export ANSIBLE_FORCE_COLOR := false
 export PATH := $(BIN):$(PATH)
 LAB_HOSTS ?= 2
+# Lab hosts are named $(LAB_PREFIX)-1..N; lab-down removes exactly those (other labs on a shared engine stay).
+LAB_PREFIX ?= pmr-lab
 
 .PHONY: help
 help:  ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: pyproject.toml
 	command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
@@ -34,7 +36,7 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed  ## Python virtual environment with every dependency
 
 .PHONY: collection-link
-collection-link:
+collection-link:  ## Make this tree visible to Ansible as postmortem.remediation (under build/collections)
 	mkdir -p $(COLL_LINK_ROOT)/ansible_collections/postmortem $(ANSIBLE_LOCAL_TEMP)
 	ln -sfn $(ROOT) $(COLL_LINK_ROOT)/ansible_collections/postmortem/remediation
 
@@ -47,12 +49,12 @@ image: engine  ## The lab host image and the workload image, rebuilt when their 
 	bash tests/lab/image.sh
 
 .PHONY: lab-up
-lab-up: venv image collection-link  ## Start LAB_HOSTS lab hosts and write lab/inventory.ini
-	bash tests/lab/lab.sh up $(LAB_HOSTS)
+lab-up: venv image collection-link  ## Start LAB_HOSTS lab hosts named LAB_PREFIX-N; write lab/inventory.ini
+	bash tests/lab/lab.sh up $(LAB_HOSTS) $(LAB_PREFIX)
 
 .PHONY: lab-down
-lab-down:  ## Remove the lab hosts
-	bash tests/lab/lab.sh down
+lab-down:  ## Remove the lab hosts named exactly LAB_PREFIX-N (default pmr-lab), nothing else
+	bash tests/lab/lab.sh down $(LAB_PREFIX)
 
 .PHONY: demo
 demo: venv image collection-link  ## The closed loop on lab hosts: five incidents, alert to verified fix (README)
@@ -63,9 +65,10 @@ demo-down:  ## Remove what `make demo` started (its lab hosts, processes and sta
 	if [ -x $(BIN)/python ]; then $(BIN)/python -m demo down; else bash tests/lab/lab.sh down $${LAB_PREFIX:-pmr-demo}; fi
 
 .PHONY: lint
-lint: venv collection-link  ## ruff and ansible-lint (production profile)
+lint: venv collection-link  ## ruff, ansible-lint (production profile), the documented commands (static check)
 	$(BIN)/ruff check .
 	$(BIN)/ansible-lint --profile production --offline
+	$(BIN)/python tests/docs/check_commands.py --static
 
 .PHONY: rules
 rules:  ## promtool check and unit tests of the alert rules in extensions/prometheus (installs Debian's prometheus)

@@ -12,6 +12,7 @@ __metaclass__ = type
 
 import copy
 import json
+import math
 import shlex
 
 # Top-level keys dockerd accepts in daemon.json (Engine 20.10 to 28; the 20.10 ones checked against a real dockerd).
@@ -66,12 +67,19 @@ class ConfigError(Exception):
     """The existing file or the requested change cannot be used; the message says which and why."""
 
 
+def _not_json(constant):
+    raise ValueError("%s is not a JSON value" % constant)
+
+
 def parse_existing(text, path):
-    """Parse the current file; an empty file counts as no settings. Invalid JSON is an error, never overwritten."""
+    """Parse the current file; an empty file counts as no settings. Invalid JSON is an error, never overwritten.
+
+    Python's json module reads NaN and Infinity, which JSON does not have (dockerd refuses them): they are refused.
+    """
     if not text.strip():
         return {}
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_not_json)
     except ValueError as exc:
         raise ConfigError(
             "%s is not valid JSON (%s); it was left untouched. Fix or remove it by hand, then run again." % (path, exc)
@@ -84,14 +92,26 @@ def parse_existing(text, path):
 
 
 def deep_merge(base, overlay):
-    """Return base with overlay merged in: nested dicts merged key by key, any other value replaced."""
+    """Return base with overlay merged in: nested dicts merged key by key, any other value replaced.
+
+    A null (None) in overlay removes the key: ``log-opts: {compress: null}`` means "no compress option".
+    """
     result = copy.deepcopy(base)
     for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict) and isinstance(result.get(key), dict):
             result[key] = deep_merge(result[key], value)
         else:
-            result[key] = copy.deepcopy(value)
+            result[key] = drop_nulls(value)
     return result
+
+
+def drop_nulls(value):
+    """A copy of value without the keys whose value is null, at every depth of nested mappings."""
+    if isinstance(value, dict):
+        return dict((key, drop_nulls(item)) for key, item in value.items() if item is not None)
+    return copy.deepcopy(value)
 
 
 def remove_keys(config, keys):
@@ -112,11 +132,17 @@ def remove_keys(config, keys):
 def _as_docker_string(value):
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    if isinstance(value, int):
+        return str(value)
+    return value  # a string stays; a float, list or mapping is left for validate() to refuse with its name
 
 
 def coerce(config):
-    """Turn values dockerd reads as strings into strings (log-opts max-file: 3 becomes "3")."""
+    """Turn values dockerd reads as strings into strings (log-opts max-file: 3 becomes "3").
+
+    Only booleans and integers have one obvious string form. A float (3.0 or 3?), a list or a mapping has none:
+    they are left as they are and validate() refuses them, instead of writing a Python repr such as "['a']".
+    """
     result = copy.deepcopy(config)
     for key in STRING_MAP_KEYS:
         opts = result.get(key)
@@ -173,6 +199,14 @@ def validate(config, allow_unknown_keys=False, exec_start=None):
         if key in config and not isinstance(config[key], dict):
             kind = type(config[key]).__name__
             problems.append("%s must be a mapping of option names to values, not %s" % (key, kind))
+        elif key in config:
+            for name, value in sorted(config[key].items()):
+                if not isinstance(value, str):
+                    problems.append(
+                        "%s.%s is %s %s (%s): dockerd reads only strings there; write it as a string (a size such "
+                        "as \"10m\", a count such as \"3\"), or null to remove the option"
+                        % (key, name, _article(value), _json_type(value), json.dumps(value)[:60])
+                    )
     if "hosts" in config:
         flags = unit_host_flags(exec_start)
         if flags:
@@ -192,9 +226,42 @@ def validate(config, allow_unknown_keys=False, exec_start=None):
             "first, or leave the key out of daemon.json (drop it from settings, or remove_keys when the file already "
             "has it)" % (", ".join("'%s'" % key for key in doubled), ", ".join(flag_keys[key] for key in doubled))
         )
+    not_finite = sorted(_non_finite_numbers(config))
+    if not_finite:
+        problems.append("%s: NaN and Infinity are not JSON values" % ", ".join(not_finite))
     if "data-root" in config and not str(config["data-root"]).startswith("/"):
         problems.append("data-root must be an absolute path, got %r" % config["data-root"])
     return problems
+
+
+def _non_finite_numbers(value, where=""):
+    """Dotted paths of the NaN or infinite numbers in value (a YAML .nan would otherwise reach json.dumps)."""
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return [where or "<value>"]
+    found = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found.extend(_non_finite_numbers(item, "%s.%s" % (where, key) if where else str(key)))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found.extend(_non_finite_numbers(item, "%s[%d]" % (where, index)))
+    return found
+
+
+def _json_type(value):
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return "number with a fraction"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, dict):
+        return "mapping"
+    return type(value).__name__
+
+
+def _article(value):
+    return "an" if _json_type(value)[0] in "aeiou" else "a"
 
 
 def changed_keys(before, after):
@@ -210,7 +277,7 @@ def needs_restart(keys):
 
 def render(config):
     """The file text: stable key order, two-space indent, trailing newline, no timestamps."""
-    return json.dumps(config, indent=2, sort_keys=True) + "\n"
+    return json.dumps(config, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 class _Missing:
@@ -223,6 +290,6 @@ _MISSING = _Missing()
 
 def plan(current, settings, remove=(), exclusive=False):
     """The configuration that should be on disk, from what is there and what was asked."""
-    desired = copy.deepcopy(settings) if exclusive else deep_merge(current, settings)
+    desired = drop_nulls(settings) if exclusive else deep_merge(current, settings)
     desired = remove_keys(desired, remove)
     return coerce(desired)

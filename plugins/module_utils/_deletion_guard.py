@@ -28,10 +28,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+
+from ansible_collections.postmortem.remediation.plugins.module_utils._files import WriteTargetError, write_target
 
 ON_REFUSAL_CHOICES = ("fail", "report")
 
@@ -264,22 +267,72 @@ def exit_with_verdict(module, verdict, result, on_refusal="fail"):
     """
     result["guard"] = verdict.as_dict()
     if verdict.allowed:
-        module.exit_json(**result)
+        module.exit_json(**printable_data(result))
     fail, fields = refusal(verdict, on_refusal)
     result.update(fields)
     if fail:
-        module.fail_json(**result)
-    module.exit_json(**result)
+        module.fail_json(**printable_data(result))
+    module.exit_json(**printable_data(result))
+
+
+def printable(name):
+    """A file name as text that survives JSON and the controller: bytes that are not UTF-8 become \\xNN.
+
+    Names read from the filesystem keep such bytes as surrogates (``surrogateescape``), which Ansible refuses to
+    return; this is the form every result, message and diff shows, and the form an operator may give back.
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def printable_data(data):
+    """``data`` (dicts, lists, strings) with every string made :func:`printable`: a result Ansible will accept."""
+    if isinstance(data, str):
+        return printable(data)
+    if isinstance(data, dict):
+        return dict((printable_data(key), printable_data(value)) for key, value in data.items())
+    if isinstance(data, (list, tuple)):
+        return [printable_data(item) for item in data]
+    return data
+
+
+def check_path_options(module, names, absolute=True):
+    """Fail before anything is touched when a path option of a destructive module could widen its scope.
+
+    The same rules as :func:`check_path_scope` (no empty, blank, '.' or '..' component, no trailing '/', absolute)
+    for every option in ``names`` that is set: one validator for every path a destructive module takes.
+    """
+    for name in names:
+        value = module.params.get(name)
+        if value is None:
+            continue
+        try:
+            check_path_scope(value, name, absolute=absolute)
+        except PathScopeError as exc:
+            module.fail_json(msg="invalid path: %s" % exc, refused=True, reason=str(exc), changed=False)
+
+
+def _unlink_quietly(path):
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def write_json_atomic(module, path, data, mode=0o600, keep_previous=False):
     """Write ``data`` as JSON to ``path`` through a temp file in the same directory and ``atomic_move``.
 
-    With ``keep_previous``, the file being replaced is first copied to ``<path>.prev`` (one generation).
+    With ``keep_previous``, the file being replaced is first kept as ``<path>.prev`` (one generation), itself
+    replaced atomically (a hard link renamed over it), so a crash never leaves a truncated previous copy.
+    No temporary file outlives a failure.
     """
+    # A symlinked state file is written through its link (the temp file beside the real file, so the move stays a
+    # rename); a dangling link fails the module instead of being replaced by a regular file. atomic_move keeps the
+    # mode and owner of the file it replaces; ``mode`` applies to a new file.
+    try:
+        path = write_target(path)
+    except WriteTargetError as exc:
+        module.fail_json(msg="Refusing to write %s: %s" % (path, exc), path=path)
     directory = os.path.dirname(os.path.abspath(path))
     if keep_previous and os.path.isfile(path):
-        shutil.copy2(path, path + ".prev")
+        keep_previous_copy(path)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w") as handle:
@@ -288,7 +341,27 @@ def write_json_atomic(module, path, data, mode=0o600, keep_previous=False):
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
-        module.atomic_move(tmp, os.path.realpath(path) if os.path.exists(path) else path)
+        try:
+            module.atomic_move(tmp, path)
+        except Exception as exc:  # ansible-core raises a bare Exception when the final rename fails
+            module.fail_json(msg="cannot replace %s: %s; it was left as it was" % (path, exc))
     finally:
         if os.path.exists(tmp):
-            os.unlink(tmp)
+            _unlink_quietly(tmp)
+
+
+def keep_previous_copy(path):
+    """``<path>.prev`` becomes the current ``path`` in one rename (a copy when hard links are not possible)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".prev.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copy2(path, tmp)
+        os.rename(tmp, path + ".prev")
+    finally:
+        if os.path.lexists(tmp):
+            _unlink_quietly(tmp)

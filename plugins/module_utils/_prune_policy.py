@@ -15,10 +15,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import calendar
+import contextlib
 import errno
 import fcntl
 import os
 import re
+import tempfile
 import time
 
 try:
@@ -297,7 +299,8 @@ def plan_stopped_containers(containers, keep_label, min_age, now):
         if reason is None and min_age and (age is None or age < min_age):
             reason = "stopped less than %ss ago" % min_age
         if reason:
-            spared.append({"id": container["Id"], "name": container_name(container), "reason": reason})
+            spared.append({"id": container["Id"], "name": container_name(container), "reason": reason,
+                           "bytes": int(container.get("SizeRw") or 0) + int(container.get("LogSize") or 0)})
             continue
         candidates.append({
             "id": container["Id"],
@@ -335,7 +338,7 @@ def plan_images(images, containers, parents, keep_label, dangling, min_age, now)
         if reason is None and not dangling and own == 0:
             reason = "no layers of its own: removing it frees nothing"
         if reason:
-            spared.append({"id": image["Id"], "name": image_label(image), "reason": reason})
+            spared.append({"id": image["Id"], "name": image_label(image), "reason": reason, "bytes": own})
             continue
         candidates.append({
             "id": image["Id"],
@@ -368,7 +371,7 @@ def plan_container_logs(containers, keep_label, max_size, keep_tail):
             continue
         if is_kept((container.get("Config") or {}).get("Labels"), keep_label):
             spared.append({"id": container["Id"], "name": container_name(container),
-                           "reason": "keep label %s" % keep_label})
+                           "reason": "keep label %s" % keep_label, "bytes": size})
             continue
         candidates.append({
             "id": container["Id"],
@@ -389,11 +392,23 @@ def plan_volumes(volumes, keep_label):
         if usage.get("RefCount", 1) != 0:
             continue
         if is_kept(volume.get("Labels"), keep_label):
-            spared.append({"id": volume["Name"], "name": volume["Name"], "reason": "keep label %s" % keep_label})
+            spared.append({"id": volume["Name"], "name": volume["Name"], "reason": "keep label %s" % keep_label,
+                           "bytes": max(0, int(usage.get("Size") or 0))})
             continue
         candidates.append({"id": volume["Name"], "name": volume["Name"],
                            "estimated_bytes": max(0, int(usage.get("Size") or 0))})
     return candidates, spared
+
+
+def largest_protected(tier_reports, limit=5):
+    """The protected objects that hold the most space, across tiers, largest first (each once, by id)."""
+    seen = {}
+    for report in tier_reports:
+        for item in report.get("spared") or []:
+            if item.get("bytes") and item["id"] not in seen:
+                seen[item["id"]] = {"name": item["name"], "tier": report["tier"], "reason": item["reason"],
+                                    "bytes": item["bytes"], "size": human_bytes(item["bytes"])}
+    return sorted(seen.values(), key=lambda item: -item["bytes"])[:limit]
 
 
 def select_tiers(tiers, volumes):
@@ -436,14 +451,36 @@ def truncate_keep_tail(path, keep_tail):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Lock shared by the module and the timer: one reclaim at a time on a host.
+# Lock shared by the module and the timer: one reclaim at a time on a host. guarded_cleanup takes the same kind of
+# lock on the directory it cleans.
 # ---------------------------------------------------------------------------------------------------------
+class _DirectoryHandle(object):
+    """An open directory, so that it can be flock-ed itself: a lock that creates nothing."""
+
+    def __init__(self, path):
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+    def fileno(self):
+        return self.fd
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 def acquire_lock(path, wait_seconds=0):
-    """An open, flock-ed file object, or None when another run holds the lock after wait_seconds."""
-    directory = os.path.dirname(path)
-    if directory and not os.path.isdir(directory):
-        os.makedirs(directory)
-    handle = open(path, "a")  # noqa: SIM115 - the lock lasts as long as the caller keeps the handle open
+    """An open, flock-ed file object, or None when another run holds the lock after wait_seconds.
+
+    ``path`` is a lock file (created if missing, with its directory), or an existing directory, locked as it is.
+    """
+    if os.path.isdir(path):
+        handle = _DirectoryHandle(path)
+    else:
+        directory = os.path.dirname(path)
+        if directory and not os.path.isdir(directory):
+            os.makedirs(directory, exist_ok=True)  # two runs may create it at once
+        handle = open(path, "a")  # noqa: SIM115 - the lock lasts as long as the caller keeps the handle open
     deadline = time.time() + wait_seconds
     while True:
         try:
@@ -576,7 +613,9 @@ class Reclaimer:
             needed = target is None or free < target
             chosen = []
             for candidate in candidates:
-                if target is not None and free >= target:
+                # One build cache prune removes every record the policy selects: it cannot stop at the target the
+                # way the other tiers do, record by record, so its estimate counts them all.
+                if target is not None and free >= target and tier != "build_cache":
                     break
                 chosen.append(candidate)
                 free += candidate["estimated_bytes"] if needed else 0
@@ -738,12 +777,20 @@ def _number(value):
 
 
 def write_atomically(path, text, mode=0o644):
-    """Write text to path through a temporary file in the same directory and a rename."""
+    """Write text to path through a temporary file in the same directory and a rename.
+
+    Whatever fails (the write, the disk, the rename), the temporary file is removed: nothing is left behind.
+    """
     directory = os.path.dirname(path) or "."
-    temp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
-    with open(temp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(temp, mode)
-    os.rename(temp, path)
+    fd, temp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, mode)
+        os.rename(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise

@@ -20,8 +20,21 @@ description:
     key the unit already sets with a flag (such as C(--containerd) or C(--log-driver)), because dockerd does not
     start when a setting is given both ways.
   - Checks the candidate with C(dockerd --validate) where the installed dockerd has it (Docker Engine 23.0 and later).
-  - An existing file that is not valid JSON is never overwritten. The file is replaced atomically and the previous
-    version is kept as a backup.
+  - An existing file that is not valid JSON (C(NaN) and C(Infinity) included) is never overwritten. The file is
+    replaced atomically and the previous version is kept as a backup.
+  - A O(path) that is a symbolic link is written through the link (the file it points to is replaced, the link
+    stays); a link that points to nothing is refused, because creating its target or replacing the link would
+    both change the operator's layout without asking.
+  - The mode and owner of an existing file are kept (a C(0600) file holding proxy credentials stays C(0600)) unless
+    O(mode) is given; a new file gets C(0644) unless O(mode) is given.
+  - A C(null) value in O(settings) removes that key (C(null) for C(compress) under C(log-opts) removes that option).
+    Every C(log-opts) value is written as a string. Booleans and integers are converted (C(3) becomes C("3")), while
+    a number with a fraction, a list or a mapping is refused with its name, because dockerd reads only strings there
+    and there is no single obvious string for them.
+  - "Two runs at once: the read, validation and replacement happen under an exclusive lock on the file's directory,
+    so a second run waits (up to O(lock_timeout) seconds) and then merges into what the first one wrote; no update
+    is lost. A change made to the file by a tool that does not take the lock while a run validates can be
+    overwritten by that run."
   - Says whether the change needs a restart of dockerd or whether a reload (SIGHUP) is enough. It never restarts
     the daemon itself; the roles restart it, wait for it, and roll back when it does not come back.
 author:
@@ -79,9 +92,13 @@ options:
     type: bool
     default: true
   mode:
-    description: File mode of the written file.
+    description:
+      - File mode of the file. When not given, an existing file keeps its mode and a new file gets C(0644).
     type: raw
-    default: '0644'
+  lock_timeout:
+    description: Seconds to wait for another run that is changing the same file to finish.
+    type: int
+    default: 120
 """
 
 EXAMPLES = r"""
@@ -151,6 +168,11 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._daemon_con
     render,
     validate,
 )
+from ansible_collections.postmortem.remediation.plugins.module_utils._files import (
+    WriteTargetError,
+    lock_directory,
+    write_target,
+)
 
 
 class DaemonConfig:
@@ -158,12 +180,17 @@ class DaemonConfig:
         self.module = module
         self.params = module.params
         self.path = self.params["path"]
+        try:
+            # The file actually replaced: the link's target when path is a symlink (the link itself stays).
+            self.target = write_target(self.path)
+        except WriteTargetError as exc:
+            module.fail_json(msg="Refusing to write %s: %s" % (self.path, exc), path=self.path)
 
     def read_current(self):
-        if not os.path.exists(self.path):
+        if not os.path.exists(self.target):
             return None, {}
         try:
-            with open(self.path, "rb") as handle:
+            with open(self.target, "rb") as handle:
                 text = handle.read().decode("utf-8")
         except (IOError, OSError, UnicodeDecodeError) as exc:
             self.module.fail_json(msg="Cannot read %s: %s" % (self.path, to_native(exc)))
@@ -200,12 +227,16 @@ class DaemonConfig:
 
     def write_candidate(self, text):
         # Same directory as the target so the final move is atomic; check mode may run before it exists.
-        directory = os.path.dirname(self.path) or "."
+        directory = os.path.dirname(self.target) or "."
         if not os.path.isdir(directory):
             directory = tempfile.gettempdir()
         fd, tmp = tempfile.mkstemp(prefix=".daemon.json.", dir=directory)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(to_bytes(text))
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(to_bytes(text))
+        except BaseException:
+            os.unlink(tmp)
+            raise
         return tmp
 
     def validate_with_dockerd(self, tmp):
@@ -214,7 +245,6 @@ class DaemonConfig:
             return "rules"
         rc, out, err = self.module.run_command([dockerd, "--validate", "--config-file", tmp])
         if rc != 0:
-            os.unlink(tmp)
             self.module.fail_json(
                 msg="dockerd --validate refused the new %s, which was not written: %s"
                 % (self.path, (err or out).strip()),
@@ -222,6 +252,29 @@ class DaemonConfig:
         return "dockerd --validate"
 
     def run(self):
+        if self.module.check_mode:
+            return self.plan_and_write()
+        directory = os.path.dirname(self.target) or "."
+        lock = lock_directory(directory, self.params["lock_timeout"])
+        if lock is None:
+            self.module.fail_json(
+                msg="Another run has been changing %s for more than %ss (it holds the lock on %s); nothing was "
+                    "written. Run again when it has finished." % (self.path, self.params["lock_timeout"], directory),
+                path=self.path,
+            )
+        try:
+            return self.plan_and_write()
+        finally:
+            os.close(lock)
+
+    def apply_mode(self, created):
+        """The mode only when asked for; an existing file keeps its own, a new one gets 0644."""
+        mode = self.params["mode"]
+        if mode is None:
+            return self.module.set_mode_if_different(self.target, "0644", False) if created else False
+        return self.module.set_mode_if_different(self.target, mode, False)
+
+    def plan_and_write(self):
         params = self.params
         try:
             before_text, current = self.read_current()
@@ -254,20 +307,28 @@ class DaemonConfig:
                 before_header=self.path, after_header=self.path,
             )
         if not changed:
-            # Same content: the mode is the only thing left to put right (set_mode_if_different honours check mode).
+            # Same content: a mode given explicitly is the only thing left to put right (honours check mode).
             if before_text is not None:
-                result["changed"] = self.module.set_mode_if_different(self.path, params["mode"], False)
+                result["changed"] = self.apply_mode(created=False)
             return result
 
         tmp = self.write_candidate(after_text)
-        result["validated_with"] = self.validate_with_dockerd(tmp)
-        if self.module.check_mode:
-            os.unlink(tmp)
-            return result
-        if before_text is not None and params["backup"]:
-            result["backup_file"] = self.module.backup_local(self.path)
-        self.module.atomic_move(tmp, self.path)
-        self.module.set_mode_if_different(self.path, params["mode"], False)
+        try:  # the candidate never outlives the run, whatever fails (validation, backup, the final move)
+            result["validated_with"] = self.validate_with_dockerd(tmp)
+            if self.module.check_mode:
+                return result
+            if before_text is not None and params["backup"]:
+                result["backup_file"] = self.module.backup_local(self.target)
+            # atomic_move gives the new file the mode and owner of the one it replaces.
+            try:
+                self.module.atomic_move(tmp, self.target)
+            except Exception as exc:  # ansible-core raises a bare Exception when the final rename fails
+                self.module.fail_json(msg="cannot replace %s: %s; it was left as it was" % (self.path, exc),
+                                      **result)
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+        self.apply_mode(created=before_text is None)
         return result
 
 
@@ -283,7 +344,8 @@ def main():
             dockerd_path=dict(type="path"),
             service_name=dict(type="str", default="docker"),
             backup=dict(type="bool", default=True),
-            mode=dict(type="raw", default="0644"),
+            mode=dict(type="raw"),
+            lock_timeout=dict(type="int", default=120),
         ),
         supports_check_mode=True,
     )

@@ -127,6 +127,11 @@ notes:
   - A truncated log is not backed up; freeing its space is the point. The kept tail stays in place.
   - Lines a container writes during the few milliseconds of a truncation may be lost.
   - Estimates in check mode are the engine's figures; layers shared between images make them approximate.
+  - O(data_root), O(docker_socket) and O(lock_file) follow the path rules of every destructive module of the
+    collection (absolute, no empty component or trailing C(/), no C(.) or C(..)); the module fails before anything
+    else when one does not.
+  - One build cache prune removes every record older than O(min_age), whatever the target, so the estimate of the
+    V(build_cache) tier counts them all (it used to stop at the target and came out about three times low).
 seealso:
   - name: Disk pressure guide
     description: docs/disk_pressure.md in this collection.
@@ -210,8 +215,19 @@ elapsed_seconds:
   returned: when tiers ran
   type: float
   sample: 12.4
+protected:
+  description:
+    - The objects the tiers that ran had to spare (in use, keep label, restart policy, too young) that hold the
+      most space, largest first (at most five), so that whoever escalates knows what stayed and why.
+  returned: when the engine's state was read
+  type: list
+  elements: dict
+  sample: [{name: "svc-web:latest (3f2a9c1b7d20)", tier: unused_images, reason: used by container web,
+            bytes: 88080384, size: 84.0 MiB}]
 refused:
-  description: Whether the guard refused to plan on the engine's state (nothing was removed by the refused step).
+  description:
+    - Whether the module refused to act, touching nothing in the refused step. The guard refuses to plan on an
+      engine state that is not plausible; a target larger than the filesystem is refused too.
   returned: always
   type: bool
   sample: false
@@ -243,7 +259,11 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_guard import Verdict, refusal
+from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_guard import (
+    Verdict,
+    check_path_options,
+    refusal,
+)
 from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import DockerAPI, DockerAPIError
 from ansible_collections.postmortem.remediation.plugins.module_utils._prune_policy import (
     DEFAULT_KEEP_LABEL,
@@ -256,6 +276,7 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._prune_poli
     acquire_lock,
     filesystem_usage,
     human_bytes,
+    largest_protected,
     parse_duration,
     parse_size,
     parse_target,
@@ -318,10 +339,11 @@ class ReclaimManager:
                       size=size, data_root=self.data_root, reclaimed={}, removed={}, tiers=[], refused=False,
                       reason="")
         if target is not None and target >= size:
-            self.module.fail_json(
-                msg="docker_reclaim: target %s (%s) is more than the %s filesystem holding %s: it can never be met"
-                    % (self.module.params["target_free"], human_bytes(target), human_bytes(size), self.data_root),
-                **result)
+            # Refused like any plan that cannot work: whoever reads refused/reason learns why nothing ran.
+            reason = ("target %s (%s) is more than the %s filesystem holding %s: it can never be met"
+                      % (self.module.params["target_free"], human_bytes(target), human_bytes(size), self.data_root))
+            result.update(refused=True, reason=reason, target_met=False)
+            self.module.fail_json(msg="docker_reclaim: " + reason, **result)
         if target is not None and free_before >= target:
             result.update(target_met=True, msg="%s free on %s, target %s already met: nothing to do"
                           % (human_bytes(free_before), self.data_root, human_bytes(target)))
@@ -352,7 +374,7 @@ class ReclaimManager:
     def _estimate(self, result, target, plan, free_after):
         would = dict((t["tier"], t["would_remove"]) for t in plan if t["would_run"])
         result.update(changed=bool(would), plan=plan, estimated_free_after=free_after,
-                      target_met=target is None and not would,
+                      target_met=target is None and not would, protected=largest_protected(plan),
                       msg="%s free, target %s: would run %s, expecting about %s free"
                           % (human_bytes(result["free_before"]), self._target_text(target),
                              ", ".join(would) or "no tier", human_bytes(free_after)))
@@ -399,7 +421,7 @@ class ReclaimManager:
             changed=bool(removed), tiers=reports, removed=removed, free_after=free_after,
             reclaimed=dict((r["tier"], r["reclaimed_bytes"]) for r in reports),
             target_met=(free_after >= target) if target is not None else not any(r["failed"] for r in reports),
-            elapsed_seconds=round(time.time() - started, 3),
+            elapsed_seconds=round(time.time() - started, 3), protected=largest_protected(reports),
         )
 
     @staticmethod
@@ -438,6 +460,7 @@ def main():
         ),
         supports_check_mode=True,
     )
+    check_path_options(module, ("data_root", "docker_socket", "lock_file"))  # the rules of every destructive module
     module.exit_json(**ReclaimManager(module).run())
 
 

@@ -34,7 +34,12 @@ author:
   - postmortem.remediation maintainers (@postmortem-remediation)
 options:
   path:
-    description: The directory holding the items (not searched recursively).
+    description:
+      - The directory holding the items (not searched recursively).
+      - An absolute path with the rules of P(postmortem.remediation.safe_sync#module) for its paths, the same for
+        O(quarantine_dir) and O(state_file). No empty component (C(a//b)), no trailing C(/), no whitespace-only
+        component, no C(.) or C(..). A variable that expanded to nothing (C(/srv/backups/{{ customer }})) is then
+        refused instead of widening the cleanup to the parent directory.
     type: path
     required: true
   pattern:
@@ -108,8 +113,28 @@ options:
       - Defaults to C(.quarantine) inside O(path).
     type: path
   state_file:
-    description: Where the size of the last healthy reference is kept. Defaults to C(state.json) in O(quarantine_dir).
+    description:
+      - Where the size of the last healthy reference is kept. Defaults to C(state.json) in O(quarantine_dir).
+      - Every write keeps the record it replaces as C(<state_file>.prev) (the first record too). When the state file
+        is missing or unreadable, the previous copy is used, with a warning.
+      - When both are lost although the quarantine shows earlier runs (its manifest exists), the run is refused;
+        see O(first_run).
     type: path
+  first_run:
+    description:
+      - Accept that there is no record of an earlier healthy reference, so that the shrink check
+        (O(max_reference_shrink)) has nothing to compare with.
+      - Needed only when the state file and its previous copy are both lost while the quarantine shows earlier runs;
+        a run in a directory where the module never ran is a first run without it. Ignored when a record exists.
+      - Set it for one run, after checking that the reference is complete.
+    type: bool
+    default: false
+  lock_timeout:
+    description:
+      - How many seconds a run waits for another run on the same O(path) (a C(flock) on the directory itself)
+        before it fails without doing anything.
+    type: int
+    default: 120
   grace_period:
     description:
       - How long an orphan stays in quarantine before a run may purge it, as a number with a unit
@@ -128,7 +153,9 @@ options:
     choices: [reconcile, restore]
     default: reconcile
   names:
-    description: With O(state=restore), the item names to restore; all quarantined items when omitted.
+    description:
+      - With O(state=restore), the item names to restore; all quarantined items when omitted.
+      - A name that is not valid UTF-8 is given as the module reports it, with C(\xNN) for each such byte.
     type: list
     elements: str
   on_refusal:
@@ -163,6 +190,20 @@ attributes:
 notes:
   - The manifest and the state file are written atomically (temporary file and rename) and the previous version is
     kept as C(<file>.prev).
+  - Names that are not valid UTF-8 are handled as bytes (moved, purged and restored as they are) and reported with
+    C(\xNN) for each byte that is not UTF-8.
+  - The quarantine directory and the state file are never items, also when reached through a symlinked alias of
+    O(path) (they are recognised by device and inode).
+  - "When two runs overlap: every run locks O(path) (C(flock) on the directory itself, so nothing is created; the
+    mechanism the prune timer and P(postmortem.remediation.docker_reclaim#module) share) before it reads the
+    manifest, the state or the items, and holds the lock until it has written; the other run waits up to
+    O(lock_timeout) seconds and then plans on what the first one left. The manifest also carries a generation
+    number, and a run never writes it over a newer one (a writer that ignored the lock): it fails instead."
+  - "When the items or the reference change during a run: the plan is made once, under the lock. An orphan that
+    vanished before its move is reported in RV(kept) and not recorded; a move never replaces what appeared at its
+    target; a lock marker that appears is honoured by the next run (a quarantined item is not purged while it is
+    locked). A reference that changes after it was read is read again by the next run, which checks it again against
+    every bound."
 """
 
 EXAMPLES = r"""
@@ -204,10 +245,13 @@ reason:
   sample: "refused cleanup of /srv/backups: reference keys: 430 keys now, 1000 at the last successful run: shrank
     by 57.0 %, more than the bound of 10.0 %"
 reference:
-  description: The reference that was read.
+  description:
+    - The reference that was read, its count, and the count it was compared with (C(previous_count), read from
+      C(previous_source), the state file or its previous copy; C(null) on a first run).
   returned: when O(state=reconcile)
   type: dict
-  sample: {source: "sqlite /var/lib/backupd/catalog.db", count: 1000, previous_count: 998, error: ""}
+  sample: {source: "sqlite /var/lib/backupd/catalog.db", count: 1000, previous_count: 998, error: "",
+           previous_source: /srv/backups/.quarantine/state.json}
 items:
   description: Items in O(path) matching O(pattern), locked ones included.
   returned: always
@@ -285,15 +329,11 @@ guard:
   type: dict
 """
 
-import errno
 import fnmatch
-import json
 import os
 import re
 import shutil
-import sqlite3
 import time
-from urllib.parse import quote
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_guard import (
@@ -301,140 +341,23 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_g
     Verdict,
     bounded,
     exit_with_verdict,
-    write_json_atomic,
 )
 from ansible_collections.postmortem.remediation.plugins.module_utils._textfile_metrics import (
     GUARD_METRICS_ARGSPEC,
     write_guard_metrics,
 )
-
-MANIFEST_VERSION = 1
-GRACE_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
-GRACE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-TIMEOUT_RC = (124, 137)
-
-
-def parse_grace(text):
-    match = GRACE_RE.match(text or "")
-    if not match:
-        raise ValueError("grace_period '%s' is not a number with a unit s, m, h, d or w" % text)
-    return int(match.group(1)) * GRACE_UNITS[match.group(2)]
-
-
-def iso(epoch):
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-
-
-def move_no_replace(source, target):
-    """Rename ``source`` to ``target``, never replacing what is at ``target`` (os.rename would, silently).
-
-    Files and symlinks are hard-linked first, which fails with EEXIST if ``target`` appeared after the check, then
-    unlinked; a directory is renamed (rename(2) refuses a non-empty directory target).
-    """
-    if os.path.lexists(target):
-        raise OSError(errno.EEXIST, "%s exists: not overwritten" % target)
-    if os.path.isdir(source) and not os.path.islink(source):
-        os.rename(source, target)
-        return
-    try:
-        os.link(source, target, follow_symlinks=False)
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
-            raise
-        os.rename(source, target)  # a filesystem without hard links: the check above is all there is
-        return
-    os.unlink(source)
-
-
-class UnhealthyReference(Exception):
-    """The reference could not be read: the cleanup must not trust it."""
-
-
-class Reference(object):
-    """Read the reference keys from a command or a SQLite query, refusing anything unhealthy."""
-
-    def __init__(self, module):
-        self.module = module
-        self.params = module.params
-
-    @property
-    def source(self):
-        if self.params["reference_command"]:
-            return "command %s" % " ".join(self.params["reference_command"])
-        return "sqlite %s" % self.params["reference_sqlite"]
-
-    def read(self):
-        if self.params["reference_command"]:
-            return self._from_command(self.params["reference_command"])
-        return self._from_sqlite(self.params["reference_sqlite"], self.params["reference_query"])
-
-    def _from_command(self, argv):
-        timeout = self.params["reference_timeout"]
-        timeout_bin = self.module.get_bin_path("timeout")
-        if not timeout_bin:
-            raise UnhealthyReference("the 'timeout' program is missing; the reference command cannot be bounded")
-        rc, out, err = self.module.run_command(
-            [timeout_bin, "--kill-after=5", str(timeout), *argv], environ_update={"LC_ALL": "C"})
-        if rc in TIMEOUT_RC:
-            raise UnhealthyReference("reference command %s timed out after %d s" % (argv[0], timeout))
-        if rc != 0:
-            raise UnhealthyReference("reference command %s failed (rc %d): %s" % (
-                argv[0], rc, (err.strip() or out.strip())[:500]))
-        return set(line.strip() for line in out.splitlines() if line.strip())
-
-    def _from_sqlite(self, database, query):
-        if not os.path.isfile(database):
-            raise UnhealthyReference("reference database %s does not exist" % database)
-        deadline = time.time() + self.params["reference_timeout"]
-        try:
-            conn = sqlite3.connect("file:%s?mode=ro" % quote(database), uri=True,
-                                   timeout=self.params["reference_timeout"])
-        except sqlite3.Error as exc:
-            raise UnhealthyReference("reference database %s cannot be opened: %s" % (database, exc)) from exc
-        try:
-            conn.set_progress_handler(lambda: 1 if time.time() > deadline else 0, 10000)
-            rows = conn.execute(query).fetchall()
-        except sqlite3.Error as exc:
-            timed_out = time.time() > deadline
-            cause = "timed out after %d s (%s)" % (self.params["reference_timeout"], exc) if timed_out else str(exc)
-            raise UnhealthyReference("reference query on %s failed: %s" % (database, cause)) from exc
-        finally:
-            conn.close()
-        return set(str(row[0]).strip() for row in rows if row and row[0] is not None and str(row[0]).strip())
-
-
-class Quarantine(object):
-    """The quarantine directory: items/ holds the moved items, manifest.json says where they came from."""
-
-    def __init__(self, module, directory):
-        self.module = module
-        self.directory = directory
-        self.items_dir = os.path.join(directory, "items")
-        self.manifest_path = os.path.join(directory, "manifest.json")
-        self.entries = self._load()
-
-    def _load(self):
-        if not os.path.exists(self.manifest_path):
-            return {}
-        try:
-            with open(self.manifest_path) as handle:
-                data = json.load(handle)
-        except (IOError, OSError, ValueError) as exc:
-            self.module.fail_json(msg="quarantine manifest %s cannot be read: %s; fix or move it away, the "
-                                      "module will not guess what the quarantine holds" % (self.manifest_path, exc))
-        return data.get("items", {})
-
-    def stored_path(self, name):
-        return os.path.join(self.items_dir, name)
-
-    def ensure(self):
-        for directory in (self.directory, self.items_dir):
-            if not os.path.isdir(directory):
-                os.makedirs(directory, 0o700)
-
-    def save(self, origin_dir):
-        write_json_atomic(self.module, self.manifest_path,
-                          {"version": MANIFEST_VERSION, "path": origin_dir, "items": self.entries}, keep_previous=True)
+from ansible_collections.postmortem.remediation.plugins.module_utils._quarantine import (
+    MissingState,
+    Quarantine,
+    Reference,
+    StateRecord,
+    UnhealthyReference,
+    identity,
+    is_inside,
+    iso,
+    move_no_replace,
+    parse_grace,
+)
 
 
 class GuardedCleanup(object):
@@ -444,6 +367,7 @@ class GuardedCleanup(object):
         self.path = os.path.abspath(self.params["path"])
         self.quarantine_dir = os.path.abspath(self.params["quarantine_dir"] or os.path.join(self.path, ".quarantine"))
         self.state_file = self.params["state_file"] or os.path.join(self.quarantine_dir, "state.json")
+        self.quarantine = Quarantine(module, self.quarantine_dir)
         self.verdict = Verdict("cleanup of %s" % self.path)
         self.kept = []
         self.diff_lines = []
@@ -456,10 +380,12 @@ class GuardedCleanup(object):
             self.module.fail_json(msg="directory %s does not exist; nothing to reconcile" % self.path)
         pattern = self.params["pattern"]
         lock_suffix = self.params["lock_suffix"]
+        # The module's own files are never items, however they are reached (a symlinked alias of path included).
+        own = set(identity(p) for p in (self.quarantine_dir, self.state_file, self.state_file + ".prev")) - {None}
         names = []
         for name in sorted(os.listdir(self.path)):
             full = os.path.join(self.path, name)
-            if os.path.abspath(full) == self.quarantine_dir:
+            if identity(full) in own:
                 continue
             if name.startswith(".") and not pattern.startswith("."):
                 continue
@@ -491,41 +417,43 @@ class GuardedCleanup(object):
     def keep(self, name, reason):
         self.kept.append({"name": name, "reason": reason})
 
-    # -- state of the last healthy reference ----------------------------------------------------------------------
-    def previous_count(self):
-        if not os.path.exists(self.state_file):
-            return None
-        try:
-            with open(self.state_file) as handle:
-                return int(json.load(handle)["reference_count"])
-        except (IOError, OSError, ValueError, KeyError, TypeError) as exc:
-            self.module.fail_json(msg="state file %s cannot be read: %s; the shrink check needs it (remove it to "
-                                      "start over)" % (self.state_file, exc))
-
-    def save_state(self, count, previous):
-        if count == previous:
+    # -- paths and the lock ---------------------------------------------------------------------------------------
+    def check_paths(self):
+        """The same rules as safe_sync's for every path this module moves, deletes or writes under; then the lock."""
+        for name in ("path", "quarantine_dir", "state_file"):
+            if self.params[name] is not None:
+                self.verdict.require_path_scope(name, self.params[name], absolute=True)
+        if not self.verdict.allowed:
             return False
-        self.ensure_dir(os.path.dirname(os.path.abspath(self.state_file)))
-        write_json_atomic(self.module, self.state_file,
-                          {"reference_count": count, "recorded_at": iso(time.time()), "path": self.path},
-                          keep_previous=True)
+        if not os.path.isdir(self.path):
+            self.module.fail_json(msg="directory %s does not exist; nothing to reconcile" % self.path)
+        if is_inside(self.path, self.quarantine_dir):
+            return self.verdict.require("quarantine_dir", False, "quarantine %s holds %s itself: its items would be "
+                                        "quarantined into themselves" % (self.quarantine_dir, self.path))
+        self.check_same_filesystem()
+        self.quarantine.open(self.path, self.params["lock_timeout"])
         return True
 
-    @staticmethod
-    def ensure_dir(directory):
-        if not os.path.isdir(directory):
-            os.makedirs(directory, 0o700)
+    def close(self):
+        self.quarantine.close()
 
     # -- reconcile ------------------------------------------------------------------------------------------------
     def reconcile(self):
+        if not self.check_paths():
+            return self.finish()
+        quarantine = self.quarantine
         names = self.list_items()
         self.result["items"] = len(names)
-        self.check_same_filesystem()
-        quarantine = Quarantine(self.module, self.quarantine_dir)
         reference = Reference(self.module)
-        previous = self.previous_count()
-        info = {"source": reference.source, "count": 0, "previous_count": previous, "error": ""}
+        record = StateRecord(self.module, self.state_file)
+        info = {"source": reference.source, "count": 0, "previous_count": None, "error": ""}
         self.result["reference"] = info
+        try:
+            previous = info["previous_count"] = record.previous_count(quarantine, self.params["first_run"])
+        except MissingState as exc:
+            self.verdict.require("reference record", False, str(exc))
+            return self.finish()
+        info["previous_source"] = record.used
         try:
             keys = reference.read()
         except UnhealthyReference as exc:
@@ -571,7 +499,7 @@ class GuardedCleanup(object):
         changed = bool(purge or restore or quarantined)
         if not self.module.check_mode:
             self.apply(quarantine, purge, restore, quarantined, keys)
-            changed = self.save_state(len(keys), previous) or changed
+            changed = record.save(len(keys), previous, self.path) or changed
         else:
             changed = changed or len(keys) != previous
         self.result.update(changed=changed, purged=purge, restored=restore, quarantined=quarantined)
@@ -627,6 +555,9 @@ class GuardedCleanup(object):
     def apply(self, quarantine, purge, restore, quarantined, keys):
         stale = [name for name in quarantine.entries if not os.path.lexists(quarantine.stored_path(name))]
         if not (purge or restore or quarantined or stale):
+            if not quarantine.has_record():  # the first healthy run leaves a record: a lost state file is then seen
+                quarantine.ensure()
+                quarantine.save(self.path)
             return  # nothing to move: a run that changes nothing writes nothing
         quarantine.ensure()
         # Drop manifest entries whose item is gone (reported in kept), then record the moves before making them,
@@ -683,9 +614,19 @@ class GuardedCleanup(object):
 
     # -- restore ----------------------------------------------------------------------------------------------------
     def restore(self):
+        if not self.check_paths():
+            return self.finish()
+        quarantine = self.quarantine
         self.result["items"] = len(self.list_items())
-        quarantine = Quarantine(self.module, self.quarantine_dir)
-        wanted = self.params["names"]
+        wanted = None
+        if self.params["names"] is not None:
+            wanted = set()
+            for name in self.params["names"]:
+                found = quarantine.find(name)
+                if found is None:
+                    self.keep(name, "not in the quarantine")
+                else:
+                    wanted.add(found)
         restore = []
         for name in sorted(quarantine.entries):
             if wanted is not None and name not in wanted:
@@ -698,9 +639,6 @@ class GuardedCleanup(object):
             else:
                 restore.append(name)
                 self.diff_lines.append("restore %s -> %s" % (quarantine.stored_path(name), origin))
-        for name in wanted or []:
-            if name not in quarantine.entries:
-                self.keep(name, "not in the quarantine")
         if restore and not self.module.check_mode:
             self.move_back(quarantine, restore)
             quarantine.save(self.path)
@@ -725,6 +663,7 @@ class GuardedCleanup(object):
                 lines.append("... and %d more" % (len(self.diff_lines) - len(lines)))
             self.result["diff"] = {"before_header": self.path, "after_header": self.path,
                                    "prepared": "\n".join(lines) + ("\n" if lines else "")}
+        self.close()
         write_guard_metrics(self.module, "guarded_cleanup", self.verdict, self.result)
         exit_with_verdict(self.module, self.verdict, self.result, self.params["on_refusal"])
 
@@ -747,6 +686,8 @@ def main():
             lock_suffix=dict(type="str", default=".lock"),
             quarantine_dir=dict(type="path"),
             state_file=dict(type="path"),
+            first_run=dict(type="bool", default=False),
+            lock_timeout=dict(type="int", default=120),
             grace_period=dict(type="str", default="7d"),
             restore_referenced=dict(type="bool", default=True),
             state=dict(type="str", choices=["reconcile", "restore"], default="reconcile"),
@@ -764,7 +705,7 @@ def main():
     for name in ("max_reference_shrink", "max_orphan_ratio"):
         if not 0.0 <= params[name] <= 1.0:
             module.fail_json(msg="%s must be between 0 and 1, got %s" % (name, params[name]))
-    for name in ("max_orphans", "min_references", "reference_timeout"):
+    for name in ("max_orphans", "min_references", "reference_timeout", "lock_timeout"):
         if params[name] < 0:
             module.fail_json(msg="%s must be 0 or more, got %d" % (name, params[name]))
     if params["reference_command"] is not None and not params["reference_command"]:
@@ -776,10 +717,10 @@ def main():
     except (ValueError, re.error) as exc:
         module.fail_json(msg="invalid option: %s" % exc)
     cleanup = GuardedCleanup(module)
-    if params["state"] == "restore":
-        cleanup.restore()
-    else:
-        cleanup.reconcile()
+    try:
+        cleanup.restore() if params["state"] == "restore" else cleanup.reconcile()
+    finally:
+        cleanup.close()  # the lock ends with the run, also when it fails
 
 
 if __name__ == "__main__":

@@ -21,9 +21,16 @@ description:
   - An itemized dry run (C(--dry-run --itemize-changes --delete --stats)) then plans the transfer. The module
     refuses when the source is missing or holds fewer than O(min_source_files) files, or when the planned
     deletions exceed O(max_delete) files or O(max_delete_ratio) of the destination's files.
-  - Only then rsync runs for real, with C(--delete-delay) (deletions after the transfer is complete) and
-    C(--max-delete) set to the planned number of deletions, so that rsync itself stops if the tree changed
-    between the plan and the run.
+  - Only then rsync runs for real, in two steps. The transfer never deletes anything (no C(--delete)). Then the
+    planned deletions, and only those, are made by rsync from the list of planned paths (C(--files-from) with
+    C(--delete-missing-args)). A planned path is deleted only if the source still lacks it, files first, then
+    directories deepest first and only when empty (a last pass gives the directories that held them the source's
+    times again, without deleting anything). A file that no plan listed is never deleted, whatever happened
+    to the source or the destination since the dry run; RV(deleted_files) names what was really deleted.
+  - Names are reported as text, UTF-8 names as they are and other bytes as C(\xNN) (rsync's C(\#ooo) escapes
+    are decoded); the files themselves are synchronised byte for byte.
+  - O(src) and O(dest) may not start with C(-), and a host part must be a host name (no leading C(-), no
+    whitespace), so that neither rsync nor the remote shell can read a location as an option.
   - A refusal fails the task by default (RV(refused=true) and the reason in C(msg)); O(on_refusal=report)
     returns it as data instead, without failing.
   - Deletions are counted in files (anything that is not a directory); deleted directories are reported apart.
@@ -122,6 +129,16 @@ attributes:
     details: When source and destination already match, the dry run plans nothing and the real run is skipped.
 notes:
   - Requires C(rsync) on the host the task runs on (and on the remote side of a remote location).
+  - "When the tree changes during a run: the bounds were checked on the plan, and the real run can only do less
+    than the plan. A file that vanished from the source after the dry run is not deleted at the destination (the
+    next run plans it, and checks it against the bounds); a planned deletion that came back to the source is
+    transferred, not deleted; a file that appeared at the destination is left alone; a planned directory that is
+    no longer empty stays. Planned deletions that were not made are listed in RV(planned_not_deleted), with a
+    warning."
+  - "When two runs overlap on the same destination: the module takes no lock. Each run deletes only what its own
+    plan listed and only what its source lacks, so two runs from the same source cannot delete more than either
+    plan; two runs from different sources into one destination are a mistake the module cannot see. Serialise
+    such jobs (one systemd timer, or C(flock) around the play)."
   - The module runs where the task runs. To push to another machine, give O(dest) as C(host:/path) with O(rsh),
     or an rsync daemon location.
 seealso:
@@ -215,6 +232,14 @@ deleted_files:
   type: list
   elements: str
   sample: [pool/main/h/hello_2.10-2_amd64.deb]
+planned_not_deleted:
+  description:
+    - Planned deletions (files, and directories ending in C(/)) that the real run did not make, because the source
+      has them again, they were gone already, or a directory is no longer empty.
+  returned: when the real run made fewer deletions than planned
+  type: list
+  elements: str
+  sample: [pool/main/h/hello_2.10-2_amd64.deb]
 deleted_dirs:
   description: Directories deleted at the destination.
   returned: always
@@ -232,14 +257,15 @@ guard:
   sample: {subject: sync of /srv/build/debian/amd64 to /srv/mirror/debian/amd64, allowed: true, reason: "",
            checks: [{name: deletions, ok: true, value: 2, limit: 100, message: ""}]}
 cmd:
-  description: The rsync command line that ran last (the dry run in check mode or when refused).
+  description:
+    - The rsync command line that ran last (the dry run in check mode or when refused; else the last deletion pass,
+      or the transfer when nothing was to be deleted).
   returned: when rsync ran
   type: list
   elements: str
 """
 
 import os
-import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_guard import (
@@ -249,121 +275,20 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_g
     bounded,
     check_path_scope,
     exit_with_verdict,
-    ratio_of,
+    printable,
+    printable_data,
 )
 from ansible_collections.postmortem.remediation.plugins.module_utils._textfile_metrics import (
     GUARD_METRICS_ARGSPEC,
     write_guard_metrics,
 )
-
-# rsync's success codes: 0, and 24 (some source files vanished during the transfer: a live tree).
-RSYNC_OK = (0, 24)
-ITEM_RE = re.compile(r"^([<>ch.])([fdLDS])(\S{9}) (.*)$")
-DELETING_PREFIX = "*deleting "
-STATS_FILES_RE = re.compile(r"^Number of files: ([\d,.]+)(?: \((.*)\))?$")
-
-
-class Location(object):
-    """One side of the synchronisation: local path, remote shell (host:path) or rsync daemon."""
-
-    def __init__(self, label, spec):
-        self.label = label
-        self.spec = spec
-        self.kind, self.host, self.path = self._parse(spec)
-
-    @staticmethod
-    def _parse(spec):
-        if spec.startswith("rsync://"):
-            rest = spec[len("rsync://"):]
-            host, _sep, path = rest.partition("/")
-            return "daemon", host, path
-        first_slash = spec.find("/")
-        colon = spec.find(":")
-        if colon > 0 and (first_slash < 0 or colon < first_slash):
-            if spec[colon:colon + 2] == "::":
-                return "daemon", spec[:colon], spec[colon + 2:]
-            return "shell", spec[:colon], spec[colon + 1:]
-        return "local", None, spec
-
-    @property
-    def remote(self):
-        return self.kind != "local"
-
-    def validate(self, expect_suffix):
-        if self.remote and not self.host.strip():
-            raise PathScopeError("%s '%s': the host part is empty" % (self.label, self.spec))
-        label = self.label if not self.remote else "%s path on %s" % (self.label, self.host)
-        check_path_scope(self.path, label, expect_suffix=expect_suffix, absolute=self.kind != "daemon")
-
-    def as_content(self):
-        """The rsync argument that means 'the content of this directory'."""
-        return self.spec + "/"
-
-
-class RsyncPlan(object):
-    """What an itemized rsync run did or would do."""
-
-    def __init__(self):
-        self.items = []
-        self.transferred = []
-        self.created_files = 0
-        self.deleted_files = []
-        self.deleted_dirs = []
-        self.source_files = None
-
-    @classmethod
-    def parse(cls, stdout):
-        plan = cls()
-        for line in stdout.splitlines():
-            if line.startswith(DELETING_PREFIX):
-                name = line[len(DELETING_PREFIX):].lstrip(" ")
-                plan.items.append(line)
-                (plan.deleted_dirs if name.endswith("/") else plan.deleted_files).append(name)
-                continue
-            match = ITEM_RE.match(line)
-            if match:
-                update, kind, attrs, name = match.groups()
-                plan.items.append(line)
-                if kind == "L" and " -> " in name:
-                    name = name.split(" -> ", 1)[0]
-                if update in "<>" and kind == "f":
-                    plan.transferred.append(name)
-                if kind != "d" and attrs == "+" * 9:
-                    plan.created_files += 1
-                continue
-            stats = STATS_FILES_RE.match(line)
-            if stats:
-                plan.source_files = _count_non_dirs(stats.group(1), stats.group(2))
-        return plan
-
-    @property
-    def dest_files(self):
-        """Files at the destination in scope: those the source also has, plus those to delete."""
-        return max(0, self.source_files - self.created_files) + len(self.deleted_files)
-
-    def summary(self):
-        return {
-            "source_files": self.source_files,
-            "dest_files": self.dest_files,
-            "transfer_count": len(self.transferred),
-            "delete_count": len(self.deleted_files),
-            "delete_dir_count": len(self.deleted_dirs),
-            "delete_ratio": round(ratio_of(len(self.deleted_files), self.dest_files), 6),
-        }
-
-
-def _number(text):
-    return int(re.sub(r"[,.]", "", text))
-
-
-def _count_non_dirs(total, breakdown):
-    """'Number of files: 4 (reg: 1, dir: 2, link: 1)' -> 2: every entry that is not a directory."""
-    count = _number(total)
-    for part in (breakdown or "").split(","):
-        key, _sep, value = part.strip().partition(":")
-        if key.strip() == "dir":
-            count -= _number(value.strip())
-    return count
+from ansible_collections.postmortem.remediation.plugins.module_utils._rsync import (
+    RSYNC_OK,
+    Location,
+    RsyncPlan,
+    not_deleted_dirs,
+    write_files_from,
+)
 
 
 class SafeSync(object):
@@ -444,25 +369,58 @@ class SafeSync(object):
         return plan
 
     def real_run(self, plan):
-        argv = self.command(dry_run=False, max_delete=len(plan.deleted_files) + len(plan.deleted_dirs))
+        """Transfer without deleting, then delete the planned paths that are still extraneous, and nothing else."""
+        done = RsyncPlan()
+        self.rsync_pass(self.command(dry_run=False), done, "transfer")
+        if self.params["delete"] and (plan.deleted_files or plan.deleted_dirs):
+            for names in plan.deletion_passes():
+                self.rsync_pass(self.command(dry_run=False, listed=names, delete=True), done, "planned deletions")
+            self.rsync_pass(self.command(dry_run=False, listed=plan.parent_dirs()), done, "directory times")
+        unplanned = set(done.deleted_files + done.deleted_dirs) - set(plan.deleted_files + plan.deleted_dirs)
+        if unplanned:  # cannot happen by construction; if rsync ever did it, the task must not look fine
+            self.report(done)
+            self.module.fail_json(msg="sync of %s to %s deleted paths outside the plan: %s" % (
+                self.src.spec, self.dest.spec, ", ".join(sorted(printable(n) for n in unplanned))), **self.result)
+        left = sorted(set(plan.deleted_files + plan.deleted_dirs) - set(done.deleted_files + done.deleted_dirs))
+        if left:
+            self.result["planned_not_deleted"] = [printable(name) for name in left]
+            self.module.warn("%d planned deletion(s) at %s were not made: the source has them again, they are gone "
+                             "already, or a directory is no longer empty: %s" % (
+                                 len(left), self.dest.spec, ", ".join(printable(n) for n in left[:10])))
+        return done
+
+    def rsync_pass(self, argv, done, what):
+        """One real rsync run, folded into ``done``; a failure reports what the passes before it did."""
         rc, out, err = self.rsync(argv)
+        done.add(RsyncPlan.parse(out))
         if rc not in RSYNC_OK:
-            cause = "the tree changed after the plan: rsync stopped at the planned deletions" if rc == 25 else err
-            self.module.fail_json(msg="sync of %s to %s failed (rc %d): %s" % (
-                self.src.spec, self.dest.spec, rc, cause.strip()), rc=rc, stderr=err, **self.result)
-        if rc == 24:
+            self.report(done)
+            self.module.fail_json(msg="sync of %s to %s failed in the %s pass (rc %d): %s; what the run did is in "
+                                      "transferred_files and deleted_files" % (
+                                          self.src.spec, self.dest.spec, what, rc, err.strip()),
+                                  rc=rc, stderr=err, **printable_data(self.result))
+        if rc == 24 and what == "transfer":
             self.module.warn("some source files vanished during the sync of %s" % self.src.spec)
-        return RsyncPlan.parse(out)
+        for name in not_deleted_dirs(err):
+            self.module.warn("planned deletion of the directory %s at %s not made: it is not empty any more"
+                             % (printable(name), self.dest.spec))
 
     # -- rsync ------------------------------------------------------------------------------------------------
-    def command(self, dry_run, max_delete=0):
+    def command(self, dry_run, listed=None, delete=False):
+        """The dry run (with --delete: the plan), the transfer (never deletes), or a pass over the ``listed`` paths
+        only: a deletion pass (``delete``), or the pass that gives the parents of the deletions their times back."""
         argv = [self.module.get_bin_path("rsync", required=True), "--archive", "--itemize-changes", "--stats"]
         if dry_run:
             argv.append("--dry-run")
-        if self.params["delete"]:
-            argv.append("--delete" if dry_run else "--delete-delay")
-            if not dry_run:
-                argv.append("--max-delete=%d" % max_delete)
+            if self.params["delete"]:
+                argv.append("--delete")
+        if listed is not None:
+            # Only the listed paths, not recursive (--files-from turns off -r). A deletion pass deletes a listed path
+            # only while the source lacks it (--max-delete is a second bound on the same list); any other pass
+            # ignores a listed path the source lacks.
+            argv.extend(["--files-from=%s" % write_files_from(self.module.tmpdir, listed), "--from0"])
+            argv.extend(["--delete-missing-args", "--max-delete=%d" % len(listed)] if delete
+                        else ["--ignore-missing-args"])
         if self.params["checksum"]:
             argv.append("--checksum")
         if self.params["backup_dir"] and not dry_run:
@@ -476,7 +434,8 @@ class SafeSync(object):
             argv.append("--timeout=%d" % self.params["timeout"])
             if "daemon" in (self.src.kind, self.dest.kind):
                 argv.append("--contimeout=%d" % self.params["timeout"])
-        argv.extend([self.src.as_content(), self.dest.as_content()])
+        # The locations are validated (no leading '-'); '--' makes sure rsync never reads them as options.
+        argv.extend(["--", self.src.as_content(), self.dest.as_content()])
         self.result["cmd"] = argv
         return argv
 
@@ -486,14 +445,14 @@ class SafeSync(object):
     # -- results ----------------------------------------------------------------------------------------------
     def report(self, plan):
         limit = self.params["list_limit"]
-        transferred, cut_t = bounded(plan.transferred, limit)
-        deleted, cut_d = bounded(plan.deleted_files, limit)
+        transferred, cut_t = bounded([printable(name) for name in plan.transferred], limit)
+        deleted, cut_d = bounded([printable(name) for name in plan.deleted_files], limit)
         self.result.update(transferred=len(plan.transferred), transferred_files=transferred,
                            deleted=len(plan.deleted_files), deleted_files=deleted,
                            deleted_dirs=len(plan.deleted_dirs), lists_truncated=cut_t or cut_d)
 
     def diff(self, plan):
-        lines, cut = bounded(plan.items, self.params["list_limit"])
+        lines, cut = bounded([printable(line) for line in plan.items], self.params["list_limit"])
         if cut:
             lines.append("... and %d more changes" % (len(plan.items) - len(lines)))
         return {"before_header": self.dest.spec, "after_header": self.src.spec,

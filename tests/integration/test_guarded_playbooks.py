@@ -260,7 +260,7 @@ def test_sync_playbook_publishes_only_that_architecture(mirror: Path) -> None:
                                                  "mirror_build_root": f"{mirror}/build",
                                                  "mirror_dest_root": f"{mirror}/mirror"})
     assert rc == 0
-    result = tasks["Synchronise the architecture (dry run, guard, then rsync --delete-delay)"]
+    result = tasks["Synchronise the architecture (dry run, guard, then transfer and only the planned deletions)"]
     assert (result["transferred"], result["deleted"]) == (1, 0)
     assert picture(mirror / "mirror/debian/amd64") == picture(mirror / "build/debian/amd64")
     assert picture(mirror / "mirror/debian/i386") == i386

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Start or stop N lab hosts (containers running systemd and their own dockerd) and write an inventory.
-#   tests/lab/lab.sh up [N] [PREFIX]    default 2 hosts named pmr-lab-1..N
-#   tests/lab/lab.sh down [PREFIX]
-# The inventory (lab/inventory.ini) reaches each host through the docker connection: no network at all.
+#   tests/lab/lab.sh up [N] [PREFIX]    default 2 hosts named PREFIX-1..N (PREFIX: $LAB_PREFIX, else pmr-lab)
+#   tests/lab/lab.sh down [PREFIX]      removes the hosts named exactly PREFIX-<number>, nothing else
+# The inventory ($LAB_INVENTORY, else lab/inventory.ini) reaches each host through the docker connection: no network.
 # Options (environment), all off by default:
-#   LAB_INVENTORY=PATH           write the inventory there instead of lab/inventory.ini
 #   LAB_PUBLISH="9100 ..."       publish these container ports on 127.0.0.1 only, on ports the kernel picks
 #                                (read them back with `docker port NAME 9100/tcp`)
 #   LAB_DATA_ROOT_SIZE=1G        /var/lib/docker on a small ext4 filesystem of its own (tests/lab/loopfs.sh, named
@@ -17,6 +16,11 @@ count=${2:-2}
 prefix=${3:-${LAB_PREFIX:-pmr-lab}}
 [ "$action" = down ] && prefix=${2:-${LAB_PREFIX:-pmr-lab}}
 inventory=${LAB_INVENTORY:-$REPO_ROOT/lab/inventory.ini}
+
+# Only PREFIX-<number>: on an engine shared by several labs, pmr-lab must not match pmr-lab-x-1 or pmr-lab-1-old.
+is_lab_host() {
+  [[ $1 =~ ^"$prefix"-[0-9]+$ ]]
+}
 
 run_host() {
   local name=$1
@@ -79,7 +83,12 @@ case "$action" in
     } >"$inventory"
     for i in $(seq 1 "$count"); do
       name="$prefix-$i"
-      running=$(docker inspect -f '{{.State.Running}}' "$name" 2>/dev/null) || running=absent
+      # docker prints an empty line for a container that does not exist: ask for existence first.
+      if docker container inspect "$name" >/dev/null 2>&1; then
+        running=$(docker container inspect -f '{{.State.Running}}' "$name")
+      else
+        running=absent
+      fi
       case "$running" in
         true) log "$name is already running" ;;
         absent) run_host "$name" ;;
@@ -97,8 +106,8 @@ case "$action" in
     log "Inventory: $inventory"
     ;;
   down)
-    # Exactly PREFIX-<number>: the hosts of prefix pmr-lab are not those of pmr-lab-b.
-    for name in $(docker ps -a --filter label=pmr.lab=1 --format '{{.Names}}' | grep -E "^$prefix-[0-9]+\$" || true); do
+    for name in $(docker ps -a --filter label=pmr.lab=1 --format '{{.Names}}'); do
+      is_lab_host "$name" || continue
       remove_host "$name"
       log "removed $name"
     done

@@ -36,15 +36,47 @@ def say(message: str) -> None:
     sys.stdout.flush()
 
 
+# Every key the configuration may hold, with the types it may have: anything else is refused, not ignored.
+TOP_LEVEL = {"_comment": (str,), "docker_socket": (str,), "keep_label": (str,), "textfile": (str, type(None)),
+             "lock_file": (str,), "windows": (list,), "tiers": (dict,), "build_cache_all": (bool,),
+             "timeout": (int,)}
+TIER_KEYS = {"enabled": (bool,), "until": (str, int)}
+WINDOW_KEYS = {"name": (str,), "start": (str,), "end": (str,)}
+
+
+def _checked(mapping: object, allowed: dict, where: str) -> dict:
+    """``mapping`` as a dict whose keys are all known and whose values have their types (a bool is no int here)."""
+    if not isinstance(mapping, dict):
+        raise policy.PolicyError(f"{where}: expected an object, got {type(mapping).__name__}")
+    unknown = sorted(set(mapping) - set(allowed))
+    if unknown:
+        raise policy.PolicyError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
+    for key, value in mapping.items():
+        types = allowed[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise policy.PolicyError(f"{where}.{key}: expected {names}, got {json.dumps(value)}")
+    return mapping
+
+
 def load_config(path: str) -> dict:
     with open(path) as handle:
-        config = json.load(handle)
+        config = _checked(json.load(handle), TOP_LEVEL, "configuration")
     tiers = config.get("tiers") or {}
-    enabled = [t for t in TIMER_TIERS if (tiers.get(t) or {}).get("enabled")]
-    min_age = {t: policy.parse_duration((tiers.get(t) or {}).get("until", 0)) for t in enabled}
-    for window in config.get("windows") or []:
+    unknown = sorted(set(tiers) - set(TIMER_TIERS))
+    if unknown:
+        raise policy.PolicyError(f"tiers: unknown tier(s) {', '.join(unknown)}; known: {', '.join(TIMER_TIERS)}")
+    for tier, settings in tiers.items():
+        _checked(settings, TIER_KEYS, f"tiers.{tier}")
+    # Only a JSON true enables a tier: the string "false" is refused above, never read as true.
+    enabled = [t for t in TIMER_TIERS if tiers.get(t, {}).get("enabled") is True]
+    min_age = {t: policy.parse_duration(tiers[t].get("until", 0)) for t in enabled}
+    for index, window in enumerate(config.get("windows") or []):
+        _checked(window, WINDOW_KEYS, f"windows[{index}]")
         policy.parse_clock(window["start"])
         policy.parse_clock(window["end"])
+    if config.get("timeout", 600) <= 0:
+        raise policy.PolicyError(f"timeout: expected a number of seconds above 0, got {config['timeout']}")
     return {
         "socket": config.get("docker_socket", _docker_api.DEFAULT_SOCKET),
         "keep_label": config.get("keep_label", policy.DEFAULT_KEEP_LABEL),
@@ -53,8 +85,8 @@ def load_config(path: str) -> dict:
         "windows": config.get("windows") or [],
         "tiers": enabled,
         "min_age": min_age,
-        "build_cache_all": bool(config.get("build_cache_all", True)),
-        "timeout": int(config.get("timeout", 600)),
+        "build_cache_all": config.get("build_cache_all", True),
+        "timeout": config.get("timeout", 600),
     }
 
 
@@ -77,7 +109,7 @@ def write_metrics(config: dict, run: dict) -> None:
         return
     directory = os.path.dirname(config["textfile"])
     if not os.path.isdir(directory):
-        os.makedirs(directory, 0o755)
+        os.makedirs(directory, 0o755, exist_ok=True)
     policy.write_atomically(config["textfile"], policy.render_metrics(run))
 
 

@@ -58,6 +58,17 @@ def metrics(tmp_path: Path) -> str:
         ({"tiers": {"build_cache": {"enabled": True, "until": "a day"}}}, "duration 'a day'"),
         ({"windows": [{"start": "25:00", "end": "02:00"}]}, "time of day '25:00'"),
         ({"windows": [{"start": "01:00"}]}, "'end'"),
+        # Issue 10.22: types and keys are checked; a string is never read as a boolean.
+        ({"tiers": {"volumes": {"enabled": "false"}}}, 'tiers.volumes.enabled: expected bool, got "false"'),
+        ({"tiers": {"build_cache": {"enabled": 1}}}, "tiers.build_cache.enabled: expected bool, got 1"),
+        ({"tiers": {"build_cache": {"enabled": True, "untill": "1h"}}}, "tiers.build_cache: unknown key(s) untill"),
+        ({"tiers": {"networks": {"enabled": True}}}, "tiers: unknown tier(s) networks"),
+        ({"tiers": {"build_cache": True}}, "tiers.build_cache: expected an object, got bool"),
+        ({"keep_lable": "x"}, "configuration: unknown key(s) keep_lable"),
+        ({"timeout": "600"}, 'configuration.timeout: expected int, got "600"'),
+        ({"timeout": True}, "configuration.timeout: expected int, got true"),
+        ({"build_cache_all": "no"}, 'configuration.build_cache_all: expected bool, got "no"'),
+        ({"windows": [{"start": "01:00", "end": "02:00", "days": "mon"}]}, "windows[0]: unknown key(s) days"),
     ],
 )
 def test_check_config_refuses_a_bad_configuration(installed, tmp_path, overrides, fragment):
@@ -71,6 +82,30 @@ def test_check_config_accepts_a_good_configuration(installed, tmp_path):
     result = run(installed, "--check-config", "--config", str(write_config(tmp_path)))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "is valid: tiers build_cache" in result.stdout
+
+
+def test_the_roles_template_rendered_with_its_defaults_passes_the_check(installed, tmp_path):
+    """The role validates the file it writes with --check-config: its own template must pass the stricter check."""
+    role = REPO / "roles" / "docker_prune_timer"
+    rendered = tmp_path / "config.json"
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(json.dumps([{
+        "name": "Render the configuration", "hosts": "localhost", "gather_facts": False,
+        "vars_files": [str(role / "defaults" / "main.yml"), str(role / "vars" / "main.yml")],
+        "tasks": [{"name": "Render", "ansible.builtin.template": {
+            "src": str(role / "templates" / "config.json.j2"), "dest": str(rendered), "mode": "0644"}}],
+    }]))
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible"),
+           "ANSIBLE_HOME": str(tmp_path / "ansible")}
+    played = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                             # A string, as an inventory or -e gives it: the template still writes a JSON boolean.
+                             "-e", "docker_prune_timer_prune_volumes=yes", str(playbook)],
+                            capture_output=True, text=True, timeout=120, check=False, env=env)
+    assert played.returncode == 0, played.stdout + played.stderr
+    assert json.loads(rendered.read_text())["tiers"]["volumes"]["enabled"] is True
+    result = run(installed, "--check-config", "--config", str(rendered))
+    assert result.returncode == 0, result.stdout
+    assert "is valid: tiers build_cache, stopped_containers, dangling_images, volumes" in result.stdout
 
 
 def test_inside_the_window_it_skips_says_why_and_counts_the_skip(installed, tmp_path):

@@ -148,3 +148,24 @@ def test_changed_keys_sees_additions_removals_and_type_changes():
 def test_render_is_stable():
     assert dc.render({"b": 1, "a": {"d": "x", "c": "y"}}) == dc.render({"a": {"c": "y", "d": "x"}, "b": 1})
     assert dc.render({}).endswith("\n")
+
+
+@pytest.mark.parametrize(
+    ("config", "fragment"),
+    [
+        ({"max-concurrent-downloads": float("nan")}, "max-concurrent-downloads: NaN and Infinity"),
+        ({"default-ulimits": {"nofile": {"Hard": float("inf")}}}, "default-ulimits.nofile.Hard: NaN"),
+        ({"log-opts": {"max-file": 3.0}}, "log-opts.max-file is a number with a fraction (3.0)"),
+        ({"log-opts": {"labels": ["a"]}}, "log-opts.labels is a list"),
+    ],
+)
+def test_validate_refuses_values_json_or_dockerd_cannot_hold(config, fragment):
+    assert any(fragment in problem for problem in dc.validate(config)), dc.validate(config)
+
+
+def test_null_removes_a_key_when_merging_and_when_owning_the_file():
+    current = {"debug": True, "log-opts": {"max-size": "1m", "compress": "true"}}
+    assert dc.plan(current, {"debug": None, "log-opts": {"compress": None}}) == {"log-opts": {"max-size": "1m"}}
+    assert dc.plan(current, {"log-opts": {"max-size": "5m", "compress": None}}, exclusive=True) == {
+        "log-opts": {"max-size": "5m"}}
+    assert dc.render({"a": 1}) == '{\n  "a": 1\n}\n'

@@ -231,3 +231,55 @@ def test_write_json_atomic_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
     assert json.loads(target.read_text()) == {"a": [1, 2], "b": 1}
     assert oct(target.stat().st_mode & 0o777) == "0o600"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+
+
+@pytest.mark.parametrize(("name", "shown"), [
+    ("cust001.tar.gz", "cust001.tar.gz"),
+    ("kunde-müller.tar.gz", "kunde-müller.tar.gz"),
+    (b"cust\xff.tar.gz".decode("utf-8", "surrogateescape"), "cust\\xff.tar.gz"),
+])
+def test_printable_names_survive_strict_utf8(name: str, shown: str) -> None:
+    assert guard.printable(name) == shown
+    assert guard.printable_data({name: [name, {"reason": name}]}) == {shown: [shown, {"reason": shown}]}
+    shown.encode("utf-8")  # what the controller requires of a result
+
+
+def test_write_json_atomic_keeps_the_replaced_file_as_prev_and_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "manifest.json"
+    guard.write_json_atomic(_Module(), str(target), {"generation": 1}, keep_previous=True)
+    guard.write_json_atomic(_Module(), str(target), {"generation": 2}, keep_previous=True)
+    assert json.loads((tmp_path / "manifest.json.prev").read_text()) == {"generation": 1}
+    assert json.loads(target.read_text()) == {"generation": 2}
+    with pytest.raises(TypeError):
+        guard.write_json_atomic(_Module(), str(target), {"not json": object()}, keep_previous=True)
+    assert json.loads(target.read_text()) == {"generation": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "manifest.json.prev"]
+
+
+class _FailingModule(_Module):
+    class Failed(Exception):
+        pass
+
+    def fail_json(self, **kwargs: Any) -> None:
+        raise self.Failed(kwargs["msg"])
+
+
+def test_write_json_atomic_writes_through_a_symlink_and_keeps_the_mode(tmp_path: Path) -> None:
+    real = tmp_path / "real" / "state.json"
+    real.parent.mkdir()
+    real.write_text("{}")
+    real.chmod(0o640)
+    link = tmp_path / "state.json"
+    link.symlink_to(real)
+    guard.write_json_atomic(_Module(), str(link), {"a": 1}, keep_previous=True)
+    assert link.is_symlink() and json.loads(real.read_text()) == {"a": 1}
+    assert (real.parent / "state.json.prev").read_text() == "{}"
+    assert sorted(p.name for p in real.parent.iterdir()) == ["state.json", "state.json.prev"]
+
+
+def test_write_json_atomic_refuses_a_dangling_symlink(tmp_path: Path) -> None:
+    link = tmp_path / "state.json"
+    link.symlink_to(tmp_path / "gone" / "state.json")
+    with pytest.raises(_FailingModule.Failed, match="does not exist"):
+        guard.write_json_atomic(_FailingModule(), str(link), {"a": 1})
+    assert link.is_symlink() and not (tmp_path / "gone").exists()

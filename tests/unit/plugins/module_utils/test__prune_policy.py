@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -508,6 +509,19 @@ def test_estimate_stops_inside_a_tier(target, dangling_removed):
     assert dangling["would_remove"] == dangling_removed
 
 
+def test_estimate_counts_every_build_cache_record_a_prune_removes():
+    """One /build/prune removes every record the policy selects: stopping the estimate at the target made it 3x low
+    (70 MiB estimated, 210 MiB freed, issue 11 item 10)."""
+    records = [{"ID": f"cache{i}", "Type": "regular", "InUse": False, "Shared": False, "Size": 70 * MIB,
+                "LastUsedAt": ts(7200)} for i in range(3)]
+    state = SimpleNamespace(images=[], containers=[], parents={}, volumes=[], build_cache=records)
+    reclaimer = policy.Reclaimer(api=None, data_root="/", tiers=["build_cache"], keep_label=KEEP,
+                                 measure=lambda _path: (0, 10_000 * MIB), clock=lambda: NOW)
+    report, free_after = reclaimer.estimate(state, 50 * MIB)
+    assert free_after == 210 * MIB
+    assert sorted(report[0]["would_remove"]) == ["regular cache0", "regular cache1", "regular cache2"]
+
+
 # --- log truncation on real files ---------------------------------------------------------------------------
 def write_log(path: Path, lines: int) -> bytes:
     data = b"".join(b'{"log":"line %06d\\n","stream":"stdout"}\n' % i for i in range(lines))
@@ -562,6 +576,21 @@ def test_lock_is_exclusive_and_released_on_close(tmp_path):
     second = policy.acquire_lock(path)
     assert second is not None
     second.close()
+
+
+def test_a_directory_is_locked_as_it_is_and_nothing_is_created(tmp_path):
+    """guarded_cleanup locks the directory it cleans: a refused run must not leave even a lock file behind."""
+    (tmp_path / "item").write_text("x")
+    first = policy.acquire_lock(str(tmp_path))
+    assert first is not None
+    assert policy.acquire_lock(str(tmp_path), wait_seconds=0) is None
+    held_by_flock = subprocess.run(["flock", "--nonblock", str(tmp_path), "true"], check=False)
+    assert held_by_flock.returncode != 0  # the same lock flock(1) and other processes see
+    first.close()
+    second = policy.acquire_lock(str(tmp_path))
+    assert second is not None
+    second.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["item"]
 
 
 def test_lock_waits_for_the_holder_to_finish(tmp_path):
@@ -628,6 +657,31 @@ def test_write_atomically_replaces_the_file_and_leaves_no_temp(tmp_path):
     assert target.read_text() == "new\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docker_prune.prom"]
     assert oct(target.stat().st_mode & 0o777) == "0o644"
+
+
+def occupy_with_a_directory(target: Path) -> str:
+    target.mkdir()
+    (target / "keeps-it-non-empty").write_text("x")
+    return "new\n"
+
+
+def keep_and_write_text_that_cannot_be_encoded(target: Path) -> str:
+    target.write_text("old\n")
+    return "a lone surrogate \udcff cannot be written\n"
+
+
+@pytest.mark.parametrize("fault", [occupy_with_a_directory, keep_and_write_text_that_cannot_be_encoded],
+                         ids=["rename fails", "write fails"])
+def test_write_atomically_leaves_no_temp_when_it_fails(tmp_path, fault):
+    """Issue 10.23: real failures (a directory in the way, text that cannot be encoded) leave nothing behind."""
+    target = tmp_path / "docker_prune.prom"
+    text = fault(target)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises((OSError, UnicodeEncodeError)):
+        policy.write_atomically(str(target), text)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    if target.is_file():
+        assert target.read_text() == "old\n"
 
 
 # --- never plan on a partial view ----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         if not line or line.startswith("#"):
             continue
         head, value = line.rsplit(" ", 1)
-        name, _, labels = head.partition("{")
+        name, _brace, labels = head.partition("{")
         pairs = tuple(sorted(tuple(p.split("=", 1)) for p in labels.rstrip("}").split(",") if p)) if labels else ()
         samples[(name, tuple((k, v.strip('"')) for k, v in pairs))] = float(value)
     return samples

@@ -49,9 +49,25 @@ def run_module(module: ModuleType, args: dict[str, Any], check_mode: bool = Fals
         module.main()
     result = json.loads(stdout.getvalue())
     assert bool(result.get("failed")) == (exit_info.value.code != 0)
+    # The controller refuses a result that is not valid UTF-8 (a lone surrogate from a file name): so does this.
+    json.dumps(result, ensure_ascii=False).encode("utf-8")
     return result
 
 
 def tree(root: Path) -> dict[str, str]:
     """Every file under ``root`` with its content: the before/after picture a destructive test compares."""
     return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def start_module(name: str, args: dict[str, Any]) -> subprocess.Popen[str]:
+    """The module run in a process of its own, as on a managed host: for runs that must really overlap."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(COLLECTIONS), os.environ.get("PYTHONPATH", "")]))
+    argv = [sys.executable, "-m", "ansible_collections.postmortem.remediation.plugins.modules." + name,
+            json.dumps({"ANSIBLE_MODULE_ARGS": args})]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish_module(process: subprocess.Popen[str], timeout: float = 60) -> dict:
+    out, err = process.communicate(timeout=timeout)
+    assert out.strip(), f"no result from the module (rc {process.returncode}): {err}"
+    return json.loads(out)

@@ -116,3 +116,15 @@ def test_a_partial_view_in_a_later_tier_stops_the_run_and_reports_what_was_remov
     assert result["changed"] is True
     assert result["removed"] == {"build_cache": ["build cache record cache1"]}
     assert mutations(fake_engine) == [("POST", "/build/prune")]  # the image web:1 was not touched
+
+
+@pytest.mark.parametrize(("option", "value", "fragment"), [
+    ("lock_file", "/run/lock/", "lock_file '/run/lock/': the last component (after 'lock') is empty"),
+    ("data_root", "/var/lib//docker", "data_root '/var/lib//docker': the component after 'lib' is empty"),
+    ("docker_socket", "run/docker.sock", "docker_socket 'run/docker.sock' is not an absolute path"),
+])
+def test_paths_follow_the_rules_of_every_destructive_module(module_runner, option, value, fragment):
+    """Issue 10.6: one validator for every path a destructive module takes (an empty variable, a stray slash)."""
+    result = module_runner("docker_reclaim", {"target_free": "2G", option: value})
+    assert result.get("failed") is True
+    assert fragment in result["msg"], result["msg"]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -11,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from guard_module_runner import load, run_module, tree
+from guard_module_runner import finish_module, load, run_module, start_module, tree
 
 guarded_cleanup = load("guarded_cleanup")
 CUSTOMERS = 100
@@ -444,3 +447,164 @@ def test_a_purge_that_fails_is_reported_and_the_item_stays_recorded(site: Site, 
     assert quarantined_names(site) == ["cust020.tar.gz"]
     manifest = json.loads((site.backups / ".quarantine/manifest.json").read_text())
     assert list(manifest["items"]) == ["cust020.tar.gz"]
+
+
+# --- issue 10: overlapping runs, odd names, paths, a lost state file, aliases ---------------------------------------
+def slow_reference(site: Site, seconds: float) -> list[str]:
+    """A reference command that answers after ``seconds``, with the catalogue's keys: a run stays in flight."""
+    script = "import sqlite3, sys, time\ntime.sleep(float(sys.argv[3]))\n" \
+             "for (name,) in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]): print(name)"
+    return [sys.executable, "-c", script, str(site.db), "SELECT file_name FROM backups", str(seconds)]
+
+
+def test_two_overlapping_runs_keep_every_quarantine_record(site: Site) -> None:
+    """Issue 10.4: two real processes at once; each quarantines its own orphan, and the manifest names both."""
+    site.delete_rows(["cust010.tar.gz", "cust060.tar.gz"])
+    common = {"reference_sqlite": None, "reference_query": None, "reference_command": slow_reference(site, 1.5)}
+    first = start_module("guarded_cleanup", site.args(pattern="cust0[0-4]*", **common))
+    second = start_module("guarded_cleanup", site.args(pattern="cust0[5-9]*", **common))
+    results = [finish_module(first), finish_module(second)]
+    assert [r.get("failed", False) for r in results] == [False, False], [r.get("msg") for r in results]
+    assert sorted(name for r in results for name in r["quarantined"]) == ["cust010.tar.gz", "cust060.tar.gz"]
+    manifest = json.loads((site.backups / ".quarantine/manifest.json").read_text())
+    assert sorted(manifest["items"]) == ["cust010.tar.gz", "cust060.tar.gz"]
+    restored = run_module(guarded_cleanup, {"path": str(site.backups), "state": "restore"})
+    assert restored["restored"] == ["cust010.tar.gz", "cust060.tar.gz"]
+
+
+def test_a_manifest_rewritten_since_it_was_read_is_not_overwritten(site: Site, orphans: list[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer that ignores the lock (an older module, a hand edit) between the read and the write: refused."""
+    run(site)
+    manifest = site.backups / ".quarantine/manifest.json"
+    real_read = guarded_cleanup.Reference.read
+
+    def read_while_another_writer_saves(self: Any) -> set[str]:
+        data = json.loads(manifest.read_text())
+        data["generation"] = data.get("generation", 0) + 1
+        data["items"]["cust099.tar.gz"] = dict(data["items"]["cust010.tar.gz"], key="cust099.tar.gz")
+        manifest.write_text(json.dumps(data))
+        return real_read(self)
+
+    monkeypatch.setattr(guarded_cleanup.Reference, "read", read_while_another_writer_saves)
+    site.delete_rows(["cust070.tar.gz"])
+    written = manifest.read_text()
+    result = run(site, lock_patterns=["cust050.*"])
+    assert result["failed"] is True
+    assert "rewritten by another run since this one read it" in result["msg"]
+    assert manifest.read_text() != written  # the other writer's picture ...
+    assert "cust099.tar.gz" in json.loads(manifest.read_text())["items"]  # ... is still there
+    assert (site.backups / "cust070.tar.gz").exists()
+
+
+NON_UTF8 = b"cust\xff.tar.gz"
+
+
+def test_a_name_that_is_not_utf8_is_reported_purged_and_restorable(site: Site) -> None:
+    """Issue 10.5: reported as cust\\xff.tar.gz (a result the controller accepts), moved back byte for byte."""
+    item = os.fsencode(site.backups) + b"/" + NON_UTF8
+    with open(item, "wb") as handle:
+        handle.write(b"a backup with a Latin-1 name")
+    result = run(site, max_orphan_ratio=0.5)
+    assert result["quarantined"] == ["cust\\xff.tar.gz"]
+    assert not os.path.exists(item)
+    again = run(site, max_orphan_ratio=0.5)
+    assert again["pending_quarantine"] == 1 and again["changed"] is False
+    back = run_module(guarded_cleanup, {"path": str(site.backups), "state": "restore", "names": ["cust\\xff.tar.gz"]})
+    assert back["restored"] == ["cust\\xff.tar.gz"]
+    with open(item, "rb") as handle:
+        assert handle.read() == b"a backup with a Latin-1 name"
+    run(site, max_orphan_ratio=0.5, grace_period="0s")
+    purged = run(site, max_orphan_ratio=0.5, grace_period="0s")
+    assert purged["purged"] == ["cust\\xff.tar.gz"]
+    assert not os.path.exists(item)
+
+
+@pytest.mark.parametrize(("option", "value", "words"), [
+    ("path", "{backups}/", "the last component (after 'backups') is empty"),
+    ("path", "{root}//backups", "the component after"),
+    ("path", "{backups}/.", "is '.'"),
+    ("path", "backups", "is not an absolute path"),
+    ("quarantine_dir", "{backups}/ /q", "whitespace only"),
+    ("state_file", "{root}/state/", "the last component (after 'state') is empty"),
+])
+def test_paths_follow_the_rules_of_safe_sync(site: Site, option: str, value: str, words: str) -> None:
+    """Issue 10.6: `<root>/backups/{{ customer }}` with an empty customer must not reconcile the parent."""
+    customer = site.backups / "acme"
+    customer.mkdir()
+    (customer / "x.tar.gz").write_text("acme")
+    before = tree(site.backups)
+    result = run(site, **{option: value.format(backups=site.backups, root=site.root)})
+    assert result["refused"] is True and result["failed"] is True
+    assert f"{option} '" in result["msg"] and words in result["msg"], result["msg"]
+    assert tree(site.backups) == before
+
+
+def test_a_deleted_state_file_falls_back_to_its_previous_copy(site: Site) -> None:
+    """Issue 10.7: the shrink check still has its reference when state.json is gone."""
+    run(site)
+    (site.backups / ".quarantine/state.json").unlink()
+    partial = partial_answer_without_state(site)
+    result = run(site, **partial)
+    assert result["refused"] is True
+    assert "reference shrink: 43 keys now, 100 at the last successful run" in result["msg"]
+    assert result["reference"]["previous_source"].endswith("state.json.prev")
+    assert "the shrink check uses the previous copy" in json.dumps(result.get("warnings"))
+
+
+def partial_answer_without_state(site: Site) -> dict[str, Any]:
+    site.delete_rows([f"cust{i:03d}.tar.gz" for i in range(43, CUSTOMERS)])
+    return {"max_orphans": 1000, "max_orphan_ratio": 1.0}
+
+
+def test_a_lost_state_record_is_refused_unless_first_run(site: Site) -> None:
+    run(site)
+    for name in ("state.json", "state.json.prev"):
+        (site.backups / ".quarantine" / name).unlink()
+    partial = partial_answer_without_state(site)
+    before = site.picture()
+    result = run(site, on_refusal="report", **partial)
+    assert result["refused"] is True
+    assert "the record of the last healthy reference is lost" in result["reason"]
+    assert "set first_run=true" in result["reason"]
+    assert site.picture() == before
+    accepted = run(site, first_run=True, **partial)
+    assert accepted["refused"] is False
+    assert accepted["quarantined_count"] == CUSTOMERS - 43
+
+
+def test_quarantine_and_state_reached_through_a_symlinked_alias_are_not_items(site: Site) -> None:
+    """Issue 10.8: the module's own files are recognised by device and inode, not by spelling."""
+    alias = site.root / "alias"
+    alias.symlink_to(site.backups)
+    site.delete_rows(["cust010.tar.gz"])
+    args = {"pattern": "*", "quarantine_dir": str(alias / "quarantine"), "state_file": str(alias / "state.json")}
+    first = run(site, **args)
+    assert first["quarantined"] == ["cust010.tar.gz"]
+    again = run(site, **args)
+    assert again["orphan_count"] == 0, again["orphans"]
+    assert again["items"] == CUSTOMERS - 1
+    assert (site.backups / "quarantine/items/cust010.tar.gz").exists()
+
+
+def test_a_quarantine_that_holds_the_items_directory_is_refused(site: Site) -> None:
+    result = run(site, quarantine_dir=str(site.backups))
+    assert result["refused"] is True
+    assert "quarantined into themselves" in result["msg"]
+
+
+def test_a_manifest_that_cannot_be_replaced_fails_cleanly_and_moves_nothing(site: Site, orphans: list[str]) -> None:
+    """Issue 10.23: an immutable manifest (chattr +i) makes the rename fail; no temp file, no traceback, no move."""
+    run(site)
+    manifest = site.backups / ".quarantine/manifest.json"
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(manifest)], capture_output=True,
+                                                        check=False).returncode != 0:
+        pytest.skip("no immutable attribute here")
+    site.delete_rows(["cust070.tar.gz"])
+    try:
+        result = run(site)
+    finally:
+        subprocess.run(["chattr", "-i", str(manifest)], check=True)
+    assert result["failed"] is True
+    assert f"cannot replace {manifest}" in result["msg"]
+    assert (site.backups / "cust070.tar.gz").exists()

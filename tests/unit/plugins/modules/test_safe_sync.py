@@ -7,7 +7,7 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,18 +134,38 @@ def test_check_mode_returns_the_plan_and_changes_nothing(mirror: Path) -> None:
     assert tree(mirror / "mirror") == before
 
 
-def test_sync_within_bounds_touches_only_that_architecture(mirror: Path) -> None:
+def recorded_commands(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Every rsync command line the module runs, in order (they still run for real)."""
+    commands: list[list[str]] = []
+    real_run_command = AnsibleModule.run_command
+
+    def recording_run_command(self: AnsibleModule, args: list[str], **kwargs: Any) -> tuple[int, str, str]:
+        commands.append(list(args))
+        return real_run_command(self, args, **kwargs)
+
+    monkeypatch.setattr(AnsibleModule, "run_command", recording_run_command)
+    return commands
+
+
+def test_sync_within_bounds_touches_only_that_architecture(mirror: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     others = {arch: tree(mirror / "mirror/debian" / arch) for arch in ARCHES if arch != "amd64"}
+    for side in ("build", "mirror"):  # directories published long ago: a deletion must not leave a new time behind
+        os.utime(mirror / side / "debian/amd64", (1_700_000_000, 1_700_000_000))
+    commands = recorded_commands(monkeypatch)
     result = run_module(safe_sync, sync_args(mirror))
     assert result["changed"] is True
     assert (result["transferred"], result["deleted"]) == (1, 1)
-    assert "--delete-delay" in result["cmd"]
-    assert "--max-delete=1" in result["cmd"]
-    assert "--dry-run" not in result["cmd"]
+    dry_run, transfer, deletion, times = commands
+    assert "--dry-run" in dry_run and "--delete" in dry_run
+    # The real run: a transfer that cannot delete, then the planned list and nothing else, then directory times.
+    assert not [arg for arg in transfer + times if arg.startswith("--delete")]
+    assert "--delete-missing-args" in deletion and "--max-delete=1" in deletion
+    assert not [arg for arg in deletion if arg.startswith("--delete") and arg != "--delete-missing-args"]
+    assert "--ignore-missing-args" in times
     assert tree(mirror / "mirror/debian/amd64") == tree(mirror / "build/debian/amd64")
     assert {arch: tree(mirror / "mirror/debian" / arch) for arch in others} == others
     again = run_module(safe_sync, sync_args(mirror))
-    assert again["changed"] is False
+    assert again["changed"] is False, again.get("diff")
     assert "--dry-run" in again["cmd"]  # nothing planned: the real run is skipped
 
 
@@ -192,21 +212,113 @@ def test_first_sync_into_an_empty_destination(mirror: Path) -> None:
     assert result["transferred"] == FILES_PER_ARCH
 
 
-def test_tree_changed_after_the_plan_stops_rsync_at_the_planned_deletions(mirror: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """A file appears at the destination between the dry run and the real run: --max-delete keeps it."""
+def racing(monkeypatch: pytest.MonkeyPatch, change: Callable[[], None]) -> None:
+    """Run ``change`` once, after the dry run and before the real run.
+
+    The test's seam: the two phases run inside one module call, so nothing outside it can time a change between
+    them; wrapping run_command (the module's only way to run rsync) times it exactly, with real rsync doing the rest.
+    """
     real_run_command = AnsibleModule.run_command
+    pending = [change]
 
     def racing_run_command(self: AnsibleModule, args: list[str], **kwargs: Any) -> tuple[int, str, str]:
-        if "--dry-run" not in args:
-            (mirror / "mirror/debian/amd64/late.deb").write_text("appeared after the plan")
+        if "--dry-run" not in args and pending:
+            pending.pop()()
         return real_run_command(self, args, **kwargs)
 
     monkeypatch.setattr(AnsibleModule, "run_command", racing_run_command)
+
+
+def test_file_appearing_at_the_destination_after_the_plan_is_not_deleted(mirror: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    racing(monkeypatch, lambda: (mirror / "mirror/debian/amd64/late.deb").write_text("appeared after the plan"))
     result = run_module(safe_sync, sync_args(mirror))
-    assert result["failed"] is True
-    assert "rsync stopped at the planned deletions" in result["msg"]
+    assert result.get("failed", False) is False, result.get("msg")
+    assert result["deleted_files"] == ["pkg0_amd64.deb"]
     assert (mirror / "mirror/debian/amd64/late.deb").exists()
+
+
+def vanish(mirror: Path, *names: str) -> None:
+    for name in names:
+        (mirror / "build/debian/amd64" / name).unlink()
+
+
+def come_back_while_another_goes(mirror: Path) -> None:
+    (mirror / "build/debian/amd64/pkg0_amd64.deb").write_text("amd64 0")
+    vanish(mirror, "pkg5_amd64.deb")
+
+
+SOURCE_CHANGES = [
+    # (case, change made between the plan and the run, what the run deletes, planned but not deleted)
+    ("two live packages vanish from the source", lambda m: vanish(m, "pkg5_amd64.deb", "pkg6_amd64.deb"),
+     ["pkg0_amd64.deb"], []),
+    ("the planned deletion comes back while another file goes", come_back_while_another_goes, [], ["pkg0_amd64.deb"]),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "deleted", "kept"), SOURCE_CHANGES, ids=[c[0] for c in SOURCE_CHANGES])
+def test_source_changed_after_the_plan_deletes_only_planned_files(mirror: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  case: str, change: Callable[[Path], None],
+                                                                  deleted: list[str], kept: list[str]) -> None:
+    """Issue 10.1: only files on the approved plan may be deleted, and the result names exactly those."""
+    before = tree(mirror / "mirror/debian/amd64")
+    racing(monkeypatch, lambda: change(mirror))
+    result = run_module(safe_sync, sync_args(mirror))
+    assert result.get("failed", False) is False, result.get("msg")
+    assert result["plan"]["delete_count"] == 1
+    assert result["deleted_files"] == deleted
+    assert result.get("planned_not_deleted", []) == kept
+    after = tree(mirror / "mirror/debian/amd64")
+    assert sorted(set(before) - set(after)) == deleted  # what is gone is exactly what the result names
+    assert "pkg5_amd64.deb" in after
+
+
+def test_directory_deletion_keeps_what_appeared_inside_after_the_plan(mirror: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    old = mirror / "mirror/debian/amd64/old/deeper"
+    old.mkdir(parents=True)
+    (old / "a.deb").write_text("a")
+    (old.parent / "b.deb").write_text("b")
+    (mirror / "mirror/debian/amd64/gone/empty").mkdir(parents=True)
+    racing(monkeypatch, lambda: (old / "late.deb").write_text("appeared after the plan"))
+    result = run_module(safe_sync, sync_args(mirror, max_delete_ratio=0.5))
+    assert result.get("failed", False) is False, result.get("msg")
+    assert sorted(result["deleted_files"]) == ["old/b.deb", "old/deeper/a.deb", "pkg0_amd64.deb"]
+    assert sorted(result["planned_not_deleted"]) == ["old/", "old/deeper/"]
+    assert result["deleted_dirs"] == 2  # gone/ and gone/empty/: empty, deepest first
+    assert not (mirror / "mirror/debian/amd64/gone").exists()
+    assert (old / "late.deb").read_text() == "appeared after the plan"
+    assert sorted(p.name for p in old.parent.rglob("*")) == ["deeper", "late.deb"]
+
+
+def test_names_are_reported_decoded_and_synced_byte_for_byte(mirror: Path) -> None:
+    """Issue 10.2 and 10.5: UTF-8 names read as text, other bytes as \\xNN, never rsync's \\#ooo escapes."""
+    build, dest = mirror / "build/debian/amd64", mirror / "mirror/debian/amd64"
+    (build / "paquet-ü.deb").write_text("new")
+    (dest / "vieux-é.deb").write_text("old")
+    os.close(os.open(os.fsencode(dest) + b"/latin1-\xe9.deb", os.O_CREAT | os.O_WRONLY, 0o644))
+    plan = run_module(safe_sync, sync_args(mirror, max_delete_ratio=0.5), check_mode=True, diff=True)
+    assert sorted(plan["transferred_files"]) == ["paquet-ü.deb", "pkg20_amd64.deb"]
+    assert sorted(plan["deleted_files"]) == ["latin1-\\xe9.deb", "pkg0_amd64.deb", "vieux-é.deb"]
+    assert ">f+++++++++ paquet-ü.deb" in plan["diff"]["prepared"]
+    assert "\\#" not in plan["diff"]["prepared"]
+    result = run_module(safe_sync, sync_args(mirror, max_delete_ratio=0.5))
+    assert sorted(result["deleted_files"]) == sorted(plan["deleted_files"])
+    assert sorted(os.listdir(os.fsencode(dest))) == sorted(os.listdir(os.fsencode(build)))
+
+
+@pytest.mark.parametrize("spec", ["-n:{root}/mirror/debian/amd64", "--list-only:{root}/mirror/debian/amd64",
+                                  "-oProxyCommand=id:{root}/mirror/debian/amd64",
+                                  "mirror 1:{root}/mirror/debian/amd64"])
+@pytest.mark.parametrize("side", ["src", "dest"])
+def test_a_location_rsync_could_read_as_an_option_is_refused(mirror: Path, spec: str, side: str) -> None:
+    """Issue 10.3: a location starting with '-' (or a host that is no host name) never reaches rsync."""
+    before = tree(mirror / "mirror")
+    result = run_module(safe_sync, sync_args(mirror) | {side: spec.format(root=mirror)})
+    assert result["refused"] is True and result["failed"] is True
+    assert "rsync" not in " ".join(result.get("cmd", []))
+    assert f"{side} '" in result["msg"]
+    assert tree(mirror / "mirror") == before
 
 
 def test_remote_shell_destination(mirror: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
