@@ -44,3 +44,13 @@ def test_defaults_and_argument_specs_mirror_each_other(role):
         assert spec.get("default") == defaults[name], f"{name}: {spec.get('default')!r} != {defaults[name]!r}"
         if "choices" in spec:
             assert defaults[name] in spec["choices"], f"{name}: default {defaults[name]!r} not among the choices"
+
+
+@pytest.mark.parametrize("name", sorted(SHARED))
+def test_a_shared_switch_means_the_same_in_every_role(name):
+    specs = []
+    for role in ROLES:
+        if role.name in SHARED[name]:
+            defaults, options = _load(role)
+            specs.append((defaults[name], options[name]["type"], options[name]["default"]))
+    assert len(specs) == len(SHARED[name]) and len(set(specs)) == 1, specs
