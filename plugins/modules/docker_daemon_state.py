@@ -334,6 +334,7 @@ class DaemonState:
         expected = params["expected"] if params["expected"] is not None else file_config
         pid, started_at = self.unit_process()
         record = self.read_record()
+        unreachable = ""
         try:
             info = self.api.info()
             all_containers = self.containers()

@@ -137,3 +137,19 @@ def test_a_switch_told_to_stop_them_leaves_no_orphan_and_says_which_stopped(host
     assert container_ids() == []
     assert sorted(switched["result"]["running_containers"]) == ["no-policy", "with-policy"]
     assert "stopped no-policy, with-policy first" in switched["result"]["message"]
+
+
+def test_a_rollback_says_which_containers_run_again(host, tmp_path):
+    # The host runs vfs now. zfs cannot start on this ext4 volume: the switch is rolled back to vfs.
+    for name, policy in (("no-policy-vfs", "no"), ("with-policy-vfs", "always")):
+        on_host("docker", "run", "-d", "--name", name, "--restart", policy, "--stop-timeout", "2",
+                "pmr-workload:latest", "sleep", "3600")
+    failed = run_role(tmp_path, {"docker_storage_driver_name": "zfs", "docker_storage_driver_preflight_enabled": False,
+                                 "docker_storage_driver_running_containers": "stop",
+                                 "docker_storage_driver_start_timeout": 15})
+    assert failed["result"]["outcome"] == "rolled_back", failed["failure"] or failed["result"]
+    assert on_host("docker", "info", "--format", "{{.Driver}}") == "vfs"
+    # docker stop before the switch; the rollback restart starts `always` again, the other stays stopped.
+    assert "Containers that ran before the switch: 1 running again (with-policy-vfs), 1 stopped (no-policy-vfs)." \
+        in failed["failure"]
+    assert on_host("docker", "ps", "--format", "{{.Names}}") == "with-policy-vfs"
