@@ -93,11 +93,13 @@ def test_two_hosts_are_refused_before_any_host_is_touched(inventory: Path, name:
 
 def test_log_growth_cuts_a_real_growing_log_and_bounds_new_containers(inventory: Path) -> None:
     host = LOG_HOST
-    # 8 MB at once, then about 20 kB/s, with no log limit: dockerd's default json-file. The burst happens once: the
-    # container keeps its file system when dockerd's restart restarts it (a second burst would be a real re-flood).
+    # About 6.5 MB of json-file log at once (5 MB of 101-byte lines), then about 1.3 kB/s, with no log limit: dockerd's
+    # default json-file. The burst happens once: the container keeps its file system when dockerd's restart restarts
+    # it (a second burst would be a real re-flood, and the playbook would rightly fail).
+    line = "L" * 100
     sh(host, "docker run -d --restart always --name flood pmr-workload:latest sh -c "
-             "'[ -e /burst-done ] || { yes 0123456789abcdefghij | head -c 8000000; touch /burst-done; }; "
-             "while true; do yes flood-line | head -c 20000; sleep 1; done' >/dev/null")
+             f"'[ -e /burst-done ] || {{ yes {line} | head -c 5000000; touch /burst-done; }}; "
+             f"while true; do yes {line} | head -c 1010; sleep 1; done' >/dev/null")
     time.sleep(3)
     before = log_size(host, "flood")
     assert before > 5 * 1024**2
