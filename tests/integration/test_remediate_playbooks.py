@@ -241,10 +241,17 @@ def test_storage_driver_goes_back_to_the_driver_of_the_roles_backup(inventory: P
     sh(host, "docker inspect svc >/dev/null 2>&1 || "
              "docker run -d --restart always --name svc pmr-workload:latest sleep 100000 >/dev/null")
     # The switch the alert is about, made by the role itself (which writes the backup): overlay2 to vfs.
-    ansible(inventory, host, "ansible.builtin.include_role", {
-        "name": "postmortem.remediation.docker_storage_driver",
-        "vars": {"docker_storage_driver_name": "vfs", "docker_storage_driver_allow_risky": True,
-                 "docker_storage_driver_accept_hidden_data": True, **probe}})
+    switch = inventory.parent / "switch_to_vfs.yml"
+    switch.write_text(json.dumps([{
+        "name": "Switch to vfs", "hosts": host, "gather_facts": False,
+        "roles": [{"role": "postmortem.remediation.docker_storage_driver", "vars": {
+            "docker_storage_driver_name": "vfs", "docker_storage_driver_allow_risky": True,
+            "docker_storage_driver_accept_hidden_data": True, **probe}}]}]))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / "build" / "collections"),
+               ANSIBLE_HOME=str(REPO / "build" / "ansible-home"), ANSIBLE_PIPELINING="true")
+    result = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), str(switch)], capture_output=True,
+                            text=True, env=env, timeout=900, check=False)
+    assert result.returncode == 0, result.stdout[-3000:]
     assert sh(host, "docker info --format '{{.Driver}}'") == "vfs"
     args = ["-e", "storage_driver_probe_image=pmr-workload:latest", "-e", "storage_driver_soak_samples=1",
             "-e", "storage_driver_soak_interval=1"]
