@@ -9,6 +9,8 @@ import yaml
 
 ROLES_DIR = Path(__file__).resolve().parents[3] / "roles"
 ROLES = sorted(path.parent.parent for path in ROLES_DIR.glob("*/meta/argument_specs.yml"))
+# One switch for every role that restarts dockerd, under one name (docs/log_rotation.md, docs/storage_driver.md).
+SHARED = {"docker_restart_refuse_stopping_containers": {"docker_log_rotation", "docker_storage_driver"}}
 
 TYPE_CHECKS = {
     "bool": lambda value: isinstance(value, bool),
@@ -33,7 +35,7 @@ def test_defaults_and_argument_specs_mirror_each_other(role):
     defaults, options = _load(role)
     assert sorted(defaults) == sorted(options), "names differ between defaults/main.yml and meta/argument_specs.yml"
     for name, spec in options.items():
-        assert name.startswith(role.name + "_"), f"{name} lacks the role prefix"
+        assert name.startswith(role.name + "_") or role.name in SHARED.get(name, ()), f"{name} lacks the role prefix"
         assert spec.get("description"), f"{name} has no description"
         kind = spec.get("type", "str")
         assert TYPE_CHECKS[kind](defaults[name]), f"{name}: default {defaults[name]!r} is not a {kind}"
@@ -42,3 +44,13 @@ def test_defaults_and_argument_specs_mirror_each_other(role):
         assert spec.get("default") == defaults[name], f"{name}: {spec.get('default')!r} != {defaults[name]!r}"
         if "choices" in spec:
             assert defaults[name] in spec["choices"], f"{name}: default {defaults[name]!r} not among the choices"
+
+
+@pytest.mark.parametrize("name", sorted(SHARED))
+def test_a_shared_switch_means_the_same_in_every_role(name):
+    specs = []
+    for role in ROLES:
+        if role.name in SHARED[name]:
+            defaults, options = _load(role)
+            specs.append((defaults[name], options[name]["type"], options[name]["default"]))
+    assert len(specs) == len(SHARED[name]) and len(set(specs)) == 1, specs

@@ -1,0 +1,411 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: docker_daemon_state
+short_description: Compare the running dockerd with daemon.json, and say what a restart does to running containers
+version_added: 0.1.0
+description:
+  - Read-only. The roles that restart dockerd call it before the restart (the plan) and after it (the check).
+  - Before, it lists the running containers and splits them by what a restart does to them given their restart policy,
+    C(live-restore) and whether the storage driver changes; and it says whether the running daemon still waits for
+    the file (a run interrupted after writing daemon.json and before the restart).
+  - After, it checks every key it is given against what the daemon reports (C(GET /info); after a reload, the
+    configuration dockerd logs when it applies one; after a restart, the start itself), collects dockerd's errors
+    about a refused reload, and says which containers that ran before came back, stayed stopped, or were left
+    running outside Docker's control (a containerd-shim or a process in the container's cgroup with no container
+    running in Docker).
+  - Talks to the Docker Engine API over its Unix socket with the standard library, and reads systemd and the journal
+    with C(systemctl) and C(journalctl).
+author:
+  - Postmortem Remediation Maintainers (@postmortem-remediation)
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; runs the same in check mode.
+  diff_mode:
+    support: none
+    description: Changes nothing, so there is nothing to diff.
+  idempotent:
+    support: full
+    description: Never changes anything.
+options:
+  docker_socket:
+    description: Path of the Docker Engine API socket.
+    type: path
+    default: /var/run/docker.sock
+  daemon_config:
+    description: The daemon configuration file.
+    type: path
+    default: /etc/docker/daemon.json
+  service_name:
+    description: The systemd unit of dockerd, read for its process, its start time and its journal.
+    type: str
+    default: docker
+  record_file:
+    description:
+      - The record a run leaves once it has checked that dockerd runs the file (RV(applied_record) written there).
+      - A file written after dockerd started and not covered by this record counts as not applied yet.
+    type: path
+    default: /var/lib/postmortem-remediation/dockerd-applied.json
+  keys:
+    description: The daemon.json keys to check against the running daemon (the keys a change touched).
+    type: list
+    elements: str
+    default: []
+  expected:
+    description:
+      - The configuration the keys are checked against. Defaults to the content of O(daemon_config).
+      - The roles pass the file they wrote, so a check that runs after a rollback still names what was asked.
+    type: dict
+  reload_since:
+    description:
+      - Unix time just before a reload was signalled. The journal from then on is read for dockerd's verdict on the
+        reload (the configuration it applied, or its error).
+    type: float
+  driver_change:
+    description:
+      - The restart switches the storage driver. Every running container stops and is hidden under the new driver
+        (with C(live-restore) it would keep running outside Docker's control), whatever its restart policy.
+    type: bool
+    default: false
+  live_restore:
+    description:
+      - Whether C(live-restore) will be in effect when dockerd stops. Defaults to what the running daemon reports;
+        a role that reloads C(live-restore=true) before restarting passes true.
+    type: bool
+  before:
+    description:
+      - The RV(running) list of an earlier call. The result then says which of them came back, stayed stopped, or
+        were orphaned.
+    type: list
+    elements: dict
+    default: []
+"""
+
+EXAMPLES = r"""
+- name: Plan the restart
+  postmortem.remediation.docker_daemon_state:
+  register: before
+
+- name: Name the containers the restart would stop
+  ansible.builtin.debug:
+    msg: "{{ before.will_stop | map(attribute='name') | list }}"
+
+- name: After the restart, check the changed keys and the containers
+  postmortem.remediation.docker_daemon_state:
+    keys: [log-driver, log-opts]
+    before: "{{ before.running }}"
+  register: after
+  failed_when: after.mismatched | length > 0 or after.orphans | length > 0
+"""
+
+RETURN = r"""
+daemon:
+  description: The running daemon.
+  returned: always
+  type: dict
+  contains:
+    reachable:
+      description: Whether the Engine API answered.
+      type: bool
+    pid:
+      description: The main process of the unit (0 when it is not running).
+      type: int
+    started_at:
+      description: Unix time the main process started, or null.
+      type: float
+    live_restore:
+      description: Whether live-restore is in effect now.
+      type: bool
+    log_driver:
+      description: The default log driver.
+      type: str
+    storage_driver:
+      description: The storage driver.
+      type: str
+config:
+  description: The file, with its modification time and checksum (SHA-1), and whether it exists.
+  returned: always
+  type: dict
+pending:
+  description:
+    - C(restart) or C(reload) when the running daemon does not run the file yet, empty when it does.
+  returned: always
+  type: str
+pending_reasons:
+  description: Why the daemon counts as not running the file.
+  returned: always
+  type: list
+  elements: str
+checks:
+  description: One entry per O(keys) item, with the value asked, the value the daemon runs, where it was read, and ok.
+  returned: always
+  type: list
+  elements: dict
+mismatched:
+  description: Human-readable line for each check that failed (ok false).
+  returned: always
+  type: list
+  elements: str
+unverified:
+  description: Keys nothing could check (ok null) because the daemon reports them nowhere.
+  returned: always
+  type: list
+  elements: str
+reload_errors:
+  description: Errors dockerd logged about the reload signalled at O(reload_since) (it keeps the old values then).
+  returned: always
+  type: list
+  elements: str
+reload_applied:
+  description: Whether dockerd logged that it applied the reload signalled at O(reload_since).
+  returned: always
+  type: bool
+running:
+  description: The running containers, with their restart policy and main process.
+  returned: always
+  type: list
+  elements: dict
+will_stop:
+  description: Running containers a restart stops and does not start again, each with why.
+  returned: always
+  type: list
+  elements: dict
+may_stop:
+  description: Running containers with restart policy on-failure, started again only if they exit non-zero.
+  returned: always
+  type: list
+  elements: dict
+will_return:
+  description: Running containers that a restart keeps running or starts again.
+  returned: always
+  type: list
+  elements: dict
+came_back:
+  description: Containers of O(before) running now.
+  returned: always
+  type: list
+  elements: dict
+stopped:
+  description: Containers of O(before) not running now and left with no process (visible says whether docker lists it).
+  returned: always
+  type: list
+  elements: dict
+orphans:
+  description: Containers of O(before) that docker does not run while their shim or processes still run.
+  returned: always
+  type: list
+  elements: dict
+applied_record:
+  description: What to write to O(record_file) once the daemon is known to run the file.
+  returned: always
+  type: dict
+"""
+
+import hashlib
+import json
+import os
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.postmortem.remediation.plugins.module_utils._daemon_state import (
+    after_restart,
+    container_summary,
+    describe_mismatch,
+    key_checks,
+    pending_apply,
+    reload_outcome,
+    restart_plan,
+)
+from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import DockerAPI, DockerAPIError
+
+
+class DaemonState:
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.api = DockerAPI(self.params["docker_socket"], timeout=30)
+
+    def read_config(self):
+        path = self.params["daemon_config"]
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read()
+            mtime = os.stat(path).st_mtime
+        except (IOError, OSError):
+            return dict(path=path, exists=False, mtime=None, checksum=None), {}
+        try:
+            config = json.loads(raw.decode("utf-8")) if raw.strip() else {}
+        except ValueError as exc:
+            self.module.fail_json(msg="%s is not valid JSON (%s): cannot compare it with the running dockerd"
+                                  % (path, exc))
+        if not isinstance(config, dict):
+            config = {}
+        return dict(path=path, exists=True, mtime=mtime, checksum=hashlib.sha1(raw).hexdigest()), config
+
+    def unit_process(self):
+        """(main PID, Unix start time) of the unit's main process, from systemd's monotonic start stamp."""
+        systemctl = self.module.get_bin_path("systemctl")
+        if not systemctl:
+            return 0, None
+        rc, out, _err = self.module.run_command(
+            [systemctl, "show", self.params["service_name"], "--property=MainPID",
+             "--property=ExecMainStartTimestampMonotonic"], environ_update={"LANG": "C"})
+        if rc != 0:
+            return 0, None
+        values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        pid = int(values.get("MainPID") or 0)
+        monotonic = int(values.get("ExecMainStartTimestampMonotonic") or 0)
+        if not pid or not monotonic:
+            return pid, None
+        # systemd stamps with CLOCK_MONOTONIC: carry it over to wall-clock time, to the microsecond.
+        return pid, round(time.time() - (time.monotonic() - monotonic / 1e6), 3)
+
+    def read_record(self):
+        try:
+            with open(self.params["record_file"]) as handle:
+                record = json.load(handle)
+        except (IOError, OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def journal_since(self, since):
+        journalctl = self.module.get_bin_path("journalctl")
+        if not journalctl:
+            return []
+        rc, out, _err = self.module.run_command(
+            [journalctl, "--unit", self.params["service_name"], "--since", "@%d" % int(since), "--output",
+             "short-unix", "--no-pager"], environ_update={"LANG": "C"})
+        if rc != 0:
+            return []
+        lines = []
+        for line in out.splitlines():
+            stamp, _sep, rest = line.partition(" ")
+            try:
+                if float(stamp) < since:
+                    continue  # --since has whole seconds; a reload earlier in the same second is not this one
+            except ValueError:
+                pass
+            lines.append(rest)
+        return lines
+
+    def containers(self):
+        """Every container docker lists now, by ID, summarised."""
+        result = {}
+        for item in self.api.containers(all=True):
+            try:
+                result[item["Id"]] = container_summary(self.api.inspect_container(item["Id"]))
+            except DockerAPIError as exc:
+                if exc.status != 404:  # removed since the listing
+                    raise
+        return result
+
+    @staticmethod
+    def leftover_processes(ids):
+        """IDs among these that still have a containerd-shim or a process in their cgroup on this host."""
+        wanted, found = set(ids), set()
+        if not wanted:
+            return found
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            for name in ("cmdline", "cgroup"):
+                try:
+                    with open("/proc/%s/%s" % (entry, name), "rb") as handle:
+                        text = handle.read().replace(b"\0", b" ").decode("utf-8", "replace")
+                except (IOError, OSError):
+                    continue
+                if name == "cmdline" and "containerd-shim" not in text:
+                    continue
+                found.update(container_id for container_id in wanted if container_id in text)
+        return found
+
+    def run(self):
+        params = self.params
+        config_info, file_config = self.read_config()
+        expected = params["expected"] if params["expected"] is not None else file_config
+        pid, started_at = self.unit_process()
+        record = self.read_record()
+        unreachable = ""
+        try:
+            info = self.api.info()
+            all_containers = self.containers()
+        except DockerAPIError as exc:
+            info, all_containers = None, None
+            unreachable = str(exc)
+        result = dict(
+            changed=False, config=config_info, pending="", pending_reasons=[], checks=[], mismatched=[],
+            unverified=[], reload_errors=[], reload_applied=False, running=[], will_stop=[], may_stop=[],
+            will_return=[], came_back=[], stopped=[], orphans=[],
+            daemon=dict(reachable=info is not None, pid=pid, started_at=started_at,
+                        live_restore=bool(info and info.get("LiveRestoreEnabled")),
+                        log_driver=(info or {}).get("LoggingDriver"), storage_driver=(info or {}).get("Driver")),
+            applied_record=dict(pid=pid, started_at=started_at, checksum=config_info["checksum"],
+                                path=config_info["path"]),
+        )
+        if info is None:
+            result["daemon"]["error"] = unreachable
+            # Nothing to compare with; after a restart the caller retries until the daemon answers.
+            return result
+
+        covered = bool(record) and record.get("checksum") == config_info["checksum"] \
+            and record.get("pid") == pid and started_at is not None \
+            and abs(float(record.get("started_at") or 0) - started_at) < 1.0
+        result["pending"], result["pending_reasons"] = pending_apply(
+            file_config, info, config_info["mtime"], started_at, covered)
+
+        reloaded = None
+        if params["reload_since"] is not None:
+            reloaded, result["reload_errors"] = reload_outcome(self.journal_since(params["reload_since"]))
+            result["reload_applied"] = reloaded is not None
+        read_at_start = started_at is not None and config_info["mtime"] is not None \
+            and started_at >= config_info["mtime"]
+        checks = key_checks(expected, params["keys"], info, reloaded, read_at_start)
+        result["checks"] = checks
+        result["mismatched"] = [describe_mismatch(check) for check in checks if check["ok"] is False]
+        result["unverified"] = [check["key"] for check in checks if check["ok"] is None]
+
+        running = [c for c in all_containers.values() if c["running"]]
+        live_restore = params["live_restore"] if params["live_restore"] is not None \
+            else result["daemon"]["live_restore"]
+        result["running"] = sorted(running, key=lambda c: c["name"])
+        result["will_stop"], result["may_stop"], result["will_return"] = restart_plan(
+            result["running"], live_restore, params["driver_change"])
+
+        before = params["before"] or []
+        if before:
+            gone = [c["id"] for c in before if not (all_containers.get(c["id"]) or {}).get("running")]
+            result["came_back"], result["stopped"], result["orphans"] = after_restart(
+                before, all_containers, self.leftover_processes(gone))
+        return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            docker_socket=dict(type="path", default="/var/run/docker.sock"),
+            daemon_config=dict(type="path", default="/etc/docker/daemon.json"),
+            service_name=dict(type="str", default="docker"),
+            record_file=dict(type="path", default="/var/lib/postmortem-remediation/dockerd-applied.json"),
+            keys=dict(type="list", elements="str", default=[], no_log=False),
+            expected=dict(type="dict"),
+            reload_since=dict(type="float"),
+            driver_change=dict(type="bool", default=False),
+            live_restore=dict(type="bool"),
+            before=dict(type="list", elements="dict", default=[]),
+        ),
+        supports_check_mode=True,
+    )
+    module.exit_json(**DaemonState(module).run())
+
+
+if __name__ == "__main__":
+    main()
