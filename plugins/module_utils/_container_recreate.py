@@ -96,11 +96,11 @@ def refusals(container, others=(), allow_managed=False):
         reasons.append("%s was started with --rm (AutoRemove): stopping the old one would delete it, so it could "
                        "not be put back on failure" % name)
     if not allow_managed:
-        owners = sorted(set(owner for label, owner in MANAGED_LABELS if label in labels))
-        if owners:
+        found = [(label, owner) for label, owner in MANAGED_LABELS if label in labels]
+        if found:
             reasons.append("%s is managed by %s (label %s): re-create it there with log limits, or set "
-                           "allow_managed" % (name, "/".join(owners),
-                                              ", ".join(label for label, _ in MANAGED_LABELS if label in labels)))
+                           "allow_managed" % (name, "/".join(sorted(set(owner for label, owner in found))),
+                                              ", ".join(label for label, owner in found)))
     for mode_key, what in (("NetworkMode", "network"), ("PidMode", "PID"), ("IpcMode", "IPC")):
         mode = host.get(mode_key) or ""
         if mode.startswith("container:"):
