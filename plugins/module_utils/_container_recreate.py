@@ -81,9 +81,10 @@ def _named_sources(host_config):
     return names
 
 
-def refusals(container, others=(), allow_managed=False):
+def refusals(container, others=(), allow_managed=False, keep_label=None):
     """Why this container cannot be re-created faithfully (empty when it can). `others`: the engine's container
-    list (GET /containers/json), to find containers that share this one's network namespace."""
+    list (GET /containers/json), to find containers that share this one's network namespace. `keep_label`: a label
+    that protects a container's log (removing the old container removes its log)."""
     name = container_name(container)
     state = container.get("State") or {}
     host = container.get("HostConfig") or {}
@@ -101,6 +102,9 @@ def refusals(container, others=(), allow_managed=False):
             reasons.append("%s is managed by %s (label %s): re-create it there with log limits, or set "
                            "allow_managed" % (name, "/".join(sorted(set(owner for label, owner in found))),
                                               ", ".join(label for label, owner in found)))
+    if keep_label and keep_label in labels:
+        reasons.append("%s has the label %s that protects its log: re-creating it would remove the old container "
+                       "and its log with it" % (name, keep_label))
     for mode_key, what in (("NetworkMode", "network"), ("PidMode", "PID"), ("IpcMode", "IPC")):
         mode = host.get(mode_key) or ""
         if mode.startswith("container:"):

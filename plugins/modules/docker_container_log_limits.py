@@ -22,11 +22,11 @@ description:
   - It plans first. It refuses, with the reason, and changes nothing when the container cannot be re-created
     faithfully - not running; started with C(--rm) (it could not be put back); managed by Compose, Swarm or
     Kubernetes (by their labels, unless I(allow_managed)); anonymous volumes (the copy would get new, empty ones);
-    sharing the network, PID or IPC namespace of another container, or holding one that others share. A refusal is
-    a success with C(refused=true).
+    sharing the network, PID or IPC namespace of another container, or holding one that others share; carrying
+    I(keep_label). A refusal is a success with C(refused=true).
   - The old container is renamed (C(NAME-pmr-old-TIMESTAMP)) and kept, stopped, until the new one runs after
     I(settle_seconds); on any failure the copy is removed and the old container gets its name back and runs again.
-    Then the old container is removed (never its volumes).
+    Then the old container is removed (never its volumes), and its log file with it.
   - A container whose log is already bounded is left alone. Without I(max_size), the daemon's current log options
     are read by creating (never starting) and removing a probe container, in check mode too.
   - Talks to the Docker Engine API over its Unix socket with the standard library.
@@ -59,6 +59,12 @@ options:
     description: Re-create a container even when a Compose, Swarm or Kubernetes label says an orchestrator owns it.
     type: bool
     default: false
+  keep_label:
+    description:
+      - A container with this label is refused - its log is protected, and removing the old container removes its
+        log. The same label as C(docker_reclaim)'s I(keep_label). Empty to protect nothing.
+    type: str
+    default: postmortem.remediation.keep
   settle_seconds:
     description: The new container must still run this many seconds after its start, else the old one is put back.
     type: int
@@ -172,7 +178,7 @@ def run(module, api):
     if bounded:
         result["msg"] = "%s: log already bounded (%s); left alone" % (name, why)
         return result
-    reasons = refusals(container, api.containers(all=True), params["allow_managed"])
+    reasons = refusals(container, api.containers(all=True), params["allow_managed"], params["keep_label"])
     daemon_config = None if params["max_size"] else daemon_log_config(api, container)
     log_after, source = bounded_log_config(log_before, daemon_config, params["max_size"], params["max_file"])
     if log_after is None:
@@ -202,6 +208,7 @@ def main():
             max_size=dict(type="str"),
             max_file=dict(type="str"),
             allow_managed=dict(type="bool", default=False),
+            keep_label=dict(type="str", default="postmortem.remediation.keep"),
             settle_seconds=dict(type="int", default=3),
             docker_socket=dict(type="path", default="/var/run/docker.sock"),
         ),

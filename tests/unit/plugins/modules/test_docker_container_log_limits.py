@@ -87,9 +87,17 @@ REFUSALS = [
 ]
 
 
+REFUSALS += [
+    ({"Config": {"Labels": {"postmortem.remediation.keep": "true"}}}, [], False,
+     "label postmortem.remediation.keep that protects its log"),
+    ({"Config": {"Labels": {"postmortem.remediation.keep": "true"}}}, [], True,
+     "label postmortem.remediation.keep that protects its log"),  # allow_managed does not lift it
+]
+
+
 @pytest.mark.parametrize(("overrides", "others", "allow_managed", "reason"), REFUSALS)
 def test_refusals_say_why(overrides, others, allow_managed, reason):
-    reasons = rc.refusals(_container(**overrides), others, allow_managed)
+    reasons = rc.refusals(_container(**overrides), others, allow_managed, "postmortem.remediation.keep")
     if reason is None:
         assert reasons == []
     else:
