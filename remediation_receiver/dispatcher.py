@@ -185,9 +185,7 @@ class Dispatcher:
                 break
             # Decide in small transactions: one fsync per chunk, and ingress waits at most one chunk.
             for start in range(0, len(batch), 25):
-                with self.journal.transaction():
-                    for alert in batch[start:start + 25]:
-                        self.decide_or_record(alert)
+                self.decide_chunk(batch[start:start + 25])
         self.apply_cancel_requests()
         self.expire_approvals()
         self.handle_finished()
@@ -202,6 +200,23 @@ class Dispatcher:
                 log.info("journal retention (%.0f days): removed %s", self.cfg.journal_retention_days, removed)
 
     # -- deciding --------------------------------------------------------------------------------------------
+    def decide_chunk(self, alerts: list[AlertRecord]) -> None:
+        """Decide `alerts` and claim the runs that may start now in one durable commit, then start them: an alert
+        reaches ansible-runner after two fsyncs (its delivery, this commit), and a crash leaves either the alert
+        undecided or its run decided and claimed ('starting', which recovery handles)."""
+        claimed: list[RunRecord] = []
+        try:
+            with self.journal.transaction():
+                for alert in alerts:
+                    self.decide_or_record(alert)
+                self.schedule(claimed)
+        except BaseException:
+            for run in claimed:
+                self.executor.release(run)
+            raise
+        for run in claimed:
+            self.executor.launch(run)
+
     def decide_or_record(self, alert: AlertRecord) -> None:
         """Decide one alert; an unexpected failure (an unreadable inventory, a bug) is recorded as the decision and
         escalated, so one alert can never block the ones behind it."""
@@ -233,7 +248,9 @@ class Dispatcher:
             self.notifier.notify(kind, summary, details, dedup=dedup)
 
     # -- scheduling ------------------------------------------------------------------------------------------
-    def schedule(self) -> None:
+    def schedule(self, claimed: list[RunRecord] | None = None) -> None:
+        """Start the queued runs the scheduling guards allow. Given a list, only claim them and append them to it
+        (inside the caller's transaction): the caller launches them after its commit, or releases them."""
         queued = self.journal.runs_in(("queued",))
         if not queued:
             return
@@ -251,8 +268,12 @@ class Dispatcher:
             if not self.executor.has_capacity():
                 self._hold(run, f"concurrency_cap: {self.executor.capacity} runs already running")
                 continue
-            if self.executor.submit(run):
+            if claimed is None:
+                if self.executor.submit(run):
+                    busy[run.host] = run.id
+            elif self.executor.claim(run):
                 busy[run.host] = run.id
+                claimed.append(run)
 
     def apply_cancel_requests(self) -> None:
         """Hand `remediation-receiver cancel` requests for started runs to the executor; forget them once final."""
@@ -268,8 +289,9 @@ class Dispatcher:
         kind = reason.split(":", 1)[0]
         if (run.held or "").split(":", 1)[0] == kind:
             return
-        self.journal.set_run_held(run.id, reason)
-        self.journal.add_run_events(run.id, [{"event": "held", "data": {"reason": reason}}])
+        with self.journal.transaction():
+            self.journal.set_run_held(run.id, reason)
+            self.journal.add_run_events(run.id, [{"event": "held", "data": {"reason": reason}}])
         self.metrics.inc("remediation_receiver_holds_total", {"guard": kind})
 
     def expire_approvals(self) -> None:

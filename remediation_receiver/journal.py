@@ -2,6 +2,14 @@
 
 One transaction per delivery: the HTTP handler acknowledges only after `store_delivery` has committed.
 Every other stage reads its work from here and writes its result back, so a restart loses nothing.
+
+What waits for the disk (fsync of the WAL) and what does not:
+- durable commits (synchronous=FULL): a delivery (before its 202; concurrent deliveries share one commit), a chunk
+  of decisions with the runs they queue and the claim ('starting') of the runs that start now (before
+  ansible-runner is called), a run's final status (with its last events), every state the CLI or the guards act on.
+- committed, not flushed (synchronous=NORMAL): run events and the 'running' status. They are in the WAL when the
+  call returns, so a killed receiver keeps them; only a power loss before the next durable commit or checkpoint
+  can take them, and the next durable commit makes them durable too (the WAL is written in order).
 """
 
 from __future__ import annotations
@@ -270,6 +278,10 @@ class Journal:
         self._gc_cond = threading.Condition()
         self._gc_queue: list[_Pending] = []
         self._gc_leader = False
+        # Commits since start, by whether they waited for the disk ("full") or not ("normal"), and checkpoints.
+        self.commits = {"full": 0, "normal": 0}
+        self.checkpoints = 0
+        self._last_checkpoint: tuple[int, ...] = ()
         if not readonly:
             directory = os.path.dirname(os.path.abspath(path))
             os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -302,7 +314,11 @@ class Journal:
     def checkpoint(self) -> None:
         """Copy the WAL back into the database without blocking writers (the WAL would grow forever otherwise)."""
         if not self.readonly:
-            self._connect().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            row = tuple(self._connect().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+            # (busy, frames in the WAL, frames copied): the same answer twice means nothing new was copied.
+            if row[2] > 0 and row != self._last_checkpoint:
+                self.checkpoints += 1
+            self._last_checkpoint = row
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -311,29 +327,44 @@ class Journal:
             self._local.db = None
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Several writes from this thread in one transaction (one fsync); writes inside join it."""
+    def _begun(self, db: sqlite3.Connection, durable: bool) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on an exception). A transaction that need not wait for the disk runs
+        with synchronous=NORMAL: its commit does not fsync the WAL (SQLite allows the switch outside a transaction
+        only)."""
+        if not durable:
+            db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            self.commits["full" if durable else "normal"] += 1
+        finally:
+            if not durable:
+                db.execute("PRAGMA synchronous=FULL")
+
+    @contextmanager
+    def transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """Several writes from this thread in one transaction (one fsync); writes inside join it and take its
+        durability."""
         db = self._connect()
         if getattr(self._local, "in_tx", False):
             yield db
             return
         if self.readonly:
             raise JournalError("journal opened read-only")
-        with self._write_lock:
-            db.execute("BEGIN IMMEDIATE")
+        with self._write_lock, self._begun(db, durable):
             self._local.in_tx = True
             try:
                 yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            else:
-                db.execute("COMMIT")
             finally:
                 self._local.in_tx = False
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
         if self.readonly:
             raise JournalError("journal opened read-only")
         db = self._connect()
@@ -347,15 +378,8 @@ class Journal:
                 raise
             db.execute("RELEASE nested")
             return
-        with self._write_lock:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            else:
-                db.execute("COMMIT")
+        with self._write_lock, self._begun(db, durable):
+            yield db
 
     def _read(self) -> sqlite3.Connection:
         return self._connect()
@@ -556,8 +580,11 @@ class Journal:
         return [_run_from_row(r) for r in rows]
 
     def set_run_status(self, run_id: str, status: str, *, reason: str | None = None,
-                       expect: tuple[str, ...] | None = None, **fields: Any) -> bool:
-        """Move a run to `status` (only from one of `expect`, when given); return whether it moved."""
+                       expect: tuple[str, ...] | None = None, durable: bool = True, **fields: Any) -> bool:
+        """Move a run to `status` (only from one of `expect`, when given); return whether it moved.
+
+        `durable=False` for a change nothing acts on (starting -> running): committed without waiting for the
+        disk."""
         sets = ["status=?"]
         values: list[Any] = [status]
         if reason is not None:
@@ -571,7 +598,7 @@ class Journal:
         if expect:
             sql += f" AND status IN ({','.join('?' * len(expect))})"
             values.extend(expect)
-        with self._write() as db:
+        with self._write(durable) as db:
             return db.execute(sql, values).rowcount == 1
 
     def set_run_held(self, run_id: str, held: str | None) -> None:
@@ -597,10 +624,12 @@ class Journal:
             )
 
     def add_run_events(self, run_id: str, events: list[dict[str, Any]]) -> None:
+        """Events are a record, not a state anything acts on: committed without waiting for the disk (a killed
+        receiver keeps them; the next durable commit makes them durable). Inside a transaction they join it."""
         if not events:
             return
         now = time.time()
-        with self._write() as db:
+        with self._write(durable=False) as db:
             db.executemany(
                 "INSERT INTO run_events(run_id, created_at, counter, event, task, host, data) VALUES (?,?,?,?,?,?,?)",
                 [(run_id, now, e.get("counter"), e.get("event", "unknown"), e.get("task"), e.get("host"),
