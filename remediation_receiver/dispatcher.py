@@ -152,7 +152,6 @@ class Dispatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_loop = time.time()
-        self._last_checkpoint = 0.0
         self._last_prune = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -190,8 +189,7 @@ class Dispatcher:
         self.expire_approvals()
         self.handle_finished()
         self.schedule()
-        if time.time() - self._last_checkpoint > 2.0:
-            self._last_checkpoint = time.time()
+        if self.journal.checkpoint_due():
             self.journal.checkpoint()
         if time.time() - self._last_prune > 3600:
             self._last_prune = time.time()

@@ -139,6 +139,9 @@ WAITING = ("awaiting_approval", "queued")
 ACTIVE = ("starting", "running")
 FINAL = ("successful", "failed", "timeout", "canceled", "interrupted", "expired", "error")
 REJECTIONS_KEPT = 1000
+# WAL checkpoints: after this many commits (a few pages each: a WAL of some MiB), or this long after a commit.
+CHECKPOINT_COMMITS = 500
+CHECKPOINT_AGE = 300.0
 
 
 class JournalError(Exception):
@@ -278,10 +281,13 @@ class Journal:
         self._gc_cond = threading.Condition()
         self._gc_queue: list[_Pending] = []
         self._gc_leader = False
+        self._delivery_db: sqlite3.Connection | None = None
         # Commits since start, by whether they waited for the disk ("full") or not ("normal"), and checkpoints.
         self.commits = {"full": 0, "normal": 0}
         self.checkpoints = 0
         self._last_checkpoint: tuple[int, ...] = ()
+        self._commits_at_checkpoint = 0
+        self._checkpointed_at = time.monotonic()
         if not readonly:
             directory = os.path.dirname(os.path.abspath(path))
             os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -296,29 +302,60 @@ class Journal:
     def _connect(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            if self.readonly:
-                db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None)
-            else:
-                db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=True)
-                db.execute("PRAGMA journal_mode=WAL")
-                # FULL: a commit is on disk before the 202 goes out.
-                db.execute("PRAGMA synchronous=FULL")
-                # Checkpoints run from the dispatcher (checkpoint()), never inside an acknowledgement.
-                db.execute("PRAGMA wal_autocheckpoint=0")
-                db.execute("PRAGMA foreign_keys=ON")
-            db.execute("PRAGMA busy_timeout=30000")
-            db.row_factory = sqlite3.Row
+            db = self._open()
             self._local.db = db
         return db
+
+    def _open(self, *, shared: bool = False) -> sqlite3.Connection:
+        if self.readonly:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        else:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=not shared)
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk before the 202 goes out.
+            db.execute("PRAGMA synchronous=FULL")
+            # Checkpoints run from the dispatcher (checkpoint()), never inside an acknowledgement.
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=30000")
+        db.row_factory = sqlite3.Row
+        return db
+
+    @contextmanager
+    def _delivery_write(self) -> Iterator[sqlite3.Connection]:
+        """The group commit's own connection, used by whichever HTTP thread leads the batch (one at a time, under
+        the write lock): a connection per HTTP thread would cost its open, and SQLite syncs the directory on the
+        first sync of every connection's WAL descriptor (one more fsync per new TCP connection)."""
+        if self.readonly:
+            raise JournalError("journal opened read-only")
+        if getattr(self._local, "in_tx", False):  # a caller's own transaction (tests): join it
+            with self._write() as db:
+                yield db
+            return
+        with self._write_lock:
+            if self._delivery_db is None:
+                self._delivery_db = self._open(shared=True)
+            with self._begun(self._delivery_db, True):
+                yield self._delivery_db
 
     def checkpoint(self) -> None:
         """Copy the WAL back into the database without blocking writers (the WAL would grow forever otherwise)."""
         if not self.readonly:
             row = tuple(self._connect().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+            self._commits_at_checkpoint = sum(self.commits.values())
+            self._checkpointed_at = time.monotonic()
             # (busy, frames in the WAL, frames copied): the same answer twice means nothing new was copied.
             if row[2] > 0 and row != self._last_checkpoint:
                 self.checkpoints += 1
             self._last_checkpoint = row
+
+    def checkpoint_due(self) -> bool:
+        """A checkpoint costs two fsyncs and makes the next commit restart the WAL (a third): take one after
+        CHECKPOINT_COMMITS commits, or CHECKPOINT_AGE seconds after the first commit since the last one, not on
+        a clock (a checkpoint every few seconds would land in the path of most alerts)."""
+        since = sum(self.commits.values()) - self._commits_at_checkpoint
+        return since >= CHECKPOINT_COMMITS or (since > 0 and
+                                               time.monotonic() - self._checkpointed_at >= CHECKPOINT_AGE)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -417,7 +454,7 @@ class Journal:
 
     def _store_batch(self, batch: list[_Pending]) -> None:
         try:
-            with self._write() as db:
+            with self._delivery_write() as db:
                 for item in batch:
                     db.execute("SAVEPOINT delivery")
                     try:

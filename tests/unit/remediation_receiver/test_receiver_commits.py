@@ -135,3 +135,24 @@ def test_a_real_run_waits_for_the_disk_twice(tmp_path: Path) -> None:
     assert len(final.events) >= 4
     assert journal.commits["full"] - before["full"] == 2, journal.commits
     assert journal.commits["normal"] - before["normal"] >= 2, journal.commits
+
+
+def test_checkpoints_follow_the_commits_not_the_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint every few seconds put two or three more fsyncs in the path of most alerts."""
+    from remediation_receiver import journal as journal_module
+
+    monkeypatch.setattr(journal_module, "CHECKPOINT_COMMITS", 8)  # 6 below, then 2 more
+    dispatcher, journal, _executor = setup(tmp_path)
+    for _ in range(3):
+        journal.store_delivery(remote="127.0.0.1", payload={"receiver": "r"}, raw_sha256="x",
+                               alerts=[alert("NoRuleForThis")])
+        dispatcher.step()
+    assert journal.checkpoints == 0 and not journal.checkpoint_due()
+    journal.set_state("x", "1")
+    journal.set_state("x", "2")
+    dispatcher.step()  # the commit count is reached: the dispatcher checkpoints
+    assert journal.checkpoints == 1 and not journal.checkpoint_due()
+    journal.set_state("x", "3")
+    assert not journal.checkpoint_due()
+    monkeypatch.setattr(journal_module, "CHECKPOINT_AGE", 0.0)
+    assert journal.checkpoint_due()  # one commit, long enough ago
