@@ -271,8 +271,8 @@ class Bench:
             argv = [sys.executable, "-m", "remediation_receiver"]
         argv += ["serve", "--config", str(home / "receiver.yml"), "--log-level", "warning"]
         if strace:
-            argv = ["strace", "-f", "--seccomp-bpf", "-qq", "-ttt", "-y", "-e", "trace=fsync,fdatasync", "-e", "signal=none", "-o", str(strace),
-                    *argv]
+            argv = ["strace", "-f", "--seccomp-bpf", "-qq", "-ttt", "-y", "-e", "trace=fsync,fdatasync",
+                    "-e", "signal=none", "-o", str(strace), *argv]
         return Proc(name, argv, env, home / "receiver.log", port, home, 30)
 
     def rulebook(self) -> Proc:
@@ -496,8 +496,8 @@ def main() -> int:
     parser.add_argument("--receiver-src", help="run the receiver from this directory's remediation_receiver "
                                                "(e.g. an older commit's, for a before/after)")
     args = parser.parse_args()
-    args.rounds, args.seconds = (1, 1.0) if args.quick else (3, 3.0)
-    args.first_task_rounds = 2 if args.quick else 5
+    args.rounds, args.seconds = (1, 1.0) if args.quick else (5, 3.0)
+    args.first_task_rounds = 2 if args.quick else 9
     args.fsync_alerts = 1 if args.quick else 3
 
     bench = Bench(args)
