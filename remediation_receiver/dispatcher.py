@@ -23,6 +23,8 @@ from .rules import match_rules
 from .targets import InventoryCache, TargetError, resolve
 
 log = logging.getLogger("remediation_receiver.dispatcher")
+# While alerts keep arriving, the dispatcher waits this long between passes so that one commit decides several.
+BATCH_WINDOW = 0.02
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -153,6 +155,7 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self.last_loop = time.time()
         self._last_prune = 0.0
+        self._last_decided = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -176,6 +179,11 @@ class Dispatcher:
                 self.metrics.inc("remediation_receiver_errors_total", {"stage": "dispatcher"})
             self.wake.wait(timeout=0.5)
             self.wake.clear()
+            if time.monotonic() - self._last_decided < 2 * BATCH_WINDOW:
+                # Deliveries are streaming in: let a few more arrive so one commit decides them all (deciding each
+                # alert as it lands cost an fsync per alert, competing with the deliveries' own). A lone alert is
+                # decided at once.
+                self._stop.wait(BATCH_WINDOW)
 
     def step(self) -> None:
         while not self._stop.is_set():
@@ -212,6 +220,7 @@ class Dispatcher:
             for run in claimed:
                 self.executor.release(run)
             raise
+        self._last_decided = time.monotonic()
         for run in claimed:
             self.executor.launch(run)
 

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,25 @@ def test_checkpoints_follow_the_commits_not_the_clock(tmp_path: Path, monkeypatc
     assert not journal.checkpoint_due()
     monkeypatch.setattr(journal_module, "CHECKPOINT_AGE", 0.0)
     assert journal.checkpoint_due()  # one commit, long enough ago
+
+
+def test_a_stream_of_alerts_is_decided_in_batches(tmp_path: Path) -> None:
+    """Deciding each alert as it landed cost one fsync per alert on top of its delivery's (3,178 decision commits
+    for 4,700 alerts at 500/s); while alerts stream in, the dispatcher lets a few gather first."""
+    dispatcher, journal, _executor = setup(tmp_path)
+    dispatcher.start()
+    try:
+        for index in range(60):
+            journal.store_delivery(remote="127.0.0.1", payload={"receiver": "r"}, raw_sha256="x",
+                                   alerts=[alert("NoRuleForThis", fingerprint=f"{index:04x}")])
+            dispatcher.wake.set()
+            time.sleep(0.002)
+        deadline = time.monotonic() + 30
+        while journal.undecided_alerts():
+            assert time.monotonic() < deadline, "the dispatcher did not decide the stream"
+            time.sleep(0.05)
+    finally:
+        dispatcher.stop()
+    decision_commits = journal.commits["full"] - 60  # one per delivery, the rest decided chunks
+    assert len(journal.query("SELECT id FROM decisions")) == 60
+    assert decision_commits <= 20, f"{decision_commits} commits decided 60 streaming alerts"
