@@ -224,6 +224,8 @@ class Executor:
         self._active: dict[str, str] = {}  # run id -> host
         self._cancel: dict[str, str] = {}  # run id -> reason
         self._shutdown = threading.Event()
+        # Imported now, not in the first run: the first alert after a start would wait for it (a few hundred ms).
+        import ansible_runner  # noqa: F401
 
     # -- what the dispatcher asks ----------------------------------------------------------------------------
     def active(self) -> dict[str, str]:
