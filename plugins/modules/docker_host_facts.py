@@ -24,7 +24,7 @@ description:
   - Whether C(/dev/fuse) and the C(fuse-overlayfs) program exist, and whether C(/dev/zfs) exists.
   - With O(assess_storage_driver), an assessment of that driver from the collection's compatibility table
     (supported, risky or unsupported, with the reasons), including the images and containers a switch would hide,
-    and the decision: whether a switch must be refused and why (RV(assessment.refused), RV(assessment.refusal)).
+    and the decision, whether a switch must be refused and why (RV(assessment.refused), RV(assessment.refusal)).
 author:
   - Postmortem Remediation Maintainers (@postmortem-remediation)
 attributes:
