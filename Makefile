@@ -59,6 +59,12 @@ lint: venv collection-link  ## ruff and ansible-lint (production profile)
 	$(BIN)/ruff check .
 	$(BIN)/ansible-lint --profile production --offline
 
+.PHONY: rules
+rules:  ## promtool check and unit tests of the alert rules in extensions/prometheus (installs Debian's prometheus)
+	command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; }
+	promtool check rules extensions/prometheus/rules/*.rules.yml
+	cd extensions/prometheus && promtool test rules tests/*.test.yml
+
 .PHONY: sanity
 # The receiver (a service on the control host, with its tests) is held to ruff, not to the rules for plugin code.
 SANITY_EXCLUDE := ^(bench|tests/lab|tests/integration|remediation_receiver|tests/unit/remediation_receiver)/
@@ -109,5 +115,5 @@ bench: venv image collection-link  ## Benchmarks: print figures and ratios
 	for b in bench/bench_*.py; do [ -e "$$b" ] && $(BIN)/python $$b; done
 
 .PHONY: test
-test: lint sanity unit build molecule e2e  ## Every check
+test: lint rules sanity unit build molecule e2e  ## Every check
 	@echo "make test: all checks passed"

@@ -7,6 +7,7 @@ import getpass
 import json
 import logging
 import os
+import stat
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,8 @@ import yaml
 from .config import DEFAULT_CONFIG, Config, ConfigError, load_config, read_token
 from .guards import CANCEL_PREFIX, PAUSE_KEY
 from .ingress import PayloadError, parse_payload
-from .journal import ACTIVE, WAITING, AlertRecord, Journal, RunRecord
+from .journal import ACTIVE, WAITING, AlertRecord, Journal, RunRecord, storable_text
+from .redact import SECRET_NAME
 from .targets import InventoryCache, InventoryError, load_inventory
 
 
@@ -36,6 +38,15 @@ def _journal(cfg: Config, *, write: bool = False) -> Journal:
     if not os.path.exists(cfg.journal) and not write:
         raise SystemExit(f"no journal at {cfg.journal} (has the receiver run yet?)")
     return Journal(cfg.journal, readonly=not write)
+
+
+def _text(value: str) -> str:
+    """A command-line argument the journal can store: a byte that is not UTF-8 reaches Python as a lone surrogate."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise argparse.ArgumentTypeError(f"{storable_text(value)!r} is not UTF-8 text") from exc
+    return value
 
 
 def _who() -> str:
@@ -121,14 +132,59 @@ def check_config(cfg: Config, *, syntax: bool = True) -> tuple[list[str], list[s
     return ok, errors
 
 
+def _readable_by_everyone(path: str) -> str | None:
+    """The file's mode when every local user can read it (None when it cannot be read that way or is absent)."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+    return f"{mode:04o}" if mode & stat.S_IROTH else None
+
+
+def _inline_secret(name: str, value: str) -> bool:
+    return name.lower() == "authorization" or bool(SECRET_NAME.search(name)) or \
+        value.lower().startswith(("bearer ", "basic "))
+
+
+def exposure_warnings(cfg: Config) -> list[str]:
+    """Secrets and alert data other local users could read: `check` warns, `check --strict` fails."""
+    warnings: list[str] = []
+    files = [("configuration", cfg.path, "it can hold credentials")]
+    if cfg.token_file:
+        files.append(("auth.token_file", cfg.token_file, "it is the bearer token"))
+    files += [(f"notify.webhooks[{i}].token_file", cfg.resolve(t.token_file), "it is a credential")
+              for i, t in enumerate(cfg.notify) if t.token_file]
+    files += [("journal", cfg.journal, "it holds alert data and run output"),
+              ("artifacts.dir", cfg.artifacts_dir, "it holds run output")]
+    for what, path, why in files:
+        mode = _readable_by_everyone(path)
+        if mode:
+            warnings.append(f"{what} {path} is readable by every user (mode {mode}) and {why}: chmod o-rwx")
+    for i, target in enumerate(cfg.notify):
+        for name, value in target.headers.items():
+            if _inline_secret(name, value):
+                warnings.append(f"notify.webhooks[{i}].headers.{name} is a credential written inline in the "
+                                "configuration: put the token in a file readable only by the receiver (token_file)")
+    for name, value in cfg.envvars.items():
+        if _inline_secret(name, value):
+            warnings.append(f"executor.envvars.{name} looks like a secret written inline in the configuration: give "
+                            "it to the service's environment instead (a systemd EnvironmentFile readable only by it)")
+    return warnings
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = _config(args)
     ok, errors = check_config(cfg, syntax=not args.no_syntax_check)
+    warnings = exposure_warnings(cfg)
     for line in ok:
         print(f"ok: {line}")
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
-    return 1 if errors else 0
+    if warnings and args.strict and not errors:
+        print(f"error: --strict: {len(warnings)} warning(s)", file=sys.stderr)
+    return 1 if errors or (warnings and args.strict) else 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -282,27 +338,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("check", parents=[common], help="validate the configuration, rules, inventory and playbooks")
     p.add_argument("--no-syntax-check", action="store_true", help="skip ansible-playbook --syntax-check")
+    p.add_argument("--strict", action="store_true",
+                   help="fail on warnings too (secrets or alert data readable by every user, inline credentials)")
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("replay", parents=[common], help="print the decision for each alert of a payload; run nothing")
     p.add_argument("payload", help="an Alertmanager webhook payload (JSON file)")
     p.set_defaults(func=cmd_replay)
     p = sub.add_parser("runs", parents=[common], help="list runs from the journal")
     p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--status")
+    p.add_argument("--status", type=_text)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs)
     p = sub.add_parser("show", parents=[common], help="one run with its events")
-    p.add_argument("run_id")
+    p.add_argument("run_id", type=_text)
     p.set_defaults(func=cmd_show)
     p = sub.add_parser("approve", parents=[common], help="approve a run waiting for approval")
-    p.add_argument("run_id")
+    p.add_argument("run_id", type=_text)
     p.set_defaults(func=cmd_approve)
     p = sub.add_parser("cancel", parents=[common], help="cancel a queued, waiting or running run")
-    p.add_argument("run_id")
-    p.add_argument("--reason", default="")
+    p.add_argument("run_id", type=_text)
+    p.add_argument("--reason", default="", type=_text)
     p.set_defaults(func=cmd_cancel)
     p = sub.add_parser("pause", parents=[common], help="stop starting runs (alerts are still stored and decided)")
-    p.add_argument("--reason", default="")
+    p.add_argument("--reason", default="", type=_text)
     p.set_defaults(func=cmd_pause)
     p = sub.add_parser("resume", parents=[common], help="start runs again")
     p.set_defaults(func=cmd_resume)

@@ -67,6 +67,8 @@ class Config:
     path: str
     listen_host: str = "127.0.0.1"
     listen_port: int = 9095
+    max_connections: int = 128
+    request_timeout: float = 10.0
     token_file: str | None = None
     token_env: str | None = None
     max_body_bytes: int = 1_048_576
@@ -200,9 +202,13 @@ def parse_config(data: Any, path: str) -> Config:
     _unknown(errors, "config", data, known)
 
     listen = _mapping(errors, "listen", data.get("listen"))
-    _unknown(errors, "listen", listen, {"host", "port"})
+    _unknown(errors, "listen", listen, {"host", "port", "max_connections", "request_timeout"})
     cfg.listen_host = str(listen.get("host", cfg.listen_host))
     cfg.listen_port = _number(errors, "listen.port", listen.get("port", cfg.listen_port), integer=True)
+    cfg.max_connections = _number(errors, "listen.max_connections",
+                                  listen.get("max_connections", cfg.max_connections), minimum=1, integer=True)
+    cfg.request_timeout = _number(errors, "listen.request_timeout",
+                                  listen.get("request_timeout", cfg.request_timeout), minimum=0.1)
 
     auth = _mapping(errors, "auth", data.get("auth"))
     _unknown(errors, "auth", auth, {"token_file", "token_env"})
@@ -308,6 +314,8 @@ def load_config(path: str) -> Config:
         raise ConfigError([f"{path}: cannot read the configuration: {exc.strerror}"]) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
+    except RecursionError as exc:
+        raise ConfigError([f"{path}: nested too deep to be a configuration"]) from exc
     return parse_config(data, path)
 
 

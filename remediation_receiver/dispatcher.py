@@ -41,6 +41,13 @@ class Planned:
     close: str | None = None
 
 
+def retention_cutoff(cfg: Config, now: float) -> float:
+    """What finished before this may leave the journal: the retention period, but never less than the longest
+    window a guard looks back over (cooldown, fleet breaker window, the hour of the run budget)."""
+    longest = max([3600.0, *(max(rule.cooldown, rule.fleet_breaker.window) for rule in cfg.rules)])
+    return now - max(cfg.journal_retention_days * 86400, longest)
+
+
 def alert_vars(alert: AlertRecord) -> dict[str, Any]:
     return {"status": alert.status, "labels": alert.labels, "annotations": alert.annotations,
             "fingerprint": alert.fingerprint, "startsAt": alert.starts_at, "generatorURL": alert.generator_url}
@@ -190,7 +197,7 @@ class Dispatcher:
             self.journal.checkpoint()
         if time.time() - self._last_prune > 3600:
             self._last_prune = time.time()
-            removed = self.journal.prune(time.time() - self.cfg.journal_retention_days * 86400)
+            removed = self.journal.prune(retention_cutoff(self.cfg, time.time()))
             if any(removed.values()):
                 log.info("journal retention (%.0f days): removed %s", self.cfg.journal_retention_days, removed)
 

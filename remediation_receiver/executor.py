@@ -42,8 +42,24 @@ class Unsafe(str):
     """A string Ansible must never template (written as `!unsafe` into env/extravars)."""
 
 
+class UnsafeMapping(dict[str, Any]):
+    """A mapping whose keys and values Ansible must never template (a `!unsafe` mapping node)."""
+
+
+class UnsafeList(list[Any]):
+    """A list whose items Ansible must never template (a `!unsafe` sequence node)."""
+
+
 def _unsafe_representer(dumper: yaml.SafeDumper, data: Unsafe) -> yaml.ScalarNode:
     return dumper.represent_scalar("!unsafe", str(data), style="'")
+
+
+def _unsafe_mapping_representer(dumper: yaml.SafeDumper, data: UnsafeMapping) -> yaml.MappingNode:
+    return dumper.represent_mapping("!unsafe", data)
+
+
+def _unsafe_list_representer(dumper: yaml.SafeDumper, data: UnsafeList) -> yaml.SequenceNode:
+    return dumper.represent_sequence("!unsafe", data)
 
 
 class _ExtravarsDumper(yaml.SafeDumper):
@@ -51,20 +67,24 @@ class _ExtravarsDumper(yaml.SafeDumper):
 
 
 _ExtravarsDumper.add_representer(Unsafe, _unsafe_representer)
+_ExtravarsDumper.add_representer(UnsafeMapping, _unsafe_mapping_representer)
+_ExtravarsDumper.add_representer(UnsafeList, _unsafe_list_representer)
 
 
 def mark_unsafe(value: Any) -> Any:
-    """String values that could hold a template become Unsafe: alert data reaches the playbook as data only.
+    """Every mapping and list becomes a `!unsafe` node, keys included: alert data reaches the playbook as data only,
+    however the playbook reads it (`dict2items`, `keys()`, a loop over the labels).
 
-    Only strings with a '{' are tagged: a string without one cannot hold a Jinja delimiter, and ansible-core 2.19
-    turns `!unsafe '1'` into the integer 1, which would change the alert's data.
+    ansible-core builds everything under a `!unsafe` collection node untrusted, keys too, while each quoted scalar
+    keeps its own type. A lone string is tagged only when it holds a '{' (the only way into a Jinja delimiter):
+    ansible-core 2.19 re-resolves a tagged scalar as if it were plain, so `!unsafe '1'` would become the integer 1.
     """
     if isinstance(value, str):
         return Unsafe(value) if "{" in value else value
     if isinstance(value, dict):
-        return {str(k): mark_unsafe(v) for k, v in value.items()}
+        return UnsafeMapping({str(k): mark_unsafe(v) for k, v in value.items()})
     if isinstance(value, list | tuple):
-        return [mark_unsafe(v) for v in value]
+        return UnsafeList(mark_unsafe(v) for v in value)
     return value
 
 

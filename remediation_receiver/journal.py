@@ -137,6 +137,11 @@ class JournalError(Exception):
     """The journal could not be read or written."""
 
 
+def storable_text(text: str) -> str:
+    """`text` with lone surrogates escaped: SQLite stores UTF-8 only, and a reason may quote hostile input."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 @dataclass
 class AlertRecord:
     id: int
@@ -430,7 +435,7 @@ class Journal:
         """Keep the last REJECTIONS_KEPT refused requests (never their body or headers)."""
         with self._write() as db:
             db.execute("INSERT INTO rejections(created_at, remote, http_status, reason, size) VALUES (?,?,?,?,?)",
-                       (time.time(), remote, http_status, reason[:500], size))
+                       (time.time(), remote, http_status, storable_text(reason)[:500], size))
             db.execute("DELETE FROM rejections WHERE id <= (SELECT MAX(id) FROM rejections) - ?", (REJECTIONS_KEPT,))
 
     # -- deciding ----------------------------------------------------------------------------------------------
@@ -669,14 +674,26 @@ class Journal:
 
     def prune(self, before: float) -> dict[str, int]:
         """Forget what finished before `before`: finished runs and their events, decided alerts nothing refers to,
-        their decisions and deliveries, sent or failed notifications, refusals. Never a waiting or active run."""
+        their decisions and deliveries, sent or failed notifications, refusals. Never a waiting or active run.
+
+        Never what the guards still read: the runs of a firing (fingerprint, startsAt) that Alertmanager delivered
+        again since `before` (dedup and max_attempts count them, however old they are), and that firing's
+        still_firing notice (its once-only key)."""
         final = ",".join(f"'{s}'" for s in FINAL)
+        # A firing still being delivered: Alertmanager re-sends it every repeat_interval while it fires.
+        live_run = ("SELECT 1 FROM alerts a WHERE a.status = 'firing' AND a.received_at >= ?"
+                    " AND a.fingerprint = runs.fingerprint AND a.starts_at = runs.starts_at")
+        old_runs = (f"SELECT id FROM runs WHERE created_at < ? AND status IN ({final}) AND handled = 1"
+                    f" AND NOT EXISTS ({live_run})")
+        notice_key = "'still_firing|' || a.fingerprint || '|' || a.starts_at || '|'"
+        live_notice = ("SELECT 1 FROM alerts a WHERE a.status = 'firing' AND a.received_at >= ?"
+                       " AND notifications.kind = 'still_firing'"
+                       f" AND substr(notifications.dedup, 1, length({notice_key})) = {notice_key}")
         removed: dict[str, int] = {}
         with self._write() as db:
-            old_runs = f"SELECT id FROM runs WHERE created_at < ? AND status IN ({final}) AND handled = 1"
             removed["run_events"] = db.execute(f"DELETE FROM run_events WHERE run_id IN ({old_runs})",
-                                               (before,)).rowcount
-            removed["runs"] = db.execute(f"DELETE FROM runs WHERE id IN ({old_runs})", (before,)).rowcount
+                                               (before, before)).rowcount
+            removed["runs"] = db.execute(f"DELETE FROM runs WHERE id IN ({old_runs})", (before, before)).rowcount
             removed["decisions"] = db.execute(
                 "DELETE FROM decisions WHERE created_at < ? AND alert_id NOT IN"
                 " (SELECT alert_id FROM runs WHERE alert_id IS NOT NULL)", (before,)).rowcount
@@ -688,7 +705,8 @@ class Journal:
                 "DELETE FROM deliveries WHERE received_at < ? AND id NOT IN (SELECT delivery_id FROM alerts)",
                 (before,)).rowcount
             removed["notifications"] = db.execute(
-                "DELETE FROM notifications WHERE created_at < ? AND status != 'pending'", (before,)).rowcount
+                "DELETE FROM notifications WHERE created_at < ? AND status != 'pending'"
+                f" AND NOT EXISTS ({live_notice})", (before, before)).rowcount
             removed["rejections"] = db.execute("DELETE FROM rejections WHERE created_at < ?", (before,)).rowcount
         return removed
 

@@ -13,7 +13,9 @@ HELP = {
     "remediation_receiver_deliveries_total": ("counter", "Deliveries stored and acknowledged with 202."),
     "remediation_receiver_deliveries_refused_total": ("counter", "Requests refused, by HTTP status."),
     "remediation_receiver_alerts_received_total": ("counter", "Alerts received in stored deliveries."),
-    "remediation_receiver_ack_seconds": ("histogram", "Time from request to acknowledgement."),
+    "remediation_receiver_ack_seconds": ("histogram", "Time from the request line to the acknowledgement sent."),
+    "remediation_receiver_connections_cut_total": ("counter", "Connections the server ended: request deadline, "
+                                                              "idle, evicted when full, refused when busy."),
     "remediation_receiver_decisions_total": ("counter", "Decisions taken since start, by outcome."),
     "remediation_receiver_runs_finished_total": ("counter", "Runs finished since start, by status."),
     "remediation_receiver_run_duration_seconds": ("histogram", "Playbook run time, from start to outcome."),

@@ -6,8 +6,11 @@ approval_needed, approval_expired, still_firing, paused.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import logging
+import socket
 import threading
 import time
 import urllib.error
@@ -109,6 +112,63 @@ class Notifier:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         request = urllib.request.Request(target.url, data=json.dumps(body).encode(), headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=self.cfg.notify_timeout) as response:
-            if not 200 <= response.status < 300:
-                raise RuntimeError(f"HTTP {response.status}")
+        # urllib's timeout is per socket operation: a webhook that trickles its answer would hold every escalation.
+        deadline = _Deadline(self.cfg.notify_timeout)
+        opener = urllib.request.build_opener(_DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline))
+        try:
+            with opener.open(request, timeout=self.cfg.notify_timeout) as response:
+                if not 200 <= response.status < 300:
+                    raise RuntimeError(f"HTTP {response.status}")
+        except (OSError, http.client.HTTPException) as exc:
+            if deadline.expired:
+                raise TimeoutError(f"no complete answer within {self.cfg.notify_timeout:g}s") from exc
+            raise
+        finally:
+            deadline.cancel()
+
+
+class _Deadline:
+    """Closes every connection of one request once `seconds` have passed, whatever the pace of the bytes."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._connections: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def track(self, connection: http.client.HTTPConnection) -> http.client.HTTPConnection:
+        with self._lock:
+            self._connections.append(connection)
+        return connection
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for connection in self._connections:
+                if connection.sock is not None:
+                    with contextlib.suppress(OSError):
+                        connection.sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(lambda host, **kw: self._deadline.track(http.client.HTTPConnection(host, **kw)), req)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def https_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(lambda host, **kw: self._deadline.track(http.client.HTTPSConnection(host, **kw)), req,
+                            context=self._context)

@@ -107,7 +107,8 @@ class Service:
         self.metrics.add_gauges(self.views.gauges)
         self.ingress = Ingress(self.journal, token, cfg.max_body_bytes, self.metrics,
                                on_stored=self.dispatcher.wake.set)
-        self.server = make_server(cfg.listen_host, cfg.listen_port, self.ingress, self.views)
+        self.server = make_server(cfg.listen_host, cfg.listen_port, self.ingress, self.views,
+                                  max_connections=cfg.max_connections, request_timeout=cfg.request_timeout)
         self._stopped = threading.Event()
 
     @property

@@ -43,8 +43,8 @@ class Inventory:
 
 
 def strip_port(value: str) -> str:
-    """`host:port`, `[v6]:port`, `[v6]`, bare IPv6 or a host name -> the host part (IPv6-aware)."""
-    value = value.strip()
+    """`host:port`, `[v6]:port`, `[v6]`, bare IPv6 or a host name -> the host part (IPv6-aware). Nothing is trimmed:
+    a value with whitespace is not a host name, and check_plain refuses it."""
     if value.startswith("["):
         end = value.find("]")
         if end < 0:
@@ -121,8 +121,11 @@ class InventoryCache:
 def resolve(labels: dict[str, str], label: str, inventory: Inventory) -> str:
     """The one inventory host named by `labels[label]`, or TargetError with the reason."""
     raw = labels.get(label)
-    if raw is None or not raw.strip():
+    if not raw:
         raise TargetError(f"the alert has no {label!r} label: refusing to guess a target")
+    if raw != raw.strip():
+        # Trimming would run on a host the label does not exactly name.
+        raise TargetError(f"{raw!r} has leading or trailing whitespace: refusing a value that is not exactly a host")
     host = strip_port(raw)
     check_plain(host)
     found = inventory.lookup(host)

@@ -348,6 +348,13 @@ def plan_images(images, containers, parents, keep_label, dangling, min_age, now)
     return candidates, spared
 
 
+def matches_container(container, wanted):
+    """Whether a container (an inspect answer) is named in wanted, by name or by a prefix of its ID (12+ chars)."""
+    name = container_name(container)
+    cid = container.get("Id") or ""
+    return any(w.lstrip("/") == name or (len(w) >= 12 and cid.startswith(w)) for w in wanted)
+
+
 def plan_container_logs(containers, keep_label, max_size, keep_tail):
     """json-file logs of running containers above max_size, largest first; truncated in place, never deleted."""
     candidates, spared = [], []
@@ -520,7 +527,7 @@ class Reclaimer:
 
     def __init__(self, api, data_root, tiers, keep_label=DEFAULT_KEEP_LABEL, min_age=None,
                  log_max_size=100 * 1024 ** 2, log_keep_tail=1024 ** 2, build_cache_all=True,
-                 measure=filesystem_usage, clock=time.time):
+                 measure=filesystem_usage, clock=time.time, containers=None):
         self.api = api
         self.data_root = data_root
         self.tiers = list(tiers)
@@ -528,6 +535,8 @@ class Reclaimer:
         self.min_age = dict(min_age or {})
         self.log_max_size = log_max_size
         self.log_keep_tail = log_keep_tail
+        # Names or IDs whose logs alone may be cut (empty: every container's).
+        self.log_containers = list(containers or [])
         self.build_cache_all = build_cache_all
         self.measure = measure
         self.clock = clock
@@ -550,6 +559,8 @@ class Reclaimer:
             return plan_images(state.images, containers, state.parents, self.keep_label,
                                tier == "dangling_images", min_age, now)
         if tier == "container_logs":
+            if self.log_containers:
+                containers = [c for c in containers if matches_container(c, self.log_containers)]
             return plan_container_logs(containers, self.keep_label, self.log_max_size, self.log_keep_tail)
         if tier == "volumes":
             return plan_volumes(state.volumes, self.keep_label)

@@ -98,48 +98,10 @@ unbounded_log_bytes:
   type: int
 """
 
-import contextlib
-import glob
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.postmortem.remediation.plugins.module_utils._container_logs import classify, log_bytes
 from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import DockerAPI, DockerAPIError
-
-REMOTE_DRIVERS_WITH_CACHE = ("syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "etwlogs", "gcplogs")
-
-
-def classify(driver, options):
-    """Return (bounded, reason) for a container's log configuration."""
-    max_size = (options or {}).get("max-size")
-    if driver == "json-file":
-        if max_size in (None, "", "-1"):
-            return False, "json-file without max-size: the log grows until the disk is full"
-        return True, "json-file rotated at max-size=%s, max-file=%s" % (max_size, options.get("max-file", "1"))
-    if driver == "local":
-        if max_size == "-1":
-            return False, "local with max-size=-1: rotation disabled"
-        return True, "local driver (default 20m x 5, compressed)" if not max_size else "local rotated at %s" % max_size
-    if driver == "none":
-        return True, "logging disabled"
-    if driver in REMOTE_DRIVERS_WITH_CACHE:
-        if (options or {}).get("cache-disabled") == "true":
-            return True, "%s, no local cache" % driver
-        return True, "%s with a bounded local cache (dual logging)" % driver
-    return True, "driver %s does not write log files under the data root" % driver
-
-
-def log_bytes(container, data_root):
-    driver = container["HostConfig"]["LogConfig"]["Type"]
-    if driver == "json-file" and container.get("LogPath"):
-        paths = glob.glob(container["LogPath"] + "*")
-    else:
-        paths = glob.glob(os.path.join(data_root, "containers", container["Id"], "*-logs", "*"))
-    total = 0
-    for path in paths:
-        with contextlib.suppress(OSError):  # a file may rotate away between listing and stat
-            total += os.path.getsize(path)
-    return total
 
 
 def inspect_all(api, listed):

@@ -38,8 +38,9 @@ options:
     description:
       - Free space wanted on the data-root filesystem, in bytes, as a size (V(500M), V(2G), V(1.5GiB);
         binary units) or as a percentage of the filesystem size (V(15%)).
+      - Required, except with O(tiers=[container_logs]) alone. Without a target every log above O(log_max_size)
+        is cut, whatever the free space (a runaway log, before it fills the disk).
     type: str
-    required: true
   tiers:
     description:
       - Which tiers may run. They always run in the order described above, whatever the order here.
@@ -70,6 +71,13 @@ options:
       - Truncate json-file logs of running containers that are larger than this.
     type: str
     default: 100M
+  containers:
+    description:
+      - Only the logs of these containers (names or IDs) are considered. Only with O(tiers=[container_logs]).
+      - A name that matches no running container is not an error; RV(removed) then names nothing for it.
+    type: list
+    elements: str
+    default: []
   log_keep_tail:
     description:
       - How much of the end of a truncated log to keep, cut at a line start so every kept line is whole.
@@ -136,6 +144,13 @@ EXAMPLES = r"""
     target_free: 5G
   check_mode: true
 
+- name: Cut the runaway log of one container to its last megabyte, whatever the free space
+  postmortem.remediation.docker_reclaim:
+    tiers: [container_logs]
+    containers: [api-1]
+    log_max_size: 100M
+    log_keep_tail: 1M
+
 - name: Reclaim without touching logs, sparing anything younger than an hour
   postmortem.remediation.docker_reclaim:
     target_free: 2G
@@ -145,12 +160,13 @@ EXAMPLES = r"""
 
 RETURN = r"""
 target_met:
-  description: Whether the free space reached the target (in check mode, whether it already had).
+  description: Whether the free space reached the target (in check mode, whether it already had). Without
+    O(target_free), true once every log above O(log_max_size) was cut (in check mode, when none is above it).
   returned: always
   type: bool
   sample: true
 target_free_bytes:
-  description: The target in bytes.
+  description: The target in bytes (0 without O(target_free)).
   returned: always
   type: int
   sample: 2147483648
@@ -252,8 +268,15 @@ class ReclaimManager:
     def __init__(self, module):
         self.module = module
         params = module.params
-        self.target = self._option("target_free", parse_target)
         self.tiers = self._option("tiers", lambda tiers: select_tiers(tiers, params["volumes"]))
+        logs_only = self.tiers == ["container_logs"]
+        if params["target_free"] is None and not logs_only:
+            module.fail_json(msg="docker_reclaim: target_free is required unless tiers is [container_logs] alone "
+                                 "(without a target, every candidate of a tier would go)")
+        if params["containers"] and not logs_only:
+            module.fail_json(msg="docker_reclaim: containers selects logs to cut; it needs tiers: [container_logs] "
+                                 "alone, not %s" % ", ".join(self.tiers))
+        self.target = None if params["target_free"] is None else self._option("target_free", parse_target)
         min_age = self._option("min_age", parse_duration)
         log_max_size = self._option("log_max_size", parse_size)
         log_keep_tail = self._option("log_keep_tail", parse_size)
@@ -263,7 +286,7 @@ class ReclaimManager:
             self.api, self.data_root, self.tiers, keep_label=params["keep_label"],
             min_age=dict((tier, min_age) for tier in ("build_cache", "stopped_containers",
                                                       "dangling_images", "unused_images")),
-            log_max_size=log_max_size, log_keep_tail=log_keep_tail,
+            log_max_size=log_max_size, log_keep_tail=log_keep_tail, containers=params["containers"],
         )
 
     def _option(self, name, parse):
@@ -289,16 +312,17 @@ class ReclaimManager:
 
     def run(self):
         free_before, size = filesystem_usage(self.data_root)
-        target = target_bytes(self.target, size)
-        result = dict(changed=False, target_free_bytes=target, free_before=free_before, free_after=free_before,
+        # No target (logs only): every log above log_max_size is cut; the reclaimer never stops early.
+        target = None if self.target is None else target_bytes(self.target, size)
+        result = dict(changed=False, target_free_bytes=target or 0, free_before=free_before, free_after=free_before,
                       size=size, data_root=self.data_root, reclaimed={}, removed={}, tiers=[], refused=False,
                       reason="")
-        if target >= size:
+        if target is not None and target >= size:
             self.module.fail_json(
                 msg="docker_reclaim: target %s (%s) is more than the %s filesystem holding %s: it can never be met"
                     % (self.module.params["target_free"], human_bytes(target), human_bytes(size), self.data_root),
                 **result)
-        if free_before >= target:
+        if target is not None and free_before >= target:
             result.update(target_met=True, msg="%s free on %s, target %s already met: nothing to do"
                           % (human_bytes(free_before), self.data_root, human_bytes(target)))
             return result
@@ -327,9 +351,10 @@ class ReclaimManager:
 
     def _estimate(self, result, target, plan, free_after):
         would = dict((t["tier"], t["would_remove"]) for t in plan if t["would_run"])
-        result.update(changed=bool(would), plan=plan, estimated_free_after=free_after, target_met=False,
+        result.update(changed=bool(would), plan=plan, estimated_free_after=free_after,
+                      target_met=target is None and not would,
                       msg="%s free, target %s: would run %s, expecting about %s free"
-                          % (human_bytes(result["free_before"]), human_bytes(target),
+                          % (human_bytes(result["free_before"]), self._target_text(target),
                              ", ".join(would) or "no tier", human_bytes(free_after)))
         if self.module._diff:
             result["diff"] = self._diff(result["free_before"], free_after, would)
@@ -358,7 +383,11 @@ class ReclaimManager:
         self._record(result, reports, target, started)
         result["msg"] = "%s -> %s free on %s (target %s): %s" % (
             human_bytes(result["free_before"]), human_bytes(result["free_after"]), self.data_root,
-            human_bytes(target), "target met" if result["target_met"] else "TARGET NOT MET after every allowed tier")
+            self._target_text(target),
+            ("target met" if target is not None
+             else "every log above %s cut" % human_bytes(self.reclaimer.log_max_size))
+            if result["target_met"] else
+            ("TARGET NOT MET after every allowed tier" if target is not None else "SOME LOGS COULD NOT BE CUT"))
         if self.module._diff:
             result["diff"] = self._diff(result["free_before"], result["free_after"], result["removed"])
         return result
@@ -369,8 +398,13 @@ class ReclaimManager:
         result.update(
             changed=bool(removed), tiers=reports, removed=removed, free_after=free_after,
             reclaimed=dict((r["tier"], r["reclaimed_bytes"]) for r in reports),
-            target_met=free_after >= target, elapsed_seconds=round(time.time() - started, 3),
+            target_met=(free_after >= target) if target is not None else not any(r["failed"] for r in reports),
+            elapsed_seconds=round(time.time() - started, 3),
         )
+
+    @staticmethod
+    def _target_text(target):
+        return "none (logs only)" if target is None else human_bytes(target)
 
     @staticmethod
     def _removed_summary(removed):
@@ -388,7 +422,8 @@ class ReclaimManager:
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            target_free=dict(type="str", required=True),
+            target_free=dict(type="str"),
+            containers=dict(type="list", elements="str", default=[]),
             tiers=dict(type="list", elements="str", choices=list(TIERS), default=list(DEFAULT_TIERS)),
             volumes=dict(type="bool", default=False),
             keep_label=dict(type="str", default=DEFAULT_KEEP_LABEL),

@@ -141,6 +141,8 @@ options:
     description: How many names each returned list holds at most.
     type: int
     default: 50
+extends_documentation_fragment:
+  - postmortem.remediation.guard_metrics
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -300,6 +302,10 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_g
     bounded,
     exit_with_verdict,
     write_json_atomic,
+)
+from ansible_collections.postmortem.remediation.plugins.module_utils._textfile_metrics import (
+    GUARD_METRICS_ARGSPEC,
+    write_guard_metrics,
 )
 
 MANIFEST_VERSION = 1
@@ -719,6 +725,7 @@ class GuardedCleanup(object):
                 lines.append("... and %d more" % (len(self.diff_lines) - len(lines)))
             self.result["diff"] = {"before_header": self.path, "after_header": self.path,
                                    "prepared": "\n".join(lines) + ("\n" if lines else "")}
+        write_guard_metrics(self.module, "guarded_cleanup", self.verdict, self.result)
         exit_with_verdict(self.module, self.verdict, self.result, self.params["on_refusal"])
 
 
@@ -746,6 +753,7 @@ def main():
             names=dict(type="list", elements="str"),
             on_refusal=dict(type="str", choices=["fail", "report"], default="fail"),
             list_limit=dict(type="int", default=50),
+            **GUARD_METRICS_ARGSPEC
         ),
         mutually_exclusive=[("reference_command", "reference_sqlite")],
         required_together=[("reference_sqlite", "reference_query")],

@@ -103,6 +103,8 @@ options:
     description: How many paths RV(transferred_files) and RV(deleted_files) list at most.
     type: int
     default: 50
+extends_documentation_fragment:
+  - postmortem.remediation.guard_metrics
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -248,6 +250,10 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_g
     check_path_scope,
     exit_with_verdict,
     ratio_of,
+)
+from ansible_collections.postmortem.remediation.plugins.module_utils._textfile_metrics import (
+    GUARD_METRICS_ARGSPEC,
+    write_guard_metrics,
 )
 
 # rsync's success codes: 0, and 24 (some source files vanished during the transfer: a live tree).
@@ -500,6 +506,7 @@ class SafeSync(object):
         self.module.fail_json(msg=message, rc=rc, **self.result)
 
     def finish(self):
+        write_guard_metrics(self.module, "safe_sync", self.verdict, self.result)
         exit_with_verdict(self.module, self.verdict, self.result, self.params["on_refusal"])
 
 
@@ -521,6 +528,7 @@ def main():
             timeout=dict(type="int", default=0),
             on_refusal=dict(type="str", choices=["fail", "report"], default="fail"),
             list_limit=dict(type="int", default=50),
+            **GUARD_METRICS_ARGSPEC
         ),
         supports_check_mode=True,
     )

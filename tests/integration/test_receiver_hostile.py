@@ -62,6 +62,16 @@ CASES: list[tuple[str, bytes, dict[str, Any], int, str]] = [
     ("instance regex", labelled(instance="~web.*"), {}, 202, "refused: target: '~web.*' is not a plain host name"),
     ("unknown host", labelled(instance="db9.example.org:9100"), {}, 202,
      "refused: target: no inventory host matches 'db9.example.org'"),
+    ("truncatedAlerts as a string", webhook_payload(webhook_alert("bad3")).replace(b'"truncatedAlerts": 0',
+                                                                                 b'"truncatedAlerts": "many"'),
+     {}, 400, "truncatedAlerts must be an integer"),
+    ("lone surrogate", labelled(instance="web1").replace(b'"web1"', b'"web1\\udc80"'), {}, 400,
+     "lone surrogate"),
+    ("nested 50,000 deep", b"[" * 50000 + b"]" * 50000, {}, 400, "nested more than 32 levels"),
+    ("instance with a leading space", labelled(instance=" web1"), {}, 202,
+     "refused: target: ' web1' has leading or trailing whitespace"),
+    ("instance with a newline", labelled(instance="web1\n"), {}, 202,
+     "refused: target: 'web1\\n' has leading or trailing whitespace"),
     ("no rule", webhook_payload(dict(webhook_alert("bad2"), labels={"alertname": "Other", "instance": "web1"})),
      {}, 202, "no_rule: no rule matches this alert"),
 ]
@@ -93,4 +103,4 @@ def test_nothing_ran_and_the_token_is_nowhere(receiver: Receiver, lab_host: str)
     assert TOKEN not in receiver.log.read_text()
     refused = {r["http_status"]: r["n"] for r in receiver.journal(
         "SELECT http_status, COUNT(*) AS n FROM rejections GROUP BY http_status")}
-    assert refused == {400: 5, 401: 2, 404: 1, 413: 1}
+    assert refused == {400: 8, 401: 2, 404: 1, 413: 1}

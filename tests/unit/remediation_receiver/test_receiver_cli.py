@@ -74,6 +74,56 @@ def test_check_reports_an_unusable_notify_token(tmp_path: Path, capsys: Any, tok
     assert error in capsys.readouterr().err
 
 
+def private(cfg_path: str, *paths: Path) -> None:
+    for path in (Path(cfg_path), *paths):
+        path.chmod(0o600)
+
+
+@pytest.mark.parametrize(("exposure", "warning"), [
+    ("config", "configuration {tmp}/config.yml is readable by every user (mode 0644)"),
+    ("token", "auth.token_file {tmp}/token is readable by every user (mode 0644)"),
+    ("notify_token", "notify.webhooks[0].token_file {tmp}/notify.token is readable by every user (mode 0644)"),
+    ("bearer_header", "notify.webhooks[0].headers.Authorization is a credential written inline"),
+    ("key_header", "notify.webhooks[0].headers.X-Api-Key is a credential written inline"),
+    ("secret_env", "executor.envvars.DB_PASSWORD looks like a secret written inline"),
+    ("journal", "journal {tmp}/state/journal.sqlite is readable by every user (mode 0644)"),
+])
+def test_check_warns_about_exposed_secrets_and_fails_under_strict(tmp_path: Path, capsys: Any, exposure: str,
+                                                                  warning: str) -> None:
+    (tmp_path / "notify.token").write_text("notify-token-0123456789\n")
+    hook: dict[str, Any] = {"url": "http://127.0.0.1:9/", "token_file": "notify.token"}
+    if exposure == "bearer_header":
+        hook["headers"] = {"Authorization": "Bearer s3cr3t-0123456789"}
+    if exposure == "key_header":
+        hook["headers"] = {"X-Api-Key": "k-0123456789"}
+    envvars = {"DB_PASSWORD": "hunter2hunter2"} if exposure == "secret_env" else {}
+    cfg = write_config(tmp_path, notify={"webhooks": [hook]},
+                       executor={"workers": 1, "envvars": {"ANSIBLE_HOME": str(tmp_path / "ah"), **envvars}})
+    Journal(cfg.journal).close()
+    files = {"config": Path(cfg.path), "token": tmp_path / "token", "notify_token": tmp_path / "notify.token",
+             "journal": Path(cfg.journal)}
+    private(cfg.path, *files.values())
+    if exposure in files:
+        files[exposure].chmod(0o644)
+    argv = ["check", "--no-syntax-check", "--config", cfg.path]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {warning.format(tmp=tmp_path)}" in err, err
+    assert err.count("warning:") == 1, err
+    assert main([*argv, "--strict"]) == 1
+    assert "--strict: 1 warning(s)" in capsys.readouterr().err
+
+
+def test_check_strict_passes_a_private_configuration(tmp_path: Path, capsys: Any) -> None:
+    (tmp_path / "notify.token").write_text("notify-token-0123456789\n")
+    cfg = write_config(tmp_path, notify={"webhooks": [{"url": "http://127.0.0.1:9/", "token_file": "notify.token",
+                                                       "headers": {"X-Team": "ops"}}]})
+    Journal(cfg.journal).close()
+    private(cfg.path, tmp_path / "token", tmp_path / "notify.token")
+    assert main(["check", "--no-syntax-check", "--strict", "--config", cfg.path]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_check_reports_a_playbook_that_fails_the_syntax_check(tmp_path: Path, capsys: Any) -> None:
     project = tmp_path / "project"
     project.mkdir()
@@ -94,6 +144,38 @@ def test_replay_prints_decisions_and_writes_nothing(tmp_path: Path, capsys: Any)
     assert outcomes == [["run"], ["refused"], ["no_rule"]]
     assert out["alerts"][0]["would_run"][0]["host"] == "web1"
     assert not Path(cfg.journal).exists()
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    (b"[" * 30000 + b"]" * 30000, "nested more than 32 levels"),
+    (json.dumps({**payload(alert()), "truncatedAlerts": "many"}).encode(), "truncatedAlerts must be an integer"),
+])
+def test_replay_says_what_the_receiver_would_refuse(tmp_path: Path, capsys: Any, content: bytes, why: str) -> None:
+    cfg = write_config(tmp_path)
+    (tmp_path / "payload.json").write_bytes(content)
+    assert main(["replay", "--config", cfg.path, str(tmp_path / "payload.json")]) == 1
+    err = capsys.readouterr().err
+    assert "the receiver would answer 400" in err and why in err
+
+
+def test_a_configuration_nested_too_deep_is_an_error_not_a_traceback(tmp_path: Path, capsys: Any) -> None:
+    (tmp_path / "config.yml").write_text("rules: " + "[" * 1500 + "]" * 1500 + "\n")
+    with pytest.raises(SystemExit) as raised:
+        main(["check", "--config", str(tmp_path / "config.yml")])
+    assert raised.value.code == 2
+    assert "nested too deep" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["pause", "--reason", "disk \udcff"], ["cancel", "r\udcff"],
+                                  ["runs", "--status", "\udcff"]])
+def test_arguments_that_are_not_utf8_are_refused_before_the_journal(tmp_path: Path, capsys: Any,
+                                                                   argv: list[str]) -> None:
+    cfg = write_config(tmp_path)
+    Journal(cfg.journal).close()
+    with pytest.raises(SystemExit) as raised:
+        main([*argv[:1], "--config", cfg.path, *argv[1:]])
+    assert raised.value.code == 2
+    assert "is not UTF-8 text" in capsys.readouterr().err
 
 
 def test_approve_pause_resume_and_runs(tmp_path: Path, capsys: Any) -> None:
@@ -151,7 +233,8 @@ def test_the_example_configuration_in_the_docs_is_valid() -> None:
     example = Path(__file__).resolve().parents[3] / "docs" / "receiver.example.yml"
     data = yaml.safe_load(example.read_text())
     cfg = parse_config(data, str(example))
-    assert [r.mode for r in cfg.rules] == ["auto", "observe", "approve"]
+    # Which alert runs which playbook is tested in tests/unit/playbooks/test_receiver_example.py.
+    assert {r.mode for r in cfg.rules} <= {"auto", "observe", "approve"} and cfg.rules
 
 
 @pytest.mark.parametrize(("auth", "file_text", "environ", "result"), [

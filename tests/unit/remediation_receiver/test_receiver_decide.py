@@ -226,3 +226,55 @@ def test_resolved_alerts_close_their_records_and_leave_the_fleet_count(tmp_path:
     closed = journal.query("SELECT fingerprint, status FROM alerts WHERE closed_at IS NOT NULL ORDER BY id")
     assert closed == [{"fingerprint": "h1", "status": "firing"}, {"fingerprint": "h1", "status": "resolved"}]
     assert journal.hosts_alerting("probe", 0) == {"web2"}
+
+
+def backdate(journal: Journal, days: float) -> None:
+    """Make everything in the journal `days` older (what a long-firing alert looks like after that long)."""
+    shift = days * 86400
+    with journal.transaction() as db:
+        db.execute("UPDATE alerts SET received_at = received_at - ?, decided_at = decided_at - ?", (shift, shift))
+        db.execute("UPDATE decisions SET created_at = created_at - ?", (shift,))
+        db.execute("UPDATE deliveries SET received_at = received_at - ?", (shift,))
+        db.execute("UPDATE notifications SET created_at = created_at - ?", (shift,))
+        db.execute("UPDATE runs SET created_at = created_at - ?, finished_at = finished_at - ?", (shift, shift))
+
+
+def test_retention_keeps_the_runs_of_a_firing_that_is_still_delivered(tmp_path: Path) -> None:
+    """Firing for longer than the retention period (same startsAt): still no fresh attempt, and one escalation."""
+    cfg, journal, inventory = setup(tmp_path, max_attempts=1, cooldown=0)
+    cfg.journal_retention_days = 1
+    [record] = stored(journal, alert(fingerprint="long"))
+    assert [d["outcome"] for d in decide(cfg, journal, inventory, record)] == ["run"]
+    [record] = stored(journal, alert(fingerprint="gone"))  # a firing Alertmanager stopped sending
+    assert [d["outcome"] for d in decide(cfg, journal, inventory, record)] == ["run"]
+    for run in journal.list_runs():
+        journal.set_run_status(run.id, "successful", finished_at=time.time(), handled=1)
+    backdate(journal, 2)
+    [record] = stored(journal, alert(fingerprint="long"))  # Alertmanager's repeat_interval re-send
+    plan = plan_alert(cfg, journal, inventory, record)
+    assert [d["outcome"] for d in plan.decisions] == ["exhausted"]
+    journal.record_decisions(record.id, plan.decisions, plan.runs)
+    journal.add_notification(plan.notes[0][0], {}, dedup=f"{plan.notes[0][3]}#0")
+    journal.update_notification(1, status="sent")
+    backdate(journal, 2)
+    [record] = stored(journal, alert(fingerprint="long"))  # and again, two days later
+    journal.prune(time.time() - cfg.journal_retention_days * 86400)
+
+    assert sorted(r.fingerprint for r in journal.list_runs()) == ["long"]  # "gone" is forgotten
+    plan = plan_alert(cfg, journal, inventory, record)
+    assert [d["outcome"] for d in plan.decisions] == ["exhausted"], plan.decisions
+    assert not journal.add_notification(plan.notes[0][0], {}, dedup=f"{plan.notes[0][3]}#0"), \
+        "the still_firing escalation would be sent a second time"
+
+
+@pytest.mark.parametrize(("rule", "days"), [
+    ({}, 1.0),
+    ({"cooldown": 3 * 86400}, 3.0),
+    ({"fleet_breaker": {"max_hosts": 3, "window": 5 * 86400}}, 5.0),
+])
+def test_retention_never_cuts_into_a_guard_window(tmp_path: Path, rule: dict[str, Any], days: float) -> None:
+    from remediation_receiver.dispatcher import retention_cutoff
+
+    cfg = setup(tmp_path, **rule)[0]
+    cfg.journal_retention_days = 1
+    assert retention_cutoff(cfg, 1e9) == 1e9 - days * 86400

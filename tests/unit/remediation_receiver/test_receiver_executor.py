@@ -6,14 +6,14 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from receiver_helpers import TOKEN, write_config
 
+from remediation_receiver.dispatcher import Dispatcher
 from remediation_receiver.executor import (
     Executor,
     dump_extravars,
@@ -22,26 +22,44 @@ from remediation_receiver.executor import (
     scrub_artifacts,
     summarise_event,
 )
+from remediation_receiver.ingress import Ingress
 from remediation_receiver.journal import Journal, RunRecord
+from remediation_receiver.metrics import Metrics
+from remediation_receiver.notify import Notifier
 from remediation_receiver.redact import MASK, Redactor
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ({"a": "1"}, {"a": "1"}),
-    ({"a": "true"}, {"a": "true"}),
-    ({"a": "{{ lookup('pipe','id') }}"}, {"a": "{{ lookup('pipe','id') }}"}),
-    ({"a": {"b": ["{% for %}", "x"]}}, {"a": {"b": ["{% for %}", "x"]}}),
-    ({"n": 3, "f": None}, {"n": 3, "f": None}),
-])
-def test_extravars_round_trip_as_data(value: dict[str, Any], expected: dict[str, Any]) -> None:
-    class Loader(yaml.SafeLoader):
-        pass
+def _strings(value: Any) -> Iterator[Any]:
+    """Every string in a loaded structure, mapping keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
-    Loader.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))
-    text = dump_extravars(value)
-    assert yaml.load(text, Loader=Loader) == expected
-    for line in text.splitlines():
-        assert ("!unsafe" in line) == ("{" in line.split(":", 1)[-1] and not line.rstrip().endswith(":"))
+
+@pytest.mark.parametrize("value", [
+    {"a": "1"},
+    {"a": "true", "b": "null", "c": "0x10", "d": "2026-11-21"},
+    {"a": "{{ lookup('pipe','id') }}"},
+    {"a": {"b": ["{% for %}", "x", "1"]}},
+    {"a": {"{{ lookup('pipe','id') }}": "v", "{# c #}": {"{% x %}": ["y"]}}},
+    {"n": 3, "f": None, "e": {}, "l": []},
+])
+def test_extravars_reach_ansible_as_untrusted_data(tmp_path: Path, value: dict[str, Any]) -> None:
+    """What `ansible-playbook -e @env/extravars` loads: the same data, and no string (key or value) to template."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import is_trusted_as_template
+
+    path = tmp_path / "extravars"
+    path.write_text(dump_extravars(value))
+    loaded = DataLoader().load_from_file(str(path), trusted_as_template=True)
+    assert loaded == value
+    assert [s for s in _strings(loaded) if is_trusted_as_template(s)] == []
 
 
 @pytest.mark.parametrize(("text", "secrets", "expected"), [
@@ -203,3 +221,39 @@ def test_cancel_stops_a_running_playbook(executor: Any) -> None:
     assert (final.status, final.reason) == ("canceled", "alert resolved while running")
     assert not task_completed(final, "Take a while"), "the slow task ran to its end: the cancel did not stop it"
     assert not find_run_processes(run.id), "the canceled playbook left processes behind"
+
+
+def test_alert_names_and_values_reach_a_real_playbook_as_data(tmp_path: Path) -> None:
+    """A label or annotation *name* that holds a lookup stays text, however the playbook iterates over it."""
+    markers = [tmp_path / f"marker-{i}" for i in range(4)]
+    lookups = [f"{{{{ lookup('pipe', 'touch {m}') }}}}" for m in markers]
+    labels = {"alertname": "ReceiverData", "target": "ctl1", "n": "1", "flag": "true",
+              lookups[0]: "x", "plain": lookups[1], "{% if lookup('pipe', 'touch " + str(markers[2]) + "') %}x"
+              "{% endif %}": "y"}
+    annotations = {lookups[3]: "z", "summary": "s"}
+    data_out = tmp_path / "seen.json"
+    cfg = write_config(tmp_path, rules=[{"name": "data", "when": "labels.alertname == 'ReceiverData'",
+                                         "playbook": "receiver_alert_data.yml", "target_label": "target",
+                                         "vars": {"alert_labels": "labels", "data_out": f"`\"{data_out}\"`"}}])
+    cfg.envvars["ANSIBLE_LOCAL_TEMP"] = str(tmp_path / "ansible-tmp")
+    journal = Journal(cfg.journal)
+    ingress = Ingress(journal, TOKEN, 64 * 1024, Metrics())
+    delivery = {"version": "4", "status": "firing", "receiver": "r", "groupKey": "g", "truncatedAlerts": 0,
+                "alerts": [{"status": "firing", "labels": labels, "annotations": annotations,
+                            "startsAt": "2026-11-21T10:00:00Z", "fingerprint": "da7a"}]}
+    assert ingress.accept("127.0.0.1", json.dumps(delivery).encode()).status == 202
+    ex = Executor(cfg, journal, Redactor([TOKEN]), on_finished=lambda run_id: None)
+    dispatcher = Dispatcher(cfg, journal, ex, Notifier(cfg, journal), Metrics())
+    try:
+        [record] = journal.undecided_alerts()
+        dispatcher.decide(record)
+        [run] = journal.list_runs()
+        run = run_and_wait(ex, journal, run)
+    finally:
+        ex.shutdown(0)
+    assert run.status == "successful", run.reason
+    assert [m.name for m in markers if m.exists()] == [], "a lookup written in alert data ran on the controller"
+    seen = json.loads(data_out.read_text())
+    assert {i["key"]: i["value"] for i in seen["labels"]} == labels
+    assert {i["key"]: i["value"] for i in seen["rule_var"]} == labels
+    assert sorted(seen["annotation_names"]) == sorted(annotations)

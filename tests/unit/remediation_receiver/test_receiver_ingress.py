@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import select
+import socket
 import threading
+import time
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,10 +42,58 @@ def body(data: Any) -> bytes:
     (body(payload({k: v for k, v in alert().items() if k != "startsAt"})), r"startsAt must be"),
     (body(payload(dict(alert(), fingerprint="../../etc"))), "fingerprint must be"),
     (body(payload(dict(alert(), labels={"x": "y" * 5000}))), "longer than 4096"),
+    (b"[" * 20000 + b"]" * 20000, "nested more than 32 levels"),
+    (body({**payload(alert()), "extra": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["deep"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}),
+     r"nested more than 32 levels deep \(at body.extra"),
 ])
 def test_malformed_payloads_are_refused_with_the_reason(raw: bytes, why: str) -> None:
     with pytest.raises(PayloadError, match=why):
         parse_payload(raw)
+
+
+def raw_payload(**top: str) -> bytes:
+    """A delivery with top-level fields written as raw JSON text (NaN, huge numbers, escapes json.dumps won't write)."""
+    fields = {"version": '"4"', "receiver": '"remediation"', "groupKey": '"g"', "status": '"firing"',
+              "truncatedAlerts": "0", "alerts": json.dumps([alert()]), **top}
+    return ("{" + ", ".join(f'"{k}": {v}' for k, v in fields.items()) + "}").encode()
+
+
+# Each of these failed at insert time and got 503, so Alertmanager retried it forever; or was stored silently wrong.
+NEVER_STORABLE = [
+    ("truncated as a string", raw_payload(truncatedAlerts='"many"'), "truncatedAlerts must be an integer"),
+    ("truncated as a number in a string", raw_payload(truncatedAlerts='"3"'), "truncatedAlerts must be an integer"),
+    ("truncated as a list", raw_payload(truncatedAlerts="[1]"), "truncatedAlerts must be an integer"),
+    ("truncated huge", raw_payload(truncatedAlerts="1" + "0" * 30), "truncatedAlerts must be an integer"),
+    ("truncated negative", raw_payload(truncatedAlerts="-1"), "truncatedAlerts must be an integer"),
+    ("truncated NaN", raw_payload(truncatedAlerts="NaN"), "NaN is not a JSON value"),
+    ("truncated Infinity", raw_payload(truncatedAlerts="Infinity"), "Infinity is not a JSON value"),
+    ("truncated 1e999", raw_payload(truncatedAlerts="1e999"), "truncatedAlerts must be an integer"),
+    ("truncated true", raw_payload(truncatedAlerts="true"), "truncatedAlerts must be an integer"),
+    ("receiver as an object", raw_payload(receiver='{"a": 1}'), "receiver must be a string"),
+    ("groupKey as a list", raw_payload(groupKey='["a"]'), "groupKey must be a string"),
+    ("status as a number", raw_payload(status="1"), "status must be 'firing' or 'resolved'"),
+    ("receiver with a lone surrogate", raw_payload(receiver=r'"r\ud800"'), "body.receiver holds a lone surrogate"),
+    ("alertname with a lone surrogate", raw_payload(alerts='[{"status": "firing", "startsAt": "s", "labels": '
+                                                            r'{"alertname": "A\udfff"}}]'), "lone surrogate"),
+    ("label name with a lone surrogate", raw_payload(alerts='[{"status": "firing", "startsAt": "s", "labels": '
+                                                             r'{"a\ud800": "x"}}]'), "a key in body.alerts[0].labels"),
+    ("startsAt with a lone surrogate", raw_payload(alerts=r'[{"status": "firing", "startsAt": "\ud800", '
+                                                           '"labels": {}}]'), "lone surrogate"),
+    ("endsAt as a number", raw_payload(alerts='[{"status": "firing", "startsAt": "s", "endsAt": 5, "labels": {}}]'),
+     "endsAt must be a string"),
+    ("commonLabels as a list", raw_payload(commonLabels="[]"), "commonLabels must be an object"),
+]
+
+
+@pytest.mark.parametrize(("case", "raw", "why"), NEVER_STORABLE, ids=[c[0] for c in NEVER_STORABLE])
+def test_what_can_never_be_stored_is_refused_with_400_before_storing(tmp_path: Any, case: str, raw: bytes,
+                                                                     why: str) -> None:
+    journal = Journal(str(tmp_path / "journal.sqlite"))
+    reply = Ingress(journal, TOKEN, 64 * 1024, Metrics()).accept("127.0.0.1", raw)
+    assert (reply.status, why in reply.body["error"]) == (400, True), reply.body
+    assert journal.counts()["deliveries"]["all"] == 0
+    [rejection] = journal.query("SELECT http_status, reason FROM rejections")
+    assert rejection["http_status"] == 400 and why in rejection["reason"]
 
 
 def test_a_valid_payload_is_split_into_alerts_and_a_missing_fingerprint_is_derived() -> None:
@@ -154,6 +207,130 @@ def test_a_delivery_that_cannot_be_stored_gets_503(tmp_path: Any) -> None:
     reply = ingress.accept("127.0.0.1", body(payload(alert())))
     assert reply.status == 503
     assert "retry" in reply.body["error"]
+
+
+def test_json_nested_too_deep_gets_a_400_with_the_reason_over_http(server: tuple[int, Journal, Metrics]) -> None:
+    port, journal = server[0], server[1]
+    got, reply = request(port, "POST", "/alerts", b"[" * 30000 + b"]" * 30000, AUTH)
+    assert got == 400 and "nested more than 32 levels" in reply["error"], reply
+    assert [r["http_status"] for r in journal.query("SELECT http_status FROM rejections")] == [400]
+
+
+@pytest.mark.parametrize(("headers", "keys"), [
+    ({}, ["status"]),
+    ({"Authorization": "Bearer wrong-token-0123456789"}, ["status"]),
+    (AUTH, ["dispatcher_lag_seconds", "paused", "runs", "status", "undecided_alerts"]),
+])
+def test_healthz_without_the_token_says_the_status_only(tmp_path: Any, headers: dict[str, str],
+                                                        keys: list[str]) -> None:
+    from remediation_receiver.guards import PAUSE_KEY
+    from remediation_receiver.service import Views
+
+    journal = Journal(str(tmp_path / "journal.sqlite"))
+    journal.set_state(PAUSE_KEY, "storage migration of ci-7 (by alice at 2026-11-30 09:00:00 UTC)")
+    views = Views(journal, Metrics(), types.SimpleNamespace(last_loop=time.time()))
+    srv = make_server("127.0.0.1", 0, Ingress(journal, TOKEN, 64 * 1024, Metrics()), views)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        status, reply = request(srv.server_address[1], "GET", "/healthz", headers=headers)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert (status, sorted(reply), reply["status"]) == (200, keys, "ok")
+    assert ("alice" in json.dumps(reply)) == (headers == AUTH)
+
+
+def test_deliveries_on_a_kept_alive_connection_are_acknowledged_in_milliseconds(
+        server: tuple[int, Journal, Metrics]) -> None:
+    """Alertmanager keeps connections alive: an answer in two writes waited ~40 ms for the delayed ACK every time."""
+    port, journal = server[0], server[1]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.connect()
+    first_socket = conn.sock
+    latencies = []
+    for i in range(100):
+        data = body(payload(alert(fingerprint=f"a{i}")))
+        started = time.perf_counter()
+        conn.request("POST", "/alerts", body=data, headers=AUTH)
+        response = conn.getresponse()
+        response.read()
+        latencies.append(time.perf_counter() - started)
+        assert response.status == 202
+    assert conn.sock is first_socket, "the connection was not kept alive"
+    conn.close()
+    assert journal.counts()["deliveries"]["all"] == 100
+    p50 = sorted(latencies)[len(latencies) // 2]
+    assert p50 < 0.015, f"median acknowledgement {p50 * 1000:.1f} ms on a kept-alive connection"
+
+
+def trickle_server(tmp_path: Any, **limits: float) -> tuple[Any, Journal, Metrics]:
+    journal = Journal(str(tmp_path / "journal.sqlite"))
+    metrics = Metrics()
+    srv = make_server("127.0.0.1", 0, Ingress(journal, TOKEN, 64 * 1024, metrics), None)
+    for key, value in limits.items():
+        setattr(srv, key, value)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return srv, journal, metrics
+
+
+HEAD = f"POST /alerts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 5000\r\n\r\n".encode()
+
+
+def test_a_request_that_trickles_in_is_cut_at_its_deadline(tmp_path: Any) -> None:
+    """One byte every 0.2 s never trips a per-read timeout; the request as a whole has 1.5 s."""
+    srv, journal, _metrics = trickle_server(tmp_path, request_timeout=1.5)
+    try:
+        sock = socket.create_connection(srv.server_address, timeout=10)
+        sock.sendall(HEAD)
+        started = time.monotonic()
+        answer = b""
+        while time.monotonic() - started < 8:
+            if select.select([sock], [], [], 0.2)[0]:
+                answer = sock.recv(4096)
+                break
+            with contextlib.suppress(OSError):
+                sock.send(b"{")
+        elapsed = time.monotonic() - started
+        sock.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert answer.startswith(b"HTTP/1.1 408"), f"after {elapsed:.1f}s: {answer[:80]!r}"
+    assert elapsed < 4, f"cut after {elapsed:.1f}s"
+    assert journal.counts()["deliveries"]["all"] == 0
+
+
+def test_trickling_clients_hold_a_bounded_number_of_threads_and_a_delivery_still_gets_202(tmp_path: Any) -> None:
+    before = threading.active_count()
+    srv, journal, metrics = trickle_server(tmp_path, max_connections=16, request_timeout=30)
+    socks: list[socket.socket] = []
+    most = 0
+    try:
+        for _i in range(300):
+            sock = socket.create_connection(srv.server_address, timeout=10)
+            sock.sendall(HEAD[:20])
+            socks.append(sock)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            for sock in socks:
+                with contextlib.suppress(OSError):
+                    sock.send(b"X")
+            most = max(most, threading.active_count())
+            time.sleep(0.2)
+        started = time.perf_counter()
+        status, reply = request(srv.server_address[1], "POST", "/alerts", body(payload(alert())), AUTH)
+        took = time.perf_counter() - started
+        most = max(most, threading.active_count())
+    finally:
+        for sock in socks:
+            sock.close()
+        srv.shutdown()
+        srv.server_close()
+    assert most - before <= 16 + 3, f"{most - before} threads for 300 trickling connections"
+    assert (status, reply.get("status")) == (202, "stored")
+    assert took < 1.0, f"a delivery took {took:.2f}s behind trickling clients"
+    assert journal.counts()["deliveries"]["all"] == 1
+    assert metrics.counter("remediation_receiver_connections_cut_total", {"reason": "evicted"}) >= 284
 
 
 def test_metrics_count_acknowledged_deliveries(server: tuple[int, Journal, Metrics]) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +114,39 @@ def test_what_leaves_the_machine_is_redacted(tmp_path: Path, sink: Any) -> None:
         assert "hunter2hunter2" not in text and "the-receiver-token-0123" not in text and "s3cr3t-value" not in text
         assert MASK in text
     assert Sink.received[0]["body"]["details"]["run"]["reason"] == "playbook failed (rc 2)"
+
+
+class Trickle(BaseHTTPRequestHandler):
+    """A webhook that answers one byte at a time: never slow enough for a per-read timeout."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        with contextlib.suppress(OSError):
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"x" * 200:
+                self.wfile.write(bytes([byte]))
+                time.sleep(0.1)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_webhook_that_trickles_its_answer_fails_at_the_deadline(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        cfg = write_config(tmp_path, notify={"webhooks": [{"url": f"http://127.0.0.1:{server.server_address[1]}/"}],
+                                             "timeout": 1, "retries": 3})
+        journal = Journal(cfg.journal)
+        notifier = Notifier(cfg, journal)
+        notifier.notify("run_failed", "probe on web1 failed", {"run": "r1"})
+        started = time.monotonic()
+        assert notifier.send_due(now=1e10) == 0
+        took = time.monotonic() - started
+    finally:
+        server.shutdown()
+        server.server_close()
+    [row] = journal.notifications()
+    assert took < 3, f"the notifier was held {took:.1f}s by a trickling webhook"
+    assert (row["status"], row["attempts"]) == ("pending", 1)
+    assert "no complete answer within 1s" in row["last_error"]

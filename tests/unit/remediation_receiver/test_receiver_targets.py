@@ -17,13 +17,13 @@ from remediation_receiver.targets import TargetError, check_plain, load_inventor
     ("[2001:db8::7]", "2001:db8::7"),
     ("2001:db8::7", "2001:db8::7"),
     ("::1", "::1"),
-    ("  web2  ", "web2"),
 ])
 def test_strip_port_keeps_the_host_part(value: str, host: str) -> None:
     assert strip_port(value) == host
 
 
-@pytest.mark.parametrize("value", ["web1:http", "[2001:db8::7", "[2001:db8::7]9100", "[::1]:port"])
+@pytest.mark.parametrize("value", ["web1:http", "[2001:db8::7", "[2001:db8::7]9100", "[::1]:port", "[::1]:9100 ",
+                                   "web1: 9100"])
 def test_strip_port_refuses_what_is_not_host_and_port(value: str) -> None:
     with pytest.raises(TargetError):
         strip_port(value)
@@ -71,6 +71,13 @@ def test_resolve_finds_exactly_one_host(cfg: Config, labels: dict[str, str], lab
 @pytest.mark.parametrize(("labels", "why"), [
     ({}, "has no 'instance' label"),
     ({"instance": ""}, "has no 'instance' label"),
+    ({"instance": " "}, "leading or trailing whitespace"),
+    ({"instance": " web1"}, "leading or trailing whitespace"),
+    ({"instance": "web1\n"}, "leading or trailing whitespace"),
+    ({"instance": "web1\t:9100"}, "not a plain host name"),
+    ({"instance": "web1:9100 "}, "leading or trailing whitespace"),
+    ({"instance": "\u00a0web1"}, "leading or trailing whitespace"),
+    ({"instance": "192.0.2.10 "}, "leading or trailing whitespace"),
     ({"instance": "all"}, "group pattern"),
     ({"instance": "*"}, "not a plain host name"),
     ({"instance": "web1,web2"}, "not a plain host name"),

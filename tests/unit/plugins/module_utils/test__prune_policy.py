@@ -391,6 +391,33 @@ def test_container_logs_only_big_json_file_logs_of_running_unkept_containers_lar
     assert [s["name"] for s in spared] == ["kept"]
 
 
+@pytest.mark.parametrize(
+    ("wanted", "cut"),
+    [
+        ([], ["bigger", "big"]),  # no filter: every big log
+        (["big"], ["big"]),
+        (["/bigger"], ["bigger"]),  # a name as the engine writes it
+        (["nobody"], []),
+        (["bi"], []),  # a name is matched whole, never as a prefix
+    ],
+)
+def test_container_logs_are_cut_only_for_the_containers_named(wanted, cut):
+    state = SimpleNamespace(containers=[
+        container("big", status="running", log_size=900 * MIB),
+        container("bigger", status="running", log_size=1200 * MIB),
+    ])
+    reclaimer = policy.Reclaimer(api=None, data_root="/", tiers=["container_logs"], keep_label=KEEP,
+                                 containers=wanted, clock=lambda: NOW)
+    candidates, _spared = reclaimer.plan_tier("container_logs", state)
+    assert [c["name"] for c in candidates] == cut
+
+
+def test_a_container_is_matched_by_a_prefix_of_its_id_of_12_characters_or_more():
+    box = dict(container("big", status="running", log_size=900 * MIB), Id="0123456789abcdef" * 4)
+    assert policy.matches_container(box, [box["Id"][:12]])
+    assert not policy.matches_container(box, [box["Id"][:6]])
+
+
 def test_plan_volumes_takes_unreferenced_unkept_volumes():
     volumes = [
         {"Name": "orphan", "Labels": None, "UsageData": {"RefCount": 0, "Size": 300}},

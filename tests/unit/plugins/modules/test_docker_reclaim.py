@@ -28,6 +28,28 @@ def test_invalid_options_fail_naming_the_value(module_runner, args, fragment):
     assert fragment in result["msg"]
 
 
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        ({}, "target_free is required unless tiers is [container_logs] alone"),
+        ({"tiers": ["build_cache", "container_logs"]}, "target_free is required unless tiers is [container_logs]"),
+        ({"target_free": "2G", "containers": ["api-1"]}, "containers selects logs to cut; it needs tiers"),
+    ],
+)
+def test_no_target_and_a_container_filter_are_for_the_log_tier_alone(module_runner, args, fragment):
+    result = module_runner("docker_reclaim", dict(args, docker_socket="/nonexistent/docker.sock"))
+    assert result.get("failed") is True, result
+    assert fragment in result["msg"]
+
+
+def test_the_log_tier_alone_needs_no_target(module_runner, tmp_path):
+    # Past the option checks, it fails only on the missing engine.
+    result = module_runner("docker_reclaim", {"tiers": ["container_logs"], "containers": ["api-1"],
+                                              "docker_socket": str(tmp_path / "none.sock")})
+    assert result.get("failed") is True
+    assert "cannot read the engine's data-root" in result["msg"]
+
+
 def test_unknown_tier_is_refused_by_the_argument_spec(module_runner):
     result = module_runner("docker_reclaim", {"target_free": "2G", "tiers": ["networks"]})
     assert result.get("failed") is True

@@ -1,0 +1,36 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    # The guard outcome metrics shared by safe_sync and guarded_cleanup (plugins/module_utils/_textfile_metrics.py).
+    DOCUMENTATION = r"""
+options:
+  metrics_file:
+    description:
+      - Write the outcome of the run as node_exporter textfile metrics to this file (a C(.prom) file in the
+        textfile collector directory, for example C(/var/lib/prometheus/node-exporter/pmr_guard_mirror.prom)),
+        atomically (temporary file and rename), so that the collection's alert rules see every refusal.
+      - Metrics C(pmr_guard_last_run_timestamp_seconds), C(pmr_guard_refused) (1/0), C(pmr_guard_planned_deletions),
+        C(pmr_guard_deleted), and for guarded_cleanup's reconciliation C(pmr_guard_reference_healthy) (1/0), each
+        labelled C(guard), C(name) (O(metrics_name)) and C(unit) (O(metrics_unit)).
+      - Use one file per job; each run replaces the whole file. Not written in check mode, nor when the run fails
+        for a reason other than a refusal. A file that cannot be written is a warning, not a failure.
+    type: path
+  metrics_name:
+    description:
+      - The C(name) label of the metrics, naming the job. Defaults to the destination (safe_sync) or the
+        directory (guarded_cleanup).
+    type: str
+  metrics_unit:
+    description:
+      - The C(unit) label of the metrics - the systemd service whose timer runs this job (for example
+        C(mirror-sync.service)), which a containment playbook stops and disables when the guard refuses.
+      - Empty when no timer runs the job.
+    type: str
+    default: ""
+"""

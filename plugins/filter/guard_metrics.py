@@ -1,0 +1,34 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import time
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.postmortem.remediation.plugins.module_utils._textfile_metrics import (
+    MetricsError,
+    guard_families,
+    render,
+)
+
+
+def guard_metrics(outcome, timestamp=None):
+    """The pmr_guard_* text of one guarded job's outcome, as safe_sync and guarded_cleanup write it."""
+    if not isinstance(outcome, dict):
+        raise AnsibleFilterError("guard_metrics expects a dict, got %s" % type(outcome).__name__)
+    try:
+        families = guard_families(
+            outcome.get("guard"), str(outcome.get("name") or ""), str(outcome.get("unit") or ""),
+            time.time() if timestamp is None else float(timestamp), bool(outcome.get("refused", True)),
+            int(outcome.get("planned", 0)), int(outcome.get("deleted", 0)), outcome.get("reference_healthy"))
+    except (MetricsError, TypeError, ValueError) as exc:
+        raise AnsibleFilterError("guard_metrics: %s" % exc) from exc
+    return render(families)
+
+
+class FilterModule(object):
+    def filters(self):
+        return {"guard_metrics": guard_metrics}

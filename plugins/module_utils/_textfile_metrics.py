@@ -1,0 +1,177 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE to the postmortem.remediation collection: may change without notice.
+#
+# node_exporter's textfile collector reads every *.prom file of one directory at each scrape. A file it reads
+# half-written is a scrape error (or, worse, a partial set of samples), so every writer here renders the whole
+# text first and moves it into place with a rename: the collector sees the old file or the new one, never a mix.
+# The temporary file is named .<name>.<random>.tmp: node_exporter ignores what does not end in .prom.
+#
+# Used by the safe_sync and guarded_cleanup modules (pmr_guard_* metrics, option metrics_file) and by the
+# docker_signals collector script (copied beside it by the role). Standard library only: this runs on managed hosts.
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import math
+import os
+import re
+import tempfile
+import time
+
+METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+GUARDS = ("safe_sync", "guarded_cleanup")
+
+# The module options, declared once for both guarded modules (documented in the guard_metrics doc fragment).
+GUARD_METRICS_ARGSPEC = dict(
+    metrics_file=dict(type="path"),
+    metrics_name=dict(type="str"),
+    metrics_unit=dict(type="str", default=""),
+)
+
+
+class MetricsError(ValueError):
+    """A metric or label name that the exposition format does not allow."""
+
+
+class Family(object):
+    """One metric family: name, help text, type and its samples (a dict of labels and a number each)."""
+
+    def __init__(self, name, help_text, kind="gauge"):
+        if not METRIC_NAME_RE.match(name):
+            raise MetricsError("invalid metric name %r" % (name,))
+        self.name = name
+        self.help_text = help_text
+        self.kind = kind
+        self.samples = []
+
+    def add(self, value, **labels):
+        for label in labels:
+            if not LABEL_NAME_RE.match(label) or label.startswith("__"):
+                raise MetricsError("invalid label name %r in %s" % (label, self.name))
+        self.samples.append((labels, value))
+        return self
+
+
+def escape_label_value(value):
+    """Backslash, double quote and newline escaped as the text exposition format requires."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def format_value(value):
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return "%d" % value
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and abs(value) < 1e15:
+        return "%d" % value
+    return repr(value)
+
+
+def render(families):
+    """The text exposition of ``families``: HELP and TYPE once per family, samples sorted by their labels."""
+    lines = []
+    for family in families:
+        lines.append("# HELP %s %s" % (family.name, family.help_text.replace("\\", "\\\\").replace("\n", " ")))
+        lines.append("# TYPE %s %s" % (family.name, family.kind))
+        for labels, value in sorted(family.samples, key=lambda sample: sorted(sample[0].items())):
+            text = ""
+            if labels:
+                text = "{%s}" % ",".join('%s="%s"' % (k, escape_label_value(v)) for k, v in sorted(labels.items()))
+            lines.append("%s%s %s" % (family.name, text, format_value(value)))
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path, text, mode=0o644, move=None):
+    """Write ``text`` to ``path`` through a temporary file in the same directory, fsync'ed, then renamed.
+
+    ``move(src, dest)`` does the rename (a module passes ``module.atomic_move``); ``os.rename`` otherwise.
+    A metrics file is rewritten at every run, so no backup of the previous one is kept.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, mode)
+        (move or os.rename)(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+
+# -- the guard outcome of safe_sync and guarded_cleanup --------------------------------------------------------------
+def guard_families(guard, name, unit, timestamp, refused, planned, deleted, reference_healthy=None):
+    """pmr_guard_* families for one run of a guarded job, each with labels guard, name and unit."""
+    if guard not in GUARDS:
+        raise MetricsError("unknown guard %r (one of %s)" % (guard, ", ".join(GUARDS)))
+    labels = {"guard": guard, "name": name, "unit": unit or ""}
+    families = [
+        Family("pmr_guard_last_run_timestamp_seconds", "Unix time the guarded job last ran to a verdict.")
+        .add(timestamp, **labels),
+        Family("pmr_guard_refused", "1 when the guard refused the last run (nothing was deleted), else 0.")
+        .add(1 if refused else 0, **labels),
+        Family("pmr_guard_planned_deletions", "Deletions the last run planned (refused or not).")
+        .add(planned, **labels),
+        Family("pmr_guard_deleted", "Items the last run deleted or took out of place (0 when refused).")
+        .add(deleted, **labels),
+    ]
+    if reference_healthy is not None:
+        families.append(Family("pmr_guard_reference_healthy",
+                               "1 when the reference list of the last run was healthy and plausible, else 0.")
+                        .add(1 if reference_healthy else 0, **labels))
+    return families
+
+
+def guard_outcome(guard, allowed, checks, result, check_mode=False):
+    """(planned, deleted, reference_healthy) of one run, read from the module's verdict checks and result.
+
+    safe_sync: planned = files the dry run would delete; deleted = files the real run deleted.
+    guarded_cleanup: planned = orphans the reconciliation found; deleted = items quarantined plus items purged;
+    reference healthy = the reference was read and passed every reference check (none for state=restore).
+    """
+    done = allowed and not check_mode
+    if guard == "safe_sync":
+        planned = (result.get("plan") or {}).get("delete_count", result.get("deleted", 0)) or 0
+        return planned, result.get("deleted", 0) if done else 0, None
+    planned = result.get("orphan_count", 0) or 0
+    deleted = (result.get("quarantined_count", 0) + result.get("purged_count", 0)) if done else 0
+    healthy = None
+    if "reference" in result:
+        healthy = not (result["reference"] or {}).get("error") and all(
+            check.ok for check in checks if check.name.startswith("reference"))
+    return planned, deleted, healthy
+
+
+def write_guard_metrics(module, guard, verdict, result):
+    """Write the pmr_guard_* metrics of this run to the module's metrics_file, when one is given.
+
+    Never in check mode (nothing on the host changes). A file that cannot be written is a warning and a
+    ``metrics_error`` in the result, not a failure: the guarded work has already happened (or been refused).
+    """
+    params = module.params
+    path = params.get("metrics_file")
+    if not path or module.check_mode:
+        return
+    planned, deleted, healthy = guard_outcome(guard, verdict.allowed, verdict.checks, result)
+    name = params.get("metrics_name") or params.get("dest") or params.get("path") or ""
+    text = render(guard_families(guard, name, params.get("metrics_unit") or "", time.time(),
+                                 not verdict.allowed, planned, deleted, healthy))
+    try:
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise OSError("directory %s does not exist" % os.path.dirname(os.path.abspath(path)))
+        write_atomically(path, text, move=module.atomic_move)
+    except (IOError, OSError) as exc:
+        result["metrics_error"] = "metrics file %s not written: %s" % (path, exc)
+        module.warn("%s; the guard's alerts cannot see this run (create the directory, or fix metrics_file)"
+                    % result["metrics_error"])

@@ -1,0 +1,262 @@
+"""The remediation playbooks against the real failures on real lab hosts (systemd + dockerd in a container, reached
+with docker exec only): a growing json-file log, a daemon.json that stops dockerd, a failing and disabled prune
+timer, a job timer to contain. For each: check mode changes nothing, the run fixes it (checked here independently,
+on the host), a second run changes nothing, and a run aimed at two hosts is refused before any host is touched.
+
+Two lab hosts named pmr-playbooks-1 and -2, created and removed by this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PREFIX = "pmr-playbooks"
+LOG_HOST, DAEMON_HOST = f"{PREFIX}-1", f"{PREFIX}-2"
+PLAYBOOKS = ["disk_pressure", "log_growth", "docker_daemon", "storage_driver", "prune_timer", "mirror_sync",
+             "backup_cleanup"]
+
+
+@pytest.fixture(scope="module")
+def inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    lab = ["bash", str(REPO / "tests/lab/lab.sh")]
+    subprocess.run([*lab, "down", PREFIX], check=True, cwd=REPO)  # a fresh start: hosts of an earlier run go
+    subprocess.run([*lab, "up", "2", PREFIX], check=True, cwd=REPO)
+    path = tmp_path_factory.mktemp("remediate") / "inventory.ini"
+    path.write_text(
+        f"[docker_hosts]\n{LOG_HOST}\n{DAEMON_HOST}\n\n[docker_hosts:vars]\n"
+        "ansible_connection=community.docker.docker\nansible_python_interpreter=/usr/bin/python3\n"
+    )
+    yield path
+    if not os.environ.get("REMEDIATE_KEEP_LAB"):
+        subprocess.run([*lab, "down", PREFIX], check=False, cwd=REPO)
+
+
+def sh(host: str, script: str, check: bool = True) -> str:
+    result = subprocess.run(["docker", "exec", host, "sh", "-c", script], capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{host}: {script!r} failed: {result.stdout}{result.stderr}")
+    return result.stdout.strip()
+
+
+class Run:
+    def __init__(self, result: subprocess.CompletedProcess[str]) -> None:
+        self.rc = result.returncode
+        self.output = result.stdout + result.stderr
+        self.text = " ".join(self.output.split())
+
+    def changed(self, host: str) -> int:
+        found = re.search(rf"^{re.escape(host)}\s*:.*changed=(\d+)", self.output, re.M)
+        assert found, self.output[-3000:]
+        return int(found.group(1))
+
+
+def play(inventory: Path, name: str, *args: str) -> Run:
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / "build" / "collections"),
+               ANSIBLE_HOME=str(REPO / "build" / "ansible-home"), ANSIBLE_FORCE_COLOR="false",
+               ANSIBLE_PIPELINING="true", ANSIBLE_LOCALHOST_WARNING="false")
+    playbook = REPO / "playbooks" / "remediate" / f"{name}.yml"
+    result = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), *args],
+                            capture_output=True, text=True, env=env, timeout=600, check=False)
+    return Run(result)
+
+
+def ansible(inventory: Path, host: str, module: str, args: dict) -> None:
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / "build" / "collections"),
+               ANSIBLE_HOME=str(REPO / "build" / "ansible-home"), ANSIBLE_PIPELINING="true")
+    result = subprocess.run([str(BIN / "ansible"), "-i", str(inventory), host, "-m", module, "-a", json.dumps(args)],
+                            capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def log_size(host: str, container: str) -> int:
+    return int(sh(host, f"stat -c %s $(docker inspect -f '{{{{.LogPath}}}}' {container})"))
+
+
+@pytest.mark.parametrize("name", PLAYBOOKS)
+def test_two_hosts_are_refused_before_any_host_is_touched(inventory: Path, name: str) -> None:
+    run = play(inventory, name, "-e", "target_host=docker_hosts")
+    assert run.rc != 0
+    assert f"{name} runs on exactly one host; 'docker_hosts' resolves to 2 host(s)" in run.text, run.text[-2000:]
+    assert f"ok: [{LOG_HOST}]" not in run.output and f"changed: [{LOG_HOST}]" not in run.output
+
+
+def test_log_growth_cuts_a_real_growing_log_and_bounds_new_containers(inventory: Path) -> None:
+    host = LOG_HOST
+    # 8 MB at once, then about 20 kB/s, with no log limit: dockerd's default json-file. The burst happens once: the
+    # container keeps its file system when dockerd's restart restarts it (a second burst would be a real re-flood).
+    sh(host, "docker run -d --restart always --name flood pmr-workload:latest sh -c "
+             "'[ -e /burst-done ] || { yes 0123456789abcdefghij | head -c 8000000; touch /burst-done; }; "
+             "while true; do yes flood-line | head -c 20000; sleep 1; done' >/dev/null")
+    time.sleep(3)
+    before = log_size(host, "flood")
+    assert before > 5 * 1024**2
+    limits = ["-e", "log_growth_container=flood", "-e", "log_growth_max_size=5M", "-e", "log_growth_keep_tail=64K"]
+
+    # Check mode without leave to restart dockerd: plans, fails for escalation, touches nothing.
+    run = play(inventory, "log_growth", "-l", host, "--check", *limits)
+    assert run.rc != 0
+    assert f"LOG GROWTH WOULD NOT BE RESOLVED on {host}" in run.text
+    assert "log_growth_restart_allowed is false" in run.text
+    assert log_size(host, "flood") >= before
+    assert sh(host, "test -e /etc/docker/daemon.json && echo present || echo absent") == "absent"
+
+    run = play(inventory, "log_growth", "-l", host, "-e", "log_growth_restart_allowed=true", *limits)
+    assert run.rc == 0, run.text[-3000:]
+    assert "cut: log of flood" in run.text
+    assert log_size(host, "flood") < 5 * 1024**2  # measured here, on the host
+    daemon = json.loads(sh(host, "cat /etc/docker/daemon.json"))
+    assert daemon["log-opts"]["max-size"] == "10m"
+    probe = sh(host, "id=$(docker create pmr-workload:latest true); "
+                     "docker inspect -f '{{json .HostConfig.LogConfig}}' $id; docker rm $id >/dev/null")
+    assert json.loads(probe)["Config"]["max-size"] == "10m"  # what a new container gets from the restarted dockerd
+    assert sh(host, "docker inspect -f '{{.State.Running}}' flood") == "true"
+    assert "container(s) still write unbounded logs: flood" in run.text  # created before the limits: named
+
+    again = play(inventory, "log_growth", "-l", host, "-e", "log_growth_restart_allowed=true", *limits)
+    assert again.rc == 0 and again.changed(host) == 0, again.text[-3000:]
+    sh(host, "docker rm -f flood >/dev/null")
+
+
+def break_dockerd(host: str) -> None:
+    assert sh(host, "systemctl restart docker 2>/dev/null; systemctl is-active docker", check=False) != "active"
+    assert sh(host, "docker info >/dev/null 2>&1 && echo up || echo down") == "down"
+
+
+def test_docker_daemon_restores_the_daemon_json_dockerd_last_started_with(inventory: Path) -> None:
+    host = DAEMON_HOST
+    sh(host, "echo '{\"log-level\": \"info\"}' > /etc/docker/daemon.json && systemctl restart docker")
+    sh(host, "docker run -d --restart always --name svc pmr-workload:latest sleep 100000 >/dev/null")
+    good = sh(host, "cat /etc/docker/daemon.json")
+    # The change an operator makes through the collection (which keeps a backup): a driver this host cannot run.
+    ansible(inventory, host, "postmortem.remediation.docker_daemon_config", {"settings": {"storage-driver": "zfs"}})
+    break_dockerd(host)
+    rejected = sh(host, "cat /etc/docker/daemon.json")
+
+    run = play(inventory, "docker_daemon", "-l", host, "--check")
+    assert run.rc == 0, run.text[-3000:]
+    assert "dockerd said: failed to start daemon: error initializing graphdriver" in run.text
+    assert "would restore /etc/docker/daemon.json from /etc/docker/daemon.json." in run.text  # the newest backup
+    assert sh(host, "cat /etc/docker/daemon.json") == rejected
+    assert sh(host, "docker info >/dev/null 2>&1 && echo up || echo down") == "down"
+
+    run = play(inventory, "docker_daemon", "-l", host)
+    assert run.rc == 0, run.text[-3000:]
+    assert sh(host, "docker info --format '{{.Driver}}'") == "overlay2"
+    assert json.loads(sh(host, "cat /etc/docker/daemon.json")) == json.loads(good)
+    assert json.loads(sh(host, "cat /etc/docker/daemon.json.rejected-*")) == json.loads(rejected)  # kept, not removed
+    assert sh(host, "docker inspect -f '{{.State.Running}}' svc") == "true"
+    assert json.loads(sh(host, "cat /var/lib/pmr-docker-signals/daemon.json.last-started")) == json.loads(good)
+
+    again = play(inventory, "docker_daemon", "-l", host)
+    assert again.rc == 0 and again.changed(host) == 0, again.text[-3000:]
+    assert f"dockerd on {host}: answers" in again.text and "daemon.json is left as it is" in again.text
+
+    # A hand edit that is not even JSON: restored from the record of the last start, which the first run wrote.
+    sh(host, "printf '{\"log-level\": \"info\",' > /etc/docker/daemon.json")
+    break_dockerd(host)
+    run = play(inventory, "docker_daemon", "-l", host)
+    assert run.rc == 0, run.text[-3000:]
+    assert "from /var/lib/pmr-docker-signals/daemon.json.last-started" in run.text
+    assert json.loads(sh(host, "cat /etc/docker/daemon.json")) == json.loads(good)
+    assert sh(host, "docker inspect -f '{{.State.Running}}' svc") == "true"
+
+
+def prune_metrics(host: str) -> dict[str, float]:
+    text = sh(host, "cat /var/lib/prometheus/node-exporter/docker_prune.prom")
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(docker_prune_\w+) (\S+)$", text, re.M)}
+
+
+def test_prune_timer_is_enabled_again_run_once_and_its_metrics_fresh(inventory: Path) -> None:
+    host = LOG_HOST
+    ansible(inventory, host, "ansible.builtin.include_role", {"name": "postmortem.remediation.docker_prune_timer"})
+    # A real failure: the run meets a stopped dockerd; then someone disables the timer.
+    sh(host, "systemctl stop docker.socket docker; systemctl start docker-prune.service; systemctl start docker; "
+             "systemctl disable --now docker-prune.timer", check=False)
+    assert prune_metrics(host)["docker_prune_last_run_success"] == 0
+
+    run = play(inventory, "prune_timer", "-l", host, "--check")
+    assert run.rc == 0, run.text[-3000:]
+    assert "needs fixing: timer inactive, timer disabled, last run exit-code, last run failed" in run.text
+    assert sh(host, "systemctl is-enabled docker-prune.timer", check=False) == "disabled"
+    assert prune_metrics(host)["docker_prune_last_run_success"] == 0
+
+    started = float(sh(host, "date +%s"))
+    run = play(inventory, "prune_timer", "-l", host)
+    assert run.rc == 0, run.text[-3000:]
+    assert sh(host, "systemctl is-enabled docker-prune.timer") == "enabled"
+    assert sh(host, "systemctl is-active docker-prune.timer") == "active"
+    metrics = prune_metrics(host)
+    assert metrics["docker_prune_last_run_success"] == 1
+    assert metrics["docker_prune_last_run_timestamp_seconds"] >= started
+
+    again = play(inventory, "prune_timer", "-l", host)
+    assert again.rc == 0 and again.changed(host) == 0, again.text[-3000:]
+    assert "nothing to do" in again.text
+
+
+@pytest.mark.parametrize(("name", "verdict"), [("mirror_sync", "MIRROR SYNC"), ("backup_cleanup", "BACKUP CLEANUP")])
+def test_containment_stops_the_jobs_real_timer_and_escalates(inventory: Path, name: str, verdict: str) -> None:
+    host, unit = LOG_HOST, f"pmr-{name.replace('_', '-')}"
+    sh(host, f"printf '[Service]\\nType=oneshot\\nExecStart=/bin/true\\n' > /etc/systemd/system/{unit}.service; "
+             f"printf '[Timer]\\nOnCalendar=hourly\\n[Install]\\nWantedBy=timers.target\\n' "
+             f"> /etc/systemd/system/{unit}.timer; systemctl daemon-reload; systemctl enable --now {unit}.timer")
+
+    run = play(inventory, name, "-l", host, "--check", "-e", f"{name}_unit={unit}.service")
+    assert run.rc != 0
+    assert f"{verdict} WOULD BE CONTAINED on {host}" in run.text and f"would stop and disable {unit}.timer" in run.text
+    assert sh(host, f"systemctl is-active {unit}.timer") == "active"
+
+    for attempt in (1, 2):  # fails on purpose every time; the second run changes nothing
+        run = play(inventory, name, "-l", host, "-e", f"{name}_unit={unit}.service", "-e", f"{name}_reason=refused")
+        assert run.rc != 0
+        contained = f"{verdict} CONTAINED on {host}: the guard refused {unit}.service (refused)"
+        assert contained in run.text, run.text[-2000:]
+        assert f"{unit}.timer inactive/disabled" in run.text
+        assert run.changed(host) == (1 if attempt == 1 else 0)
+        assert sh(host, f"systemctl is-active {unit}.timer", check=False) == "inactive"
+        assert sh(host, f"systemctl is-enabled {unit}.timer", check=False) == "disabled"
+
+    run = play(inventory, name, "-l", host)  # no unit named (an alert without the label): nothing to stop, escalate
+    assert run.rc != 0 and f"{verdict} NOT CONTAINED on {host}: no unit named" in run.text
+
+
+def test_storage_driver_goes_back_to_the_driver_of_the_roles_backup(inventory: Path) -> None:
+    host = DAEMON_HOST
+    probe = {"docker_storage_driver_probe_image": "pmr-workload:latest",
+             "docker_storage_driver_probe_prepare_command": ["/usr/local/sbin/pmr-workload-image"],
+             "docker_storage_driver_soak_samples": 1, "docker_storage_driver_soak_interval": 1}
+    sh(host, "docker inspect svc >/dev/null 2>&1 || "
+             "docker run -d --restart always --name svc pmr-workload:latest sleep 100000 >/dev/null")
+    # The switch the alert is about, made by the role itself (which writes the backup): overlay2 to vfs.
+    ansible(inventory, host, "ansible.builtin.include_role", {
+        "name": "postmortem.remediation.docker_storage_driver",
+        "vars": {"docker_storage_driver_name": "vfs", "docker_storage_driver_allow_risky": True,
+                 "docker_storage_driver_accept_hidden_data": True, **probe}})
+    assert sh(host, "docker info --format '{{.Driver}}'") == "vfs"
+    args = ["-e", "storage_driver_probe_image=pmr-workload:latest", "-e", "storage_driver_soak_samples=1",
+            "-e", "storage_driver_soak_interval=1"]
+
+    run = play(inventory, "storage_driver", "-l", host, "--check", *args)
+    assert run.rc == 0, run.text[-3000:]
+    assert "went from overlay2 to vfs: would go back to overlay2" in run.text
+    assert sh(host, "docker info --format '{{.Driver}}'") == "vfs"
+
+    run = play(inventory, "storage_driver", "-l", host, *args)
+    assert run.rc == 0, run.text[-3000:]
+    assert sh(host, "docker info --format '{{.Driver}}'") == "overlay2"
+    assert sh(host, "docker inspect -f '{{.State.Running}}' svc") == "true"  # its container is back with its driver
+
+    again = play(inventory, "storage_driver", "-l", host, *args)
+    assert again.rc == 0 and again.changed(host) == 0, again.text[-3000:]
+    assert "went from overlay2 to vfs: nothing to do" in again.text
