@@ -248,14 +248,44 @@ def hidden_data_reason(hidden, driver):
     )
 
 
-def assess(driver, facts):
-    """The assessment docker_host_facts returns for assess_storage_driver=driver."""
+# The refusal names the docker_storage_driver role's variables: the role is how an operator meets it.
+ALLOW_RISKY_FLAG = "docker_storage_driver_allow_risky"
+ACCEPT_HIDDEN_FLAG = "docker_storage_driver_accept_hidden_data"
+
+
+def cited(found, verdict):
+    """The reasons of one verdict, each followed by its table row: 'reason [rule]; reason [rule]'."""
+    return "; ".join("%s [%s]" % (item["reason"], item["rule"]) for item in found if item["verdict"] == verdict)
+
+
+def refusal(driver, found, hidden, allow_risky=False, accept_hidden_data=False):
+    """Why a switch to `driver` must not go ahead, one sentence per cause; an empty list lets it go ahead.
+
+    unsupported is always refused (any risky rows are quoted with it); risky unless allowed; hiding the old
+    driver's images and containers unless accepted.
+    """
+    verdict = worst(item["verdict"] for item in found)
+    unsupported, risky = cited(found, UNSUPPORTED), cited(found, RISKY)
+    sentences = []
+    if verdict == UNSUPPORTED:
+        sentences.append("Verdict unsupported: %s%s" % (unsupported, " (also risky: %s)" % risky if risky else ""))
+    elif verdict == RISKY and not allow_risky:
+        sentences.append("Verdict risky (%s: true accepts it): %s" % (ALLOW_RISKY_FLAG, risky))
+    if hidden and not accept_hidden_data:
+        sentences.append("Existing data would be hidden (%s: true accepts it): %s"
+                         % (ACCEPT_HIDDEN_FLAG, hidden_data_reason(hidden, driver)))
+    return sentences
+
+
+def assess(driver, facts, allow_risky=False, accept_hidden_data=False):
+    """The assessment docker_host_facts returns for assess_storage_driver=driver, with the refusal decision."""
     found = findings(driver, facts)
     hidden = hidden_data(driver, facts)
     reasons = [item["reason"] for item in found]
     if hidden:
         reasons.append(hidden_data_reason(hidden, driver))
     current = _get(facts, "docker", "storage_driver")
+    refused = refusal(driver, found, hidden, allow_risky, accept_hidden_data)
     return dict(
         driver=driver,
         current_driver=current,
@@ -264,4 +294,6 @@ def assess(driver, facts):
         reasons=reasons,
         findings=found,
         hides_data=hidden,
+        refused=bool(refused),
+        refusal=refused,
     )

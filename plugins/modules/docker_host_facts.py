@@ -23,7 +23,8 @@ description:
     Engine API over the Unix socket. A daemon that does not answer is reported, not a failure.
   - Whether C(/dev/fuse) and the C(fuse-overlayfs) program exist, and whether C(/dev/zfs) exists.
   - With O(assess_storage_driver), an assessment of that driver from the collection's compatibility table
-    (supported, risky or unsupported, with the reasons), including the images and containers a switch would hide.
+    (supported, risky or unsupported, with the reasons), including the images and containers a switch would hide,
+    and the decision, whether a switch must be refused and why (RV(assessment.refused), RV(assessment.refusal)).
 author:
   - Postmortem Remediation Maintainers (@postmortem-remediation)
 attributes:
@@ -42,6 +43,18 @@ options:
       - A storage driver to assess for this host, for example C(overlay2), C(vfs), C(fuse-overlayfs), C(zfs),
         C(btrfs). The result is returned in RV(assessment).
     type: str
+  allow_risky:
+    description:
+      - With O(assess_storage_driver), let a C(risky) verdict go ahead instead of refusing it. An C(unsupported)
+        verdict is refused whatever this says. The role passes C(docker_storage_driver_allow_risky).
+    type: bool
+    default: false
+  accept_hidden_data:
+    description:
+      - With O(assess_storage_driver), let a switch go ahead although it hides the images and containers of the
+        driver in use. The role passes C(docker_storage_driver_accept_hidden_data).
+    type: bool
+    default: false
   docker_socket:
     description: The Unix socket of the Docker Engine API.
     type: path
@@ -73,10 +86,10 @@ EXAMPLES = r"""
     assess_storage_driver: fuse-overlayfs
   register: host
 
-- name: Refuse a known-broken combination
-  ansible.builtin.assert:
-    that: host.assessment.verdict != 'unsupported'
-    fail_msg: "{{ host.assessment.reasons | join('; ') }}"
+- name: Refuse a known-broken combination, naming every reason and its table row
+  ansible.builtin.fail:
+    msg: "{{ host.assessment.refusal | join('. ') }}"
+  when: host.assessment.refused
 """
 
 RETURN = r"""
@@ -224,6 +237,15 @@ assessment:
     hides_data:
       description: The driver whose images and containers a switch would hide, with the counts and their path.
       type: dict
+    refused:
+      description: Whether a switch to the driver must be refused (unsupported; risky without O(allow_risky);
+        hiding data without O(accept_hidden_data)).
+      type: bool
+    refusal:
+      description: Why, one sentence per cause, each reason followed by its table row in brackets; empty when
+        RV(assessment.refused) is false.
+      type: list
+      elements: str
   sample:
     driver: fuse-overlayfs
     current_driver: vfs
@@ -231,6 +253,8 @@ assessment:
     verdict: unsupported
     reasons: [fuse-overlayfs inside an LXC container on ZFS is the combination of the storage-driver incident]
     hides_data: {driver: vfs, images: 12, containers: 4, path: /var/lib/docker/vfs}
+    refused: true
+    refusal: ["Verdict unsupported: fuse-overlayfs inside an LXC container on ZFS ... [fuse_overlayfs_lxc_zfs]"]
 """
 
 import json
@@ -536,7 +560,10 @@ class HostFacts:
             zfs=self.zfs(),
         )
         if self.params["assess_storage_driver"]:
-            facts["assessment"] = assess(self.params["assess_storage_driver"], facts)
+            facts["assessment"] = assess(
+                self.params["assess_storage_driver"], facts,
+                allow_risky=self.params["allow_risky"], accept_hidden_data=self.params["accept_hidden_data"],
+            )
         return facts
 
 
@@ -544,6 +571,8 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             assess_storage_driver=dict(type="str"),
+            allow_risky=dict(type="bool", default=False),
+            accept_hidden_data=dict(type="bool", default=False),
             docker_socket=dict(type="path", default="/var/run/docker.sock"),
             daemon_config=dict(type="path", default="/etc/docker/daemon.json"),
             data_root=dict(type="path"),

@@ -155,3 +155,78 @@ def test_version_tuple(text, expected):
 )
 def test_the_worst_verdict_wins(verdicts, expected):
     assert sc.worst(verdicts) == expected
+
+
+# The refusal decision, for every row of the table and every combination of the role's two flags: unsupported is
+# refused whatever the flags say and names each reason with its table row; risky only without allow_risky;
+# supported never (hidden data is its own sentence, below). This replaced a Jinja loop that rendered None under
+# ansible-core 2.19 whenever nothing was merely risky (zfs/btrfs on ext4, devicemapper, a typo), crashing the role.
+FLAGS = [(False, False), (True, False), (False, True), (True, True)]
+FLAG_IDS = ["strict", "allow-risky", "accept-hidden", "both"]
+
+
+@pytest.mark.parametrize(("allow_risky", "accept_hidden"), FLAGS, ids=FLAG_IDS)
+@pytest.mark.parametrize(("case", "driver", "facts", "verdict", "rules"), TABLE, ids=[row[0] for row in TABLE])
+def test_refusal_for_every_row(case, driver, facts, verdict, rules, allow_risky, accept_hidden):
+    result = sc.assess(driver, facts, allow_risky=allow_risky, accept_hidden_data=accept_hidden)
+    refusal = result["refusal"]
+    assert all(isinstance(sentence, str) and sentence for sentence in refusal), refusal
+    assert result["refused"] is bool(refusal)
+    by_verdict = {v: [f["rule"] for f in result["findings"] if f["verdict"] == v] for v in (U, R)}
+    if verdict == U:
+        assert result["refused"], case
+        first = refusal[0]
+        assert first.startswith("Verdict unsupported: "), first
+        for rule in by_verdict[U]:
+            assert f"[{rule}]" in first.split(" (also risky: ")[0], (rule, first)
+        for rule in by_verdict[R]:
+            assert f"[{rule}]" in first.split(" (also risky: ")[1], (rule, first)
+        if not by_verdict[R]:
+            assert "also risky" not in first
+    elif verdict == R:
+        assert result["refused"] is not allow_risky, case
+        if not allow_risky:
+            assert refusal[0].startswith("Verdict risky (docker_storage_driver_allow_risky: true accepts it): ")
+            assert all(f"[{rule}]" in refusal[0] for rule in by_verdict[R])
+    else:
+        assert refusal == [] and not result["refused"], case
+
+
+REFUSED_DRIVERS = [
+    # (driver asked for on a plain ext4 host, the one sentence of the refusal)
+    ("zfs", "Verdict unsupported: the zfs driver needs the data root on a ZFS dataset; dockerd will not start on "
+            "this filesystem [zfs_needs_zfs]"),
+    ("btrfs", "Verdict unsupported: the btrfs driver needs the data root on btrfs; dockerd will not start on this "
+              "filesystem [btrfs_needs_btrfs]"),
+    ("devicemapper", "Verdict unsupported: the devicemapper storage driver was removed from Docker Engine (aufs and "
+                     "overlay in 24.0, devicemapper in 25.0) [removed_driver]"),
+    ("overlay3", "Verdict unsupported: 'overlay3' is not a storage driver this table knows "
+                 "(overlay2, fuse-overlayfs, btrfs, zfs, vfs) [unknown_driver]"),
+]
+
+
+@pytest.mark.parametrize(("driver", "sentence"), REFUSED_DRIVERS)
+def test_unsupported_with_nothing_risky_is_refused_with_its_reason(driver, sentence):
+    result = sc.assess(driver, host(), allow_risky=True, accept_hidden_data=True)
+    assert result["refusal"] == [sentence]
+
+
+@pytest.mark.parametrize(
+    ("accept_hidden", "expected"),
+    [
+        (False, ["Existing data would be hidden (docker_storage_driver_accept_hidden_data: true accepts it): switching "
+                 "from vfs to overlay2 hides 4 image(s) and 1 container(s) from Docker; they are not deleted and still "
+                 "use disk under /var/lib/docker/vfs, and they come back only if vfs is selected again"]),
+        (True, []),
+    ],
+)
+def test_hiding_data_is_refused_unless_accepted(accept_hidden, expected):
+    result = sc.assess("overlay2", host(driver="vfs", images=4, containers=1), accept_hidden_data=accept_hidden)
+    assert result["verdict"] == S
+    assert result["refusal"] == expected
+
+
+def test_every_cause_is_its_own_sentence():
+    result = sc.assess("vfs", host(images=2, containers=0))
+    assert [sentence.split(" (")[0].split(":")[0] for sentence in result["refusal"]] == [
+        "Verdict risky", "Existing data would be hidden"]

@@ -184,3 +184,27 @@ def test_module_reads_the_real_engine(module_runner):
     assert docker["storage_driver"] in result["driver_dirs"]
     if result["data_root"]["filesystem"] != "zfs":
         assert result["assessment"]["verdict"] == "unsupported"
+
+
+@pytest.mark.parametrize(
+    ("driver", "allow_risky", "refused", "starts"),
+    [
+        ("overlay3", True, True, "Verdict unsupported: 'overlay3' is not a storage driver this table knows"),
+        ("devicemapper", True, True, "Verdict unsupported: the devicemapper storage driver was removed"),
+        ("vfs", False, True, "Verdict risky (docker_storage_driver_allow_risky: true accepts it): vfs has no"),
+        ("vfs", True, False, None),
+    ],
+)
+def test_module_decides_the_refusal(module_runner, tmp_path: Path, driver, allow_risky, refused, starts):
+    result = module_runner(
+        "docker_host_facts",
+        {"docker_socket": str(tmp_path / "no.sock"), "daemon_config": str(tmp_path / "daemon.json"),
+         "assess_storage_driver": driver, "allow_risky": allow_risky},
+        check_mode=True,
+    )
+    assessment = result["assessment"]
+    assert assessment["refused"] is refused, assessment
+    if refused:
+        assert assessment["refusal"][0].startswith(starts), assessment["refusal"]
+    else:
+        assert assessment["refusal"] == []
