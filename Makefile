@@ -77,8 +77,9 @@ rules:  ## promtool check and unit tests of the alert rules in extensions/promet
 	cd extensions/prometheus && promtool test rules tests/*.test.yml
 
 .PHONY: sanity
-# The receiver (a service on the control host, with its tests) is held to ruff, not to the rules for plugin code.
-SANITY_EXCLUDE := ^(bench|tests/lab|tests/integration|remediation_receiver|tests/unit/remediation_receiver)/
+# The receiver and the demo (programs on the control host, with their tests) are held to ruff, not to the rules for
+# plugin code.
+SANITY_EXCLUDE := ^(bench|demo|tests/lab|tests/integration|remediation_receiver|tests/unit/remediation_receiver)/
 sanity: venv  ## ansible-test sanity on a copy at ansible_collections/postmortem/remediation
 	# Without shellcheck, ansible-test skips its shellcheck test with only a warning.
 	command -v shellcheck >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck; }

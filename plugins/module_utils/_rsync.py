@@ -151,7 +151,7 @@ class RsyncPlan(object):
         rsync deletes only an empty directory here, so a directory goes after everything planned inside it;
         a directory that something unplanned still fills stays.
         """
-        passes = [[name for name in self.deleted_files]] if self.deleted_files else []
+        passes = [list(self.deleted_files)] if self.deleted_files else []
         by_depth = {}
         for name in self.deleted_dirs:
             name = name.rstrip("/")

@@ -472,8 +472,8 @@ def test_two_overlapping_runs_keep_every_quarantine_record(site: Site) -> None:
     assert restored["restored"] == ["cust010.tar.gz", "cust060.tar.gz"]
 
 
-def test_a_manifest_rewritten_since_it_was_read_is_not_overwritten(site: Site, orphans: list[str],
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_manifest_rewritten_since_it_was_read_is_not_overwritten(
+        site: Site, orphans: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """A writer that ignores the lock (an older module, a hand edit) between the read and the write: refused."""
     run(site)
     manifest = site.backups / ".quarantine/manifest.json"
