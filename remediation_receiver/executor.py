@@ -124,6 +124,7 @@ def summarise_event(event: dict[str, Any]) -> dict[str, Any] | None:
 def scrub_artifacts(private_data_dir: str, redactor: Redactor) -> None:
     """Remove the environment runner wrote to disk and redact what remains."""
     env_dir = os.path.join(private_data_dir, "env")
+    failed: list[str] = []
     for name in ("envvars", "passwords", "ssh_key", "cmdline"):
         path = os.path.join(env_dir, name)
         if os.path.exists(path):
@@ -151,11 +152,27 @@ def scrub_artifacts(private_data_dir: str, redactor: Redactor) -> None:
                 text = redactor.text(original)
                 if text == original:
                     continue
-            tmp = f"{path}.scrub"
-            with open(tmp, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
+            if not _replace_or_remove(path, text):
+                failed.append(path)
+    if failed:
+        raise OSError(f"could not scrub {len(failed)} artifact file(s), removed instead: {', '.join(failed[:5])}")
+
+
+def _replace_or_remove(path: str, text: str) -> bool:
+    """Put the scrubbed `text` in place of `path`; when that fails (a full disk), remove `path` rather than keep
+    what it held unredacted, and never leave the temporary copy behind."""
+    tmp = f"{path}.scrub"
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except OSError:
+        for leftover in (tmp, path):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(leftover)
+        return False
+    return True
 
 
 def prune_artifacts(artifacts_dir: str, keep: int, max_age_days: float, active: set[str]) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -91,6 +93,36 @@ def test_scrub_removes_the_environment_and_redacts(tmp_path: Path) -> None:
     everything = "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
     assert TOKEN not in everything
     assert json.loads((artifacts / "command").read_text())["command"] == ["ansible-playbook"]
+
+
+def test_a_scrub_that_cannot_write_removes_the_secret_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    """A real write failure: the child may write no file larger than a few bytes (RLIMIT_FSIZE, as on a full disk).
+
+    Before: the unredacted artifact stayed in place beside a half-written `.scrub` copy.
+    """
+    artifacts = tmp_path / "artifacts" / "r1"
+    artifacts.mkdir(parents=True)
+    (artifacts / "stdout").write_text(f"ok: token is {TOKEN} and a line long enough to exceed the limit\n")
+    (artifacts / "status").write_text("successful")
+    child = f"""
+import resource, signal, sys
+from remediation_receiver.executor import scrub_artifacts
+from remediation_receiver.redact import Redactor
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))
+try:
+    scrub_artifacts({str(tmp_path)!r}, Redactor([{TOKEN!r}]))
+except OSError as exc:
+    print("refused:", exc)
+    sys.exit(3)
+"""
+    run = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=False,
+                         cwd=str(Path(__file__).resolve().parents[3]))
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "could not scrub 1 artifact file(s)" in run.stdout
+    assert sorted(p.name for p in artifacts.iterdir()) == ["status"]
+    everything = "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
+    assert TOKEN not in everything
 
 
 def test_retention_keeps_the_newest_and_never_an_active_run(tmp_path: Path) -> None:
