@@ -68,7 +68,7 @@ def test_rollout_summary(case, records, driver, expected):
     assert summary["run"] == "run-1"
     for key, value in expected.items():
         assert summary[key] == value, (case, key, summary)
-    listed = [h for key, _ in sr.SUMMARY_GROUPS for h in summary[key]]
+    listed = [h for key, _label in sr.SUMMARY_GROUPS for h in summary[key]]
     assert sorted(listed + summary["untouched"]) == sorted(set(listed) | set(TARGETS)), "each host in one list"
 
 
