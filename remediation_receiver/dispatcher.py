@@ -23,6 +23,8 @@ from .rules import match_rules
 from .targets import InventoryCache, TargetError, resolve
 
 log = logging.getLogger("remediation_receiver.dispatcher")
+# While alerts keep arriving, the dispatcher waits this long between passes so that one commit decides several.
+BATCH_WINDOW = 0.02
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -152,8 +154,8 @@ class Dispatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_loop = time.time()
-        self._last_checkpoint = 0.0
         self._last_prune = 0.0
+        self._last_decided = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -177,6 +179,11 @@ class Dispatcher:
                 self.metrics.inc("remediation_receiver_errors_total", {"stage": "dispatcher"})
             self.wake.wait(timeout=0.5)
             self.wake.clear()
+            if time.monotonic() - self._last_decided < 2 * BATCH_WINDOW:
+                # Deliveries are streaming in: let a few more arrive so one commit decides them all (deciding each
+                # alert as it lands cost an fsync per alert, competing with the deliveries' own). A lone alert is
+                # decided at once.
+                self._stop.wait(BATCH_WINDOW)
 
     def step(self) -> None:
         while not self._stop.is_set():
@@ -185,15 +192,12 @@ class Dispatcher:
                 break
             # Decide in small transactions: one fsync per chunk, and ingress waits at most one chunk.
             for start in range(0, len(batch), 25):
-                with self.journal.transaction():
-                    for alert in batch[start:start + 25]:
-                        self.decide_or_record(alert)
+                self.decide_chunk(batch[start:start + 25])
         self.apply_cancel_requests()
         self.expire_approvals()
         self.handle_finished()
         self.schedule()
-        if time.time() - self._last_checkpoint > 2.0:
-            self._last_checkpoint = time.time()
+        if self.journal.checkpoint_due():
             self.journal.checkpoint()
         if time.time() - self._last_prune > 3600:
             self._last_prune = time.time()
@@ -202,6 +206,24 @@ class Dispatcher:
                 log.info("journal retention (%.0f days): removed %s", self.cfg.journal_retention_days, removed)
 
     # -- deciding --------------------------------------------------------------------------------------------
+    def decide_chunk(self, alerts: list[AlertRecord]) -> None:
+        """Decide `alerts` and claim the runs that may start now in one durable commit, then start them: an alert
+        reaches ansible-runner after two fsyncs (its delivery, this commit), and a crash leaves either the alert
+        undecided or its run decided and claimed ('starting', which recovery handles)."""
+        claimed: list[RunRecord] = []
+        try:
+            with self.journal.transaction():
+                for alert in alerts:
+                    self.decide_or_record(alert)
+                self.schedule(claimed)
+        except BaseException:
+            for run in claimed:
+                self.executor.release(run)
+            raise
+        self._last_decided = time.monotonic()
+        for run in claimed:
+            self.executor.launch(run)
+
     def decide_or_record(self, alert: AlertRecord) -> None:
         """Decide one alert; an unexpected failure (an unreadable inventory, a bug) is recorded as the decision and
         escalated, so one alert can never block the ones behind it."""
@@ -233,7 +255,9 @@ class Dispatcher:
             self.notifier.notify(kind, summary, details, dedup=dedup)
 
     # -- scheduling ------------------------------------------------------------------------------------------
-    def schedule(self) -> None:
+    def schedule(self, claimed: list[RunRecord] | None = None) -> None:
+        """Start the queued runs the scheduling guards allow. Given a list, only claim them and append them to it
+        (inside the caller's transaction): the caller launches them after its commit, or releases them."""
         queued = self.journal.runs_in(("queued",))
         if not queued:
             return
@@ -251,8 +275,12 @@ class Dispatcher:
             if not self.executor.has_capacity():
                 self._hold(run, f"concurrency_cap: {self.executor.capacity} runs already running")
                 continue
-            if self.executor.submit(run):
+            if claimed is None:
+                if self.executor.submit(run):
+                    busy[run.host] = run.id
+            elif self.executor.claim(run):
                 busy[run.host] = run.id
+                claimed.append(run)
 
     def apply_cancel_requests(self) -> None:
         """Hand `remediation-receiver cancel` requests for started runs to the executor; forget them once final."""
@@ -268,8 +296,9 @@ class Dispatcher:
         kind = reason.split(":", 1)[0]
         if (run.held or "").split(":", 1)[0] == kind:
             return
-        self.journal.set_run_held(run.id, reason)
-        self.journal.add_run_events(run.id, [{"event": "held", "data": {"reason": reason}}])
+        with self.journal.transaction():
+            self.journal.set_run_held(run.id, reason)
+            self.journal.add_run_events(run.id, [{"event": "held", "data": {"reason": reason}}])
         self.metrics.inc("remediation_receiver_holds_total", {"guard": kind})
 
     def expire_approvals(self) -> None:

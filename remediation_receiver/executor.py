@@ -224,6 +224,8 @@ class Executor:
         self._active: dict[str, str] = {}  # run id -> host
         self._cancel: dict[str, str] = {}  # run id -> reason
         self._shutdown = threading.Event()
+        # Imported now, not in the first run: the first alert after a start would wait for it (a few hundred ms).
+        import ansible_runner  # noqa: F401
 
     # -- what the dispatcher asks ----------------------------------------------------------------------------
     def active(self) -> dict[str, str]:
@@ -235,13 +237,29 @@ class Executor:
             return len(self._active) < self.capacity
 
     def submit(self, run: RunRecord) -> bool:
+        """Claim the run ('starting', committed) and start it."""
+        if not self.claim(run):
+            return False
+        self.launch(run)
+        return True
+
+    def claim(self, run: RunRecord) -> bool:
+        """Write 'starting' and count the run as active, without starting it. Inside a journal transaction the
+        caller launches it only after the commit (or releases it if the transaction fails)."""
         if not self.journal.set_run_status(run.id, "starting", expect=("queued",), started_at=time.time(),
                                            held=None):
             return False
         with self._lock:
             self._active[run.id] = run.host
-        self._pool.submit(self._execute_safely, run)
         return True
+
+    def release(self, run: RunRecord) -> None:
+        """Forget a claim whose transaction rolled back."""
+        with self._lock:
+            self._active.pop(run.id, None)
+
+    def launch(self, run: RunRecord) -> None:
+        self._pool.submit(self._execute_safely, run)
 
     def cancel(self, run_id: str, reason: str) -> None:
         with self._lock:
@@ -314,9 +332,10 @@ class Executor:
             return True
 
         def status_handler(data: dict[str, Any], runner_config: Any = None) -> None:
-            # The 'starting' status carries the full environment: keep only the status word.
+            # The 'starting' status carries the full environment: keep only the status word. Nothing acts on
+            # starting -> running (both are active; recovery treats them alike): no wait for the disk.
             if data.get("status") == "running":
-                self.journal.set_run_status(run.id, "running", expect=("starting",))
+                self.journal.set_run_status(run.id, "running", expect=("starting",), durable=False)
 
         def cancel_callback() -> bool:
             with self._lock:
@@ -347,7 +366,7 @@ class Executor:
             status_handler=status_handler,
             cancel_callback=cancel_callback,
         )
-        flush()
+        flush()  # committed without waiting for the disk: the final status below makes it durable
         status, reason = runner.status, ""
         with self._lock:
             cancel_reason = self._cancel.get(run.id)

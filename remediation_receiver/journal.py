@@ -2,6 +2,14 @@
 
 One transaction per delivery: the HTTP handler acknowledges only after `store_delivery` has committed.
 Every other stage reads its work from here and writes its result back, so a restart loses nothing.
+
+What waits for the disk (fsync of the WAL) and what does not:
+- durable commits (synchronous=FULL): a delivery (before its 202; concurrent deliveries share one commit), a chunk
+  of decisions with the runs they queue and the claim ('starting') of the runs that start now (before
+  ansible-runner is called), a run's final status (with its last events), every state the CLI or the guards act on.
+- committed, not flushed (synchronous=NORMAL): run events and the 'running' status. They are in the WAL when the
+  call returns, so a killed receiver keeps them; only a power loss before the next durable commit or checkpoint
+  can take them, and the next durable commit makes them durable too (the WAL is written in order).
 """
 
 from __future__ import annotations
@@ -131,6 +139,9 @@ WAITING = ("awaiting_approval", "queued")
 ACTIVE = ("starting", "running")
 FINAL = ("successful", "failed", "timeout", "canceled", "interrupted", "expired", "error")
 REJECTIONS_KEPT = 1000
+# WAL checkpoints: after this many commits (a few pages each: a WAL of some MiB), or this long after a commit.
+CHECKPOINT_COMMITS = 500
+CHECKPOINT_AGE = 300.0
 
 
 class JournalError(Exception):
@@ -270,6 +281,13 @@ class Journal:
         self._gc_cond = threading.Condition()
         self._gc_queue: list[_Pending] = []
         self._gc_leader = False
+        self._delivery_db: sqlite3.Connection | None = None
+        # Commits since start, by whether they waited for the disk ("full") or not ("normal"), and checkpoints.
+        self.commits = {"full": 0, "normal": 0}
+        self.checkpoints = 0
+        self._last_checkpoint: tuple[int, ...] = ()
+        self._commits_at_checkpoint = 0
+        self._checkpointed_at = time.monotonic()
         if not readonly:
             directory = os.path.dirname(os.path.abspath(path))
             os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -284,25 +302,60 @@ class Journal:
     def _connect(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            if self.readonly:
-                db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None)
-            else:
-                db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=True)
-                db.execute("PRAGMA journal_mode=WAL")
-                # FULL: a commit is on disk before the 202 goes out.
-                db.execute("PRAGMA synchronous=FULL")
-                # Checkpoints run from the dispatcher (checkpoint()), never inside an acknowledgement.
-                db.execute("PRAGMA wal_autocheckpoint=0")
-                db.execute("PRAGMA foreign_keys=ON")
-            db.execute("PRAGMA busy_timeout=30000")
-            db.row_factory = sqlite3.Row
+            db = self._open()
             self._local.db = db
         return db
+
+    def _open(self, *, shared: bool = False) -> sqlite3.Connection:
+        if self.readonly:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        else:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=not shared)
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk before the 202 goes out.
+            db.execute("PRAGMA synchronous=FULL")
+            # Checkpoints run from the dispatcher (checkpoint()), never inside an acknowledgement.
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=30000")
+        db.row_factory = sqlite3.Row
+        return db
+
+    @contextmanager
+    def _delivery_write(self) -> Iterator[sqlite3.Connection]:
+        """The group commit's own connection, used by whichever HTTP thread leads the batch (one at a time, under
+        the write lock): a connection per HTTP thread would cost its open, and SQLite syncs the directory on the
+        first sync of every connection's WAL descriptor (one more fsync per new TCP connection)."""
+        if self.readonly:
+            raise JournalError("journal opened read-only")
+        if getattr(self._local, "in_tx", False):  # a caller's own transaction (tests): join it
+            with self._write() as db:
+                yield db
+            return
+        with self._write_lock:
+            if self._delivery_db is None:
+                self._delivery_db = self._open(shared=True)
+            with self._begun(self._delivery_db, True):
+                yield self._delivery_db
 
     def checkpoint(self) -> None:
         """Copy the WAL back into the database without blocking writers (the WAL would grow forever otherwise)."""
         if not self.readonly:
-            self._connect().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            row = tuple(self._connect().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+            self._commits_at_checkpoint = sum(self.commits.values())
+            self._checkpointed_at = time.monotonic()
+            # (busy, frames in the WAL, frames copied): the same answer twice means nothing new was copied.
+            if row[2] > 0 and row != self._last_checkpoint:
+                self.checkpoints += 1
+            self._last_checkpoint = row
+
+    def checkpoint_due(self) -> bool:
+        """A checkpoint costs two fsyncs and makes the next commit restart the WAL (a third): take one after
+        CHECKPOINT_COMMITS commits, or CHECKPOINT_AGE seconds after the first commit since the last one, not on
+        a clock (a checkpoint every few seconds would land in the path of most alerts)."""
+        since = sum(self.commits.values()) - self._commits_at_checkpoint
+        return since >= CHECKPOINT_COMMITS or (since > 0 and
+                                               time.monotonic() - self._checkpointed_at >= CHECKPOINT_AGE)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -311,29 +364,44 @@ class Journal:
             self._local.db = None
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Several writes from this thread in one transaction (one fsync); writes inside join it."""
+    def _begun(self, db: sqlite3.Connection, durable: bool) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on an exception). A transaction that need not wait for the disk runs
+        with synchronous=NORMAL: its commit does not fsync the WAL (SQLite allows the switch outside a transaction
+        only)."""
+        if not durable:
+            db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            self.commits["full" if durable else "normal"] += 1
+        finally:
+            if not durable:
+                db.execute("PRAGMA synchronous=FULL")
+
+    @contextmanager
+    def transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """Several writes from this thread in one transaction (one fsync); writes inside join it and take its
+        durability."""
         db = self._connect()
         if getattr(self._local, "in_tx", False):
             yield db
             return
         if self.readonly:
             raise JournalError("journal opened read-only")
-        with self._write_lock:
-            db.execute("BEGIN IMMEDIATE")
+        with self._write_lock, self._begun(db, durable):
             self._local.in_tx = True
             try:
                 yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            else:
-                db.execute("COMMIT")
             finally:
                 self._local.in_tx = False
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
         if self.readonly:
             raise JournalError("journal opened read-only")
         db = self._connect()
@@ -347,15 +415,8 @@ class Journal:
                 raise
             db.execute("RELEASE nested")
             return
-        with self._write_lock:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            else:
-                db.execute("COMMIT")
+        with self._write_lock, self._begun(db, durable):
+            yield db
 
     def _read(self) -> sqlite3.Connection:
         return self._connect()
@@ -393,7 +454,7 @@ class Journal:
 
     def _store_batch(self, batch: list[_Pending]) -> None:
         try:
-            with self._write() as db:
+            with self._delivery_write() as db:
                 for item in batch:
                     db.execute("SAVEPOINT delivery")
                     try:
@@ -556,8 +617,11 @@ class Journal:
         return [_run_from_row(r) for r in rows]
 
     def set_run_status(self, run_id: str, status: str, *, reason: str | None = None,
-                       expect: tuple[str, ...] | None = None, **fields: Any) -> bool:
-        """Move a run to `status` (only from one of `expect`, when given); return whether it moved."""
+                       expect: tuple[str, ...] | None = None, durable: bool = True, **fields: Any) -> bool:
+        """Move a run to `status` (only from one of `expect`, when given); return whether it moved.
+
+        `durable=False` for a change nothing acts on (starting -> running): committed without waiting for the
+        disk."""
         sets = ["status=?"]
         values: list[Any] = [status]
         if reason is not None:
@@ -571,7 +635,7 @@ class Journal:
         if expect:
             sql += f" AND status IN ({','.join('?' * len(expect))})"
             values.extend(expect)
-        with self._write() as db:
+        with self._write(durable) as db:
             return db.execute(sql, values).rowcount == 1
 
     def set_run_held(self, run_id: str, held: str | None) -> None:
@@ -597,10 +661,12 @@ class Journal:
             )
 
     def add_run_events(self, run_id: str, events: list[dict[str, Any]]) -> None:
+        """Events are a record, not a state anything acts on: committed without waiting for the disk (a killed
+        receiver keeps them; the next durable commit makes them durable). Inside a transaction they join it."""
         if not events:
             return
         now = time.time()
-        with self._write() as db:
+        with self._write(durable=False) as db:
             db.executemany(
                 "INSERT INTO run_events(run_id, created_at, counter, event, task, host, data) VALUES (?,?,?,?,?,?,?)",
                 [(run_id, now, e.get("counter"), e.get("event", "unknown"), e.get("task"), e.get("host"),

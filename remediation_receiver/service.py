@@ -59,6 +59,11 @@ class Views:
         for status, n in sorted(counts["notifications"].items()):
             out.append(("remediation_receiver_journal_notifications", {"status": status}, n,
                         "Notifications in the journal, by status."))
+        for sync, n in sorted(self.journal.commits.items()):
+            out.append(("remediation_receiver_journal_commits", {"sync": sync}, float(n),
+                        "Journal commits since start: full waited for the disk (fsync), normal did not."))
+        out.append(("remediation_receiver_journal_checkpoints", {}, float(self.journal.checkpoints),
+                    "WAL checkpoints since start that copied pages into the database (two fsyncs each)."))
         out.append(("remediation_receiver_paused", {}, 1.0 if self.journal.get_state(PAUSE_KEY) else 0.0,
                     "1 while the receiver is paused."))
         out.append(("remediation_receiver_runs_active", {}, float(len(self.dispatcher.executor.active())),

@@ -47,6 +47,10 @@ LIVE = {
     "curl": "needs a running receiver",
     "amtool": "needs a running Alertmanager",
     "promtool": "needs the rules and a Prometheus install",
+    "cat": "reads a file of a running demo",
+    "printf": "writes the reader's variables file",
+    "python": "python -m demo replay needs the demo that make demo left running",
+    "ansible-rulebook": "needs Java and a rulebook kept running (tests/integration/test_eda_rulebook.py runs it)",
 }
 KNOWN = CHECKED | set(LIVE) | {".venv/bin/pytest", ".venv/bin/molecule", "../.venv/bin/molecule",
                                "tests/lab/lab.sh", "tests/lab/loopfs.sh"}
@@ -247,7 +251,8 @@ def check_molecule(cmd: Command) -> list[str]:
     return []
 
 
-HOST_SCRIPTS = {"/usr/local/lib/docker-prune/docker_prune.py": "roles/docker_prune_timer/files/docker_prune.py"}
+HOST_SCRIPTS = {"/usr/local/lib/docker-prune/docker_prune.py": "roles/docker_prune_timer/files/docker_prune.py",
+                "/usr/local/lib/pmr-docker-signals/docker_signals.py": "roles/docker_signals/files/docker_signals.py"}
 
 
 def check_python(cmd: Command, full: bool) -> list[str]:

@@ -23,13 +23,8 @@ class RecordingExecutor(Executor):
         super().__init__(*args, **kwargs)
         self.started: list[str] = []
 
-    def submit(self, run: RunRecord) -> bool:
-        if not self.journal.set_run_status(run.id, "starting", expect=("queued",), started_at=time.time()):
-            return False
-        with self._lock:
-            self._active[run.id] = run.host
+    def launch(self, run: RunRecord) -> None:
         self.started.append(run.id)
-        return True
 
 
 def setup(tmp_path: Path, cap: int = 2) -> tuple[Dispatcher, Journal, RecordingExecutor]:
