@@ -135,6 +135,56 @@ def break_dockerd(host: str) -> None:
     assert sh(host, "docker info >/dev/null 2>&1 && echo up || echo down") == "down"
 
 
+def test_docker_daemon_moves_a_rejected_daemon_json_aside_when_dockerd_started_without_one(inventory: Path) -> None:
+    """A fresh host runs dockerd with no daemon.json; a hand-written one stops it. What dockerd last started with was
+    "no file": the playbook moves the rejected file aside (kept), and dockerd starts with its defaults again."""
+    host = DAEMON_HOST
+    assert sh(host, "test -e /etc/docker/daemon.json && echo yes || echo no") == "no"
+    assert sh(host, "systemctl is-active docker") == "active"
+    sh(host, "docker run -d --restart always --name nofile pmr-workload:latest sleep 100000 >/dev/null")
+    time.sleep(1.1)  # the file must be newer than dockerd's last start (whole seconds in systemd's timestamp)
+    sh(host, "echo '{\"storage-driver\": \"zfs\"}' > /etc/docker/daemon.json")
+    break_dockerd(host)
+    rejected = sh(host, "cat /etc/docker/daemon.json")
+
+    # No record (no docker_signals drop-in here), no backup: the file is newer than dockerd's last successful start.
+    run = play(inventory, "docker_daemon", "-l", host, "--check")
+    assert run.rc == 0, run.text[-3000:]
+    assert "would move /etc/docker/daemon.json aside to /etc/docker/daemon.json.rejected-" in run.text, run.text[-3000:]
+    assert sh(host, "cat /etc/docker/daemon.json") == rejected
+    assert sh(host, "ls /etc/docker/ | grep -c rejected || true") == "0"
+    assert sh(host, "docker info >/dev/null 2>&1 && echo up || echo down") == "down"
+
+    run = play(inventory, "docker_daemon", "-l", host)
+    assert run.rc == 0, run.text[-3000:]
+    assert "dockerd last started without a daemon.json (no record, no backup" in run.text
+    assert sh(host, "test -e /etc/docker/daemon.json && echo yes || echo no") == "no"
+    assert sh(host, "cat /etc/docker/daemon.json.rejected-*") == rejected  # kept, not removed
+    assert sh(host, "docker info --format '{{.Driver}}'") == "overlay2"
+    assert sh(host, "docker inspect -f '{{.State.Running}}' nofile") == "true"
+    # The record now says "started without a file", in the docker_signals role's format.
+    assert sh(host, "cat /var/lib/pmr-docker-signals/daemon.json.last-started.sha256") == "absent"
+    assert sh(host, "test -e /var/lib/pmr-docker-signals/daemon.json.last-started && echo yes || echo no") == "no"
+
+    again = play(inventory, "docker_daemon", "-l", host)
+    assert again.rc == 0 and again.changed(host) == 0, again.text[-3000:]
+
+    # Again, now with the record: restored from what it says, even though a backup of another file lies beside it.
+    sh(host, "mkdir -p /tmp/aside && mv /etc/docker/daemon.json.rejected-* /tmp/aside/")
+    sh(host, "echo '{\"log-level\": \"debug\"}' > /etc/docker/daemon.json.1.2~")
+    sh(host, "echo '{\"storage-driver\": \"zfs\", \"debug\": true}' > /etc/docker/daemon.json")
+    break_dockerd(host)
+    run = play(inventory, "docker_daemon", "-l", host)
+    assert run.rc == 0, run.text[-3000:]
+    assert "move /etc/docker/daemon.json aside" in run.text and "no record" not in run.text, run.text[-3000:]
+    assert sh(host, "test -e /etc/docker/daemon.json && echo yes || echo no") == "no"
+    assert json.loads(sh(host, "cat /etc/docker/daemon.json.rejected-*")) == {"storage-driver": "zfs", "debug": True}
+    assert sh(host, "docker inspect -f '{{.State.Running}}' nofile") == "true"
+    # Leave the host as the next test expects it: no daemon.json and nothing beside it.
+    sh(host, "docker rm -f nofile >/dev/null; rm -f /etc/docker/daemon.json.* "
+             "/var/lib/pmr-docker-signals/daemon.json.*")
+
+
 def test_docker_daemon_restores_the_daemon_json_dockerd_last_started_with(inventory: Path) -> None:
     host = DAEMON_HOST
     sh(host, "echo '{\"log-level\": \"info\"}' > /etc/docker/daemon.json && systemctl restart docker")
@@ -246,7 +296,9 @@ def test_storage_driver_goes_back_to_the_driver_of_the_roles_backup(inventory: P
         "name": "Switch to vfs", "hosts": host, "gather_facts": False,
         "roles": [{"role": "postmortem.remediation.docker_storage_driver", "vars": {
             "docker_storage_driver_name": "vfs", "docker_storage_driver_allow_risky": True,
-            "docker_storage_driver_accept_hidden_data": True, **probe}}]}]))
+            "docker_storage_driver_accept_hidden_data": True,
+            # svc runs: the role refuses a restart that stops it unless told to stop it cleanly first.
+            "docker_storage_driver_running_containers": "stop", **probe}}]}]))
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / "build" / "collections"),
                ANSIBLE_HOME=str(REPO / "build" / "ansible-home"), ANSIBLE_PIPELINING="true")
     result = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), str(switch)], capture_output=True,

@@ -93,6 +93,13 @@ def test_no_file_is_a_configuration_too(signals: ModuleType, config: dict[str, A
     assert signals.config_applied(config, {}) == (1, "record")
     Path(config["daemon_config"]).write_text("{}")
     assert signals.config_applied(config, {}) == (0, "record")
+    # A start with a file, then one without: the record holds no stale copy that a remediation would restore.
+    signals.record_started(config)
+    assert Path(config["state_dir"], "daemon.json.last-started").read_text() == "{}"
+    Path(config["daemon_config"]).unlink()
+    assert signals.record_started(config) == "absent"
+    assert not Path(config["state_dir"], "daemon.json.last-started").exists()
+    assert Path(config["state_dir"], "daemon.json.last-started.sha256").read_text() == "absent\n"
 
 
 SEED = [
