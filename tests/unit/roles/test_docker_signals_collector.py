@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import EngineHandler, FakeEngine
+from unit_support import EngineHandler, FakeEngine
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "roles" / "docker_signals" / "files" / "docker_signals.py"

@@ -329,7 +329,7 @@ def slow_validating_dockerd(directory, seconds):
 
 def test_two_runs_at_once_lose_no_update(daemon_json, tmp_path):
     """Two real module processes started together, each validating for a second: both changes end up in the file."""
-    from conftest import COLLECTIONS, REPO_ROOT
+    from unit_support import COLLECTIONS, REPO_ROOT
 
     daemon_json.parent.mkdir(parents=True)
     daemon_json.write_text('{"debug": false}\n')
