@@ -170,7 +170,7 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._daemon_con
 )
 from ansible_collections.postmortem.remediation.plugins.module_utils._files import (
     WriteTargetError,
-    lock_directory,
+    acquire_lock,
     write_target,
 )
 
@@ -255,7 +255,7 @@ class DaemonConfig:
         if self.module.check_mode:
             return self.plan_and_write()
         directory = os.path.dirname(self.target) or "."
-        lock = lock_directory(directory, self.params["lock_timeout"])
+        lock = acquire_lock(directory, self.params["lock_timeout"])
         if lock is None:
             self.module.fail_json(
                 msg="Another run has been changing %s for more than %ss (it holds the lock on %s); nothing was "
@@ -265,7 +265,7 @@ class DaemonConfig:
         try:
             return self.plan_and_write()
         finally:
-            os.close(lock)
+            lock.close()
 
     def apply_mode(self, created):
         """The mode only when asked for; an existing file keeps its own, a new one gets 0644."""

@@ -1,4 +1,4 @@
-"""The docker_signals collector as the role installs it (the script with its three helper files beside it): the
+"""The docker_signals collector as the role installs it (the script with its helper files beside it): the
 record of the daemon.json dockerd started with, the mountpoint of the data root, docker.service's states, and a
 whole run against an engine socket, including the rule that a stopped docker.service is never woken by a probe.
 
@@ -24,7 +24,7 @@ from unit_support import EngineHandler, FakeEngine
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "roles" / "docker_signals" / "files" / "docker_signals.py"
 MODULE_UTILS = REPO / "plugins" / "module_utils"
-HELPERS = ("_docker_api.py", "_container_logs.py", "_textfile_metrics.py")
+HELPERS = ("_docker_api.py", "_container_logs.py", "_textfile_metrics.py", "_files.py")
 
 
 @pytest.fixture
