@@ -6,9 +6,7 @@
 # Rules for /etc/docker/daemon.json: merging, coercion dockerd insists on, validation, and which
 # changes a SIGHUP reload applies versus which need a restart. Pure functions, no Ansible imports.
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 import copy
 import json

@@ -6,9 +6,7 @@
 # A small Docker Engine API client over the Unix socket, standard library only, so that modules run
 # on managed hosts with nothing but the host's Python.
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 import json
 import socket

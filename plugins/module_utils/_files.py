@@ -11,9 +11,7 @@
 # Copied beside the scripts of the prune timer and docker_signals roles, so it imports nothing of the collection.
 # Standard library only: it runs on managed hosts.
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 import contextlib
 import errno

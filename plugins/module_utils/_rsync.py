@@ -15,9 +15,7 @@
 #
 # Standard library only: this code runs on managed hosts.
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 import os
 import re

@@ -8,9 +8,7 @@
 # driver in use and what it holds). Kept in one place so the module, the role and the tests read one table.
 # Pure functions, no Ansible imports.
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 import re
 from collections import namedtuple

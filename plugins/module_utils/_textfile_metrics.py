@@ -13,9 +13,7 @@
 # docker_signals collector script (copied beside it by the role, with _files.py). Standard library only: this runs
 # on managed hosts.
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 import math
 import os
