@@ -8,7 +8,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
-module: docker_host_facts
+module: docker_host_info
 short_description: Facts a Docker storage-driver decision needs, and an assessment of a driver for this host
 version_added: 0.1.0
 description:
@@ -78,11 +78,11 @@ notes:
 
 EXAMPLES = r"""
 - name: Read the storage facts of a Docker host
-  postmortem.remediation.docker_host_facts:
+  postmortem.remediation.docker_host_info:
   register: host
 
 - name: Ask whether fuse-overlayfs is safe here before switching to it
-  postmortem.remediation.docker_host_facts:
+  postmortem.remediation.docker_host_info:
     assess_storage_driver: fuse-overlayfs
   register: host
 
