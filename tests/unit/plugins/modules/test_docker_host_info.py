@@ -156,7 +156,7 @@ def test_module_reports_an_unreachable_daemon_without_failing(module_runner, tmp
     config.write_text(json.dumps({"data-root": str(tmp_path / "docker")}))
     result = module_runner(
         "docker_host_info",
-        {"docker_socket": str(tmp_path / "no.sock"), "daemon_config": str(config), "assess_storage_driver": "vfs"},
+        {"docker_host": str(tmp_path / "no.sock"), "daemon_config": str(config), "assess_storage_driver": "vfs"},
         check_mode=True,
     )
     assert result.get("failed") is not True, result
@@ -198,7 +198,7 @@ def test_module_reads_the_real_engine(module_runner):
 def test_module_decides_the_refusal(module_runner, tmp_path: Path, driver, allow_risky, refused, starts):
     result = module_runner(
         "docker_host_info",
-        {"docker_socket": str(tmp_path / "no.sock"), "daemon_config": str(tmp_path / "daemon.json"),
+        {"docker_host": str(tmp_path / "no.sock"), "daemon_config": str(tmp_path / "daemon.json"),
          "assess_storage_driver": driver, "allow_risky": allow_risky},
         check_mode=True,
     )
