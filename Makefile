@@ -113,9 +113,15 @@ build: venv  ## Build the collection artifact, install it, and check ansible-doc
 .PHONY: molecule
 molecule: venv image collection-link  ## Every Molecule scenario in extensions/molecule
 	cd extensions
+	mkdir -p $(ROOT)/build/logs
 	for s in $$(ls molecule/*/molecule.yml | cut -d/ -f2 | sort); do
 	  echo "=== molecule test -s $$s"
-	  $(BIN)/molecule test -s $$s
+	  if ! $(BIN)/molecule test -s $$s 2>&1 | tee $(ROOT)/build/logs/molecule-$$s.log; then
+	    # CI keeps only the head and the tail of a long log: repeat what failed last (whole log in build/logs).
+	    echo "=== molecule scenario $$s failed; its failed tasks and assertions:"
+	    grep -E -A12 '^(fatal|failed):|Assertion failed|^ERROR' $(ROOT)/build/logs/molecule-$$s.log | cut -c1-400 | tail -60
+	    exit 2
+	  fi
 	done
 
 .PHONY: e2e

@@ -37,16 +37,6 @@ description:
     the daemon itself; the roles restart it, wait for it, and roll back when it does not come back.
 author:
   - Postmortem Remediation Maintainers (@postmortem-remediation)
-attributes:
-  check_mode:
-    support: full
-    description: Computes and returns the change, runs the validation, writes nothing.
-  diff_mode:
-    support: full
-    description: Returns the file text before and after.
-  idempotent:
-    support: full
-    description: A second run with the same arguments reports no change.
 options:
   path:
     description: The daemon configuration file.
@@ -97,7 +87,19 @@ options:
     description: Seconds to wait for another run that is changing the same file to finish.
     type: int
     default: 120
-"""
+
+extends_documentation_fragment:
+  - postmortem.remediation.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Computes and returns the change, runs the validation, writes nothing.
+  diff_mode:
+    support: full
+    details: Returns the file text before and after.
+  idempotent:
+    support: full
+    details: A second run with the same arguments reports no change."""
 
 EXAMPLES = r"""
 - name: Bound container logs daemon-wide

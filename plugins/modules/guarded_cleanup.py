@@ -156,31 +156,19 @@ options:
       - A name that is not valid UTF-8 is given as the module reports it, with C(\xNN) for each such byte.
     type: list
     elements: str
-  on_refusal:
-    description:
-      - V(fail) fails the task when the guard refuses, so the playbook stops. V(report) returns RV(refused=true).
-    type: str
-    choices: [fail, report]
-    default: fail
-  list_limit:
-    description: How many names each returned list holds at most.
-    type: int
-    default: 50
 extends_documentation_fragment:
+  - postmortem.remediation.attributes
+  - postmortem.remediation.attributes.actiongroup_deletion_guard
+  - postmortem.remediation.deletion_guard
   - postmortem.remediation.guard_metrics
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Check mode reads the reference, runs the guard and returns the plan; nothing is moved or written.
   diff_mode:
-    description:
-      Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: The diff lists the planned moves and purges, cut after O(list_limit) lines.
   idempotent:
-    description:
-      When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: partial
     details:
       - A second run with the same items and reference changes nothing.
@@ -341,9 +329,11 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._cleanup_mo
     plan_restore,
 )
 from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_guard import (
+    DELETION_GUARD_ARGUMENT_SPEC,
     DeletionGuard,
     Verdict,
     bounded,
+    check_bounds,
     exit_with_verdict,
 )
 from ansible_collections.postmortem.remediation.plugins.module_utils._textfile_metrics import (
@@ -545,8 +535,7 @@ def main():
             restore_referenced=dict(type="bool", default=True),
             state=dict(type="str", choices=["reconcile", "restore"], default="reconcile"),
             names=dict(type="list", elements="str"),
-            on_refusal=dict(type="str", choices=["fail", "report"], default="fail"),
-            list_limit=dict(type="int", default=50),
+            **DELETION_GUARD_ARGUMENT_SPEC,
             **GUARD_METRICS_ARGSPEC
         ),
         mutually_exclusive=[("reference_command", "reference_sqlite")],
@@ -555,12 +544,8 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    for name in ("max_reference_shrink", "max_orphan_ratio"):
-        if not 0.0 <= params[name] <= 1.0:
-            module.fail_json(msg="%s must be between 0 and 1, got %s" % (name, params[name]))
-    for name in ("max_orphans", "min_references", "reference_timeout", "lock_timeout"):
-        if params[name] < 0:
-            module.fail_json(msg="%s must be 0 or more, got %d" % (name, params[name]))
+    check_bounds(module, ratios=("max_reference_shrink", "max_orphan_ratio"),
+                 counts=("max_orphans", "min_references", "reference_timeout", "lock_timeout"))
     if params["reference_command"] is not None and not params["reference_command"]:
         module.fail_json(msg="reference_command is an empty list")
     try:

@@ -97,32 +97,19 @@ options:
     description: I/O timeout in seconds passed as C(--timeout) and, for daemons, C(--contimeout). V(0) means none.
     type: int
     default: 0
-  on_refusal:
-    description:
-      - What a refusal does. V(fail) fails the task, so the playbook stops (the safe default for a destructive step).
-      - V(report) returns RV(refused=true) with the reason and does not fail, for plays that decide themselves.
-    type: str
-    choices: [fail, report]
-    default: fail
-  list_limit:
-    description: How many paths RV(transferred_files) and RV(deleted_files) list at most.
-    type: int
-    default: 50
 extends_documentation_fragment:
+  - postmortem.remediation.attributes
+  - postmortem.remediation.attributes.actiongroup_deletion_guard
+  - postmortem.remediation.deletion_guard
   - postmortem.remediation.guard_metrics
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Check mode runs the dry run and the guard and returns the plan; nothing is transferred or deleted.
   diff_mode:
-    description:
-      Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: The diff is the itemized plan (one line per change), cut after O(list_limit) lines.
   idempotent:
-    description:
-      When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: When source and destination already match, the dry run plans nothing and the real run is skipped.
 notes:
@@ -267,10 +254,12 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_guard import (
+    DELETION_GUARD_ARGUMENT_SPEC,
     DeletionGuard,
     PathScopeError,
     Verdict,
     bounded,
+    check_bounds,
     check_path_scope,
     exit_with_verdict,
     printable,
@@ -483,16 +472,12 @@ def main():
             rsh=dict(type="str"),
             rsync_path=dict(type="str"),
             timeout=dict(type="int", default=0),
-            on_refusal=dict(type="str", choices=["fail", "report"], default="fail"),
-            list_limit=dict(type="int", default=50),
+            **DELETION_GUARD_ARGUMENT_SPEC,
             **GUARD_METRICS_ARGSPEC
         ),
         supports_check_mode=True,
     )
-    if module.params["max_delete"] < 0:
-        module.fail_json(msg="max_delete must be 0 or more, got %d" % module.params["max_delete"])
-    if not 0.0 <= module.params["max_delete_ratio"] <= 1.0:
-        module.fail_json(msg="max_delete_ratio must be between 0 and 1, got %s" % module.params["max_delete_ratio"])
+    check_bounds(module, ratios=("max_delete_ratio",), counts=("max_delete",))
     SafeSync(module).run()
 
 

@@ -8,7 +8,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
-module: docker_host_facts
+module: docker_host_info
 short_description: Facts a Docker storage-driver decision needs, and an assessment of a driver for this host
 version_added: 0.1.0
 description:
@@ -27,16 +27,6 @@ description:
     and the decision, whether a switch must be refused and why (RV(assessment.refused), RV(assessment.refusal)).
 author:
   - Postmortem Remediation Maintainers (@postmortem-remediation)
-attributes:
-  check_mode:
-    support: full
-    description: Reads only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Changes nothing, so there is nothing to diff.
-  idempotent:
-    support: full
-    description: Never changes the host.
 options:
   assess_storage_driver:
     description:
@@ -55,10 +45,6 @@ options:
         driver in use. The role passes C(docker_storage_driver_accept_hidden_data).
     type: bool
     default: false
-  docker_socket:
-    description: The Unix socket of the Docker Engine API.
-    type: path
-    default: /var/run/docker.sock
   daemon_config:
     description: The daemon configuration file, read for C(data-root) when the daemon does not answer.
     type: path
@@ -68,9 +54,12 @@ options:
       O(daemon_config), else C(/var/lib/docker).
     type: path
   timeout:
-    description: Seconds to wait for the Docker Engine API.
-    type: int
     default: 30
+extends_documentation_fragment:
+  - postmortem.remediation.attributes
+  - postmortem.remediation.attributes.read_only
+  - postmortem.remediation.attributes.actiongroup_docker
+  - postmortem.remediation.docker_api
 notes:
   - The assessment uses a table kept in the collection (C(plugins/module_utils/_storage_compat.py)); a verdict
     of C(supported) means no known problem matched, not a guarantee.
@@ -78,11 +67,11 @@ notes:
 
 EXAMPLES = r"""
 - name: Read the storage facts of a Docker host
-  postmortem.remediation.docker_host_facts:
+  postmortem.remediation.docker_host_info:
   register: host
 
 - name: Ask whether fuse-overlayfs is safe here before switching to it
-  postmortem.remediation.docker_host_facts:
+  postmortem.remediation.docker_host_info:
     assess_storage_driver: fuse-overlayfs
   register: host
 
@@ -265,7 +254,11 @@ import re
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import DockerAPI, DockerAPIError
+from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import (
+    DockerAPIError,
+    docker_api_argument_spec,
+    docker_api_from_module,
+)
 from ansible_collections.postmortem.remediation.plugins.module_utils._storage_compat import (
     KNOWN_DRIVERS,
     REMOVED_DRIVERS,
@@ -501,7 +494,7 @@ class HostFacts:
         )
 
     def docker(self):
-        api = DockerAPI(self.params["docker_socket"], timeout=self.params["timeout"])
+        api = docker_api_from_module(self.module)
         facts = dict(reachable=False, error=None, server_version=None, api_version=None, storage_driver=None,
                      driver_status={}, images=None, containers=None, containers_running=None,
                      data_root=None, containerd_image_store=False)
@@ -573,10 +566,9 @@ def main():
             assess_storage_driver=dict(type="str"),
             allow_risky=dict(type="bool", default=False),
             accept_hidden_data=dict(type="bool", default=False),
-            docker_socket=dict(type="path", default="/var/run/docker.sock"),
             daemon_config=dict(type="path", default="/etc/docker/daemon.json"),
             data_root=dict(type="path"),
-            timeout=dict(type="int", default=30),
+            **docker_api_argument_spec(timeout=30)
         ),
         supports_check_mode=True,
     )
