@@ -33,7 +33,8 @@ REQUIRED = ["MANIFEST.json", "FILES.json", "README.md", "CHANGELOG.md", "meta/ru
 # Artifacts planted in a copy of the tree, one of each kind the Makefile, pip, pytest, ruff, mypy, Molecule and
 # antsibull-changelog leave behind.
 DECOYS = [
-    ".venv/bin/python", "remediation_receiver.egg-info/PKG-INFO", "plugins/modules/__pycache__/safe_sync.cpython-311.pyc",
+    ".venv/bin/python", "remediation_receiver.egg-info/PKG-INFO",
+    "plugins/modules/__pycache__/safe_sync.cpython-311.pyc",
     "tests/unit/__pycache__/x.pyc", ".pytest_cache/v/cache/lastfailed", "tests/unit/.pytest_cache/README.md",
     ".ruff_cache/CACHEDIR.TAG", ".mypy_cache/3.11/x.json", "plugins/.mypy_cache/x.json", ".cache/x",
     "build/collections/x", "build/demo/pmr-demo/ports.yml", "lab/inventory.ini", "bench/out/results.json",
