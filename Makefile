@@ -57,7 +57,7 @@ lab-down:  ## Remove the lab hosts named exactly LAB_PREFIX-N (default pmr-lab),
 	bash tests/lab/lab.sh down $(LAB_PREFIX)
 
 .PHONY: demo
-demo: venv image collection-link  ## The closed loop on lab hosts: five incidents, alert to verified fix (README)
+demo: venv image collection-link  ## The closed loop on lab hosts: five incidents, alert to verified fix (docs/demo.md)
 	$(BIN)/python -m demo run
 
 .PHONY: demo-down
