@@ -57,7 +57,7 @@ lab-down:  ## Remove the lab hosts named exactly LAB_PREFIX-N (default pmr-lab),
 	bash tests/lab/lab.sh down $(LAB_PREFIX)
 
 .PHONY: demo
-demo: venv image collection-link  ## The closed loop on lab hosts: five incidents, alert to verified fix (README)
+demo: venv image collection-link  ## The closed loop on lab hosts: five incidents, alert to verified fix (docs/demo.md)
 	$(BIN)/python -m demo run
 
 .PHONY: demo-down
@@ -65,10 +65,21 @@ demo-down:  ## Remove what `make demo` started (its lab hosts, processes and sta
 	if [ -x $(BIN)/python ]; then $(BIN)/python -m demo down; else bash tests/lab/lab.sh down $${LAB_PREFIX:-pmr-demo}; fi
 
 .PHONY: lint
-lint: venv collection-link  ## ruff, ansible-lint (production profile), the documented commands (static check)
+lint: venv collection-link  ## ruff, ansible-lint (production profile), the documented commands (static check), role READMEs current, changelog fragments
 	$(BIN)/ruff check .
 	$(BIN)/ansible-lint --profile production --offline
 	$(BIN)/python tests/docs/check_commands.py --static
+	$(BIN)/python tests/docs/role_readmes.py --check
+	$(BIN)/antsibull-changelog lint
+	$(BIN)/antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml
+
+.PHONY: docs
+docs: venv  ## Regenerate the variable tables of roles/*/README.md from meta/argument_specs.yml
+	$(BIN)/python tests/docs/role_readmes.py
+
+.PHONY: changelog
+changelog: venv  ## Regenerate CHANGELOG.md from changelogs/changelog.yaml (a release: see README, "Releasing")
+	$(BIN)/antsibull-changelog generate
 
 .PHONY: rules
 rules:  ## promtool check and unit tests of the alert rules in extensions/prometheus (installs Debian's prometheus)
