@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import urllib.parse
 from typing import Any
 
 MASK = "********"
@@ -42,3 +43,25 @@ class Redactor:
 def secret_env_values(env: dict[str, str]) -> list[str]:
     """Values of environment variables whose name says they are secret."""
     return [v for k, v in env.items() if SECRET_NAME.search(k) and v]
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (userinfo or `password=` parameter): what logs, errors and `check` print."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "postgresql://[unparsable URL]"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{host}"
+    query = urllib.parse.urlencode([(k, "***" if k.lower() == "password" else v)
+                                    for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)],
+                                   safe="/")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def url_has_password(url: str) -> bool:
+    return redact_url(url) != url
