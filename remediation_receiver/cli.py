@@ -138,8 +138,10 @@ def check_config(cfg: Config, *, syntax: bool = True) -> tuple[list[str], list[s
         try:
             journal = Journal(cfg.journal, readonly=True, password=journal_password(cfg))
             try:
-                ok.append(f"journal {journal.describe()}: reachable, schema version {journal.schema_version()}"
-                          " (several receivers may share it)")
+                version = journal.schema_version()
+                ok.append(f"journal {journal.describe()}: reachable, " + (
+                    f"schema version {version}" if version else "no schema yet (the receiver creates it at start)")
+                    + "; several receivers may share it")
             finally:
                 journal.close()
         except Exception as exc:  # JournalError, ConfigError, the driver's error for a missing schema
@@ -229,8 +231,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 1
     with tempfile.TemporaryDirectory() as scratch:
         # Guards read the live journal when there is one; nothing is ever written to it.
-        journal = _journal(cfg) if is_postgresql_url(cfg.journal) or os.path.exists(cfg.journal) else \
-            Journal(os.path.join(scratch, "empty.sqlite"))
+        journal = _journal(cfg) if is_postgresql_url(cfg.journal) or os.path.exists(cfg.journal) else None
+        if journal is not None and not journal.schema_version():  # a database no receiver has used yet
+            journal.close()
+            journal = None
+        if journal is None:
+            journal = Journal(os.path.join(scratch, "empty.sqlite"))
         inventory = InventoryCache(cfg.inventory)
         out: list[dict[str, Any]] = []
         for index, alert in enumerate(alerts):

@@ -933,5 +933,13 @@ class SQLiteJournal(Journal):
         return self._connect()
 
     def schema_version(self) -> int:
-        return int(self._read().execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0])
+        """0 for an empty file; a journal of the first release has its version in `meta` only."""
+        db = self._read()
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()}
+        if "schema_version" in tables:
+            return int(db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0])
+        if "meta" in tables:
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            return int(row[0]) if row else 0
+        return 0
 

@@ -175,7 +175,11 @@ class PostgresJournal(Journal):
         return self._connect()
 
     def schema_version(self) -> int:
-        return int(self._read().execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0])
+        """0 before the first receiver created the schema."""
+        db = self._read()
+        if db.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+            return 0
+        return int(db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0])
 
     def _migrate(self) -> None:
         """Create or migrate the schema; receivers starting together take turns (an advisory lock)."""

@@ -46,22 +46,29 @@ def secret_env_values(env: dict[str, str]) -> list[str]:
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password (userinfo or `password=` parameter): what logs, errors and `check` print."""
+    """The URL without its password (userinfo or `password=` parameter): what logs, errors and `check` print. A URL
+    without a password is returned as it is."""
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
         return "postgresql://[unparsable URL]"
+    if not url_has_password(url):
+        return url
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, host = netloc.rsplit("@", 1)
         if ":" in userinfo:
             userinfo = userinfo.split(":", 1)[0] + ":***"
         netloc = f"{userinfo}@{host}"
-    query = urllib.parse.urlencode([(k, "***" if k.lower() == "password" else v)
-                                    for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)],
-                                   safe="/")
+    query = "&".join("password=***" if item.split("=", 1)[0].lower() == "password" else item
+                     for item in parts.query.split("&")) if parts.query else ""
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def url_has_password(url: str) -> bool:
-    return redact_url(url) != url
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return True  # cannot tell: never print it
+    userinfo = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
+    return ":" in userinfo or any(item.split("=", 1)[0].lower() == "password" for item in parts.query.split("&"))
