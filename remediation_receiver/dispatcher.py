@@ -157,6 +157,7 @@ class Dispatcher:
         self._last_prune = 0.0
         self._last_decided = 0.0
         self.owner = receiver_id(cfg)
+        self._last_takeover = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -194,12 +195,15 @@ class Dispatcher:
             # Decide in small transactions: one fsync per chunk, and ingress waits at most one chunk.
             for start in range(0, len(batch), 25):
                 self.decide_chunk(batch[start:start + 25])
+            if self.journal.shared and time.monotonic() - self._last_takeover > 1.0:
+                self.take_over()  # a storm must not delay taking over a dead receiver's runs
         self.apply_cancel_requests()
         self.expire_approvals()
         if self.journal.shared:
             # Several receivers: take over the runs of a receiver whose lease expired, then handle every
             # interrupted run once (under the dispatchers' lock), and claim queued runs the same way.
             self.take_over()
+            self._last_takeover = time.monotonic()
             if self.journal.unhandled(("successful", "failed", "timeout", "error", "canceled")):
                 with self.journal.transaction():
                     self.handle_finished()
@@ -380,6 +384,7 @@ class Dispatcher:
         become interrupted here and are handled by their rule (re-run or escalate)."""
         reason = "lease expired: its receiver stopped renewing it (it died or lost the journal); taken over by " \
                  f"{self.owner}"
+        self._last_takeover = time.monotonic()
         taken = self.journal.take_over_expired(self.owner, reason, keep=list(self.executor.active()))
         for run in taken:
             leftovers = kill_run_processes(run.id)  # what it left behind, when it ran on this machine
