@@ -124,6 +124,9 @@ class PostgresJournal(Journal):
         self._init_group_commit()
         self._delivery_lock = threading.Lock()
         self._delivery_db: _Conn | None = None
+        self._pool_lock = threading.Lock()
+        self._owned: dict[int, tuple[threading.Thread, _Conn]] = {}
+        self._idle: list[_Conn] = []
         self.commits = {"full": 0, "normal": 0}
         self.checkpoints = 0
         if not readonly:
@@ -158,14 +161,39 @@ class PostgresJournal(Journal):
                 raise JournalError(f"journal {self.describe()}: the connection was lost inside a transaction")
             if db is not None:
                 db.close()
-            db = self._local.db = self._open()
+            db = self._local.db = self._reuse() or self._open()
+            with self._pool_lock:
+                self._owned[threading.get_ident()] = (threading.current_thread(), db)
         return db
+
+    def _reuse(self) -> _Conn | None:
+        """The connection of a thread that has ended (an HTTP connection's thread): one connection per live thread,
+        not one per TCP connection the receiver ever served."""
+        with self._pool_lock:
+            for ident, (thread, db) in list(self._owned.items()):
+                if not thread.is_alive():
+                    del self._owned[ident]
+                    if db.usable:
+                        self._idle.append(db)
+                    else:
+                        db.close()
+            while self._idle:
+                db = self._idle.pop()
+                if db.usable:
+                    return db
+                db.close()
+        return None
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
         if db is not None:
             db.close()
             self._local.db = None
+        with self._pool_lock:
+            self._owned.pop(threading.get_ident(), None)
+            for idle in self._idle:
+                idle.close()
+            self._idle.clear()
         with self._delivery_lock:
             if self._delivery_db is not None:
                 self._delivery_db.close()

@@ -232,3 +232,29 @@ def test_a_unique_key_allows_one_run_per_attempt_whatever_receiver_writes_it(tmp
     with pytest.raises(psycopg.errors.UniqueViolation):
         journal.add_run({**run, "id": "r2"})
     assert json.dumps([r.id for r in journal.list_runs()]) == '["r1"]'
+
+
+def test_a_serving_receiver_takes_pgpassword_and_never_logs_or_passes_it_on(tmp_path: Path, journal_backend: str,
+                                                                            caplog: Any, monkeypatch: Any) -> None:
+    pg_only(journal_backend)
+    import logging
+    import os
+
+    import pgserver
+
+    from remediation_receiver.service import Service
+
+    url = receiver_helpers.JOURNAL.replace(f"{pgserver.SUPERUSER}@", f"{pgserver.PASSWORD_ROLE}@")
+    cfg = write_config(tmp_path, journal=url)
+    monkeypatch.setenv("PGPASSWORD", pgserver.PASSWORD)
+    caplog.set_level(logging.DEBUG)
+    service = Service(cfg)
+    try:
+        assert "PGPASSWORD" not in os.environ, "playbooks must not inherit the journal's password"
+        service.start()
+        assert service.journal.shared and service.journal.schema_version() == SCHEMA_VERSION
+        assert service.redactor.text(f"x {pgserver.PASSWORD} y") == "x ******** y"
+    finally:
+        service.stop()
+    assert f"journal {url}, shared, as " in caplog.text
+    assert pgserver.PASSWORD not in caplog.text
