@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import psycopg.conninfo
 
 from .journal import ACTIVE, SCHEMA_VERSION, Journal, JournalError, RunRecord, _run_from_row, migrations
 from .redact import redact_url
@@ -147,7 +148,9 @@ class PostgresJournal(Journal):
         if self._password:
             kwargs["password"] = self._password
         if self.readonly:
-            kwargs["options"] = "-c default_transaction_read_only=on"
+            # Added to the URL's own options (a search_path, say), never in place of them.
+            own = psycopg.conninfo.conninfo_to_dict(self.url).get("options") or ""
+            kwargs["options"] = f"{own} -c default_transaction_read_only=on".strip()
         try:
             return _Conn(psycopg.connect(self.url, **kwargs))
         except psycopg.Error as exc:

@@ -55,7 +55,7 @@ class PgServer:
 
     def start(self) -> None:
         options = (f"-k {self.socket_dir} -c listen_addresses='' -c fsync={'on' if self.fsync else 'off'} "
-                   "-c max_connections=200 -c shared_buffers=64MB")
+                   "-c max_connections=300 -c shared_buffers=64MB")
         proc = self._as_postgres([str(BINDIR / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
                                   "-t", "60", "-o", options, "start"], check=False)
         if proc.returncode != 0:
