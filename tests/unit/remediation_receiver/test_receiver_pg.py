@@ -258,3 +258,21 @@ def test_a_serving_receiver_takes_pgpassword_and_never_logs_or_passes_it_on(tmp_
         service.stop()
     assert f"journal {url}, shared, as " in caplog.text
     assert pgserver.PASSWORD not in caplog.text
+
+
+def test_a_bad_delivery_in_a_group_commit_costs_the_others_nothing(tmp_path: Path, journal_backend: str) -> None:
+    from remediation_receiver.journal import _Pending
+
+    journal = Journal(write_config(tmp_path).journal)
+    good = [_Pending("127.0.0.1", {"receiver": "r"}, "a", [alert(fingerprint="aa01")]),
+            _Pending("127.0.0.1", {"receiver": "r"}, "b", [alert(fingerprint="aa02"), alert(fingerprint="aa03")]),
+            _Pending("127.0.0.1", {"receiver": "r"}, "c", [])]
+    bad = _Pending("127.0.0.1", {"receiver": "r"}, "d", [{**alert(fingerprint="aa04"), "fingerprint": None}])
+    journal._store_batch([good[0], bad, good[1], good[2]])
+    assert bad.error is not None and all(item.error is None and item.delivery_id for item in good)
+    stored = journal.query("SELECT d.id, d.alert_count, a.fingerprint, a.labels FROM deliveries d LEFT JOIN alerts a"
+                           " ON a.delivery_id = d.id ORDER BY d.id, a.id")
+    assert [(r["alert_count"], r["fingerprint"]) for r in stored] == [(1, "aa01"), (2, "aa02"), (2, "aa03"),
+                                                                       (0, None)]
+    assert json.loads(stored[0]["labels"])["instance"] == "web1:9100"
+    assert {r["id"] for r in stored} == {item.delivery_id for item in good}
