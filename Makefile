@@ -107,8 +107,12 @@ sanity: venv  ## ansible-test sanity on a copy at ansible_collections/postmortem
 	printf "tests/output/\n" >.gitignore && git init -q . && git add -A >/dev/null
 	$(BIN)/ansible-test sanity --venv --python 3.11 --color no
 
+.PHONY: postgresql
+postgresql:  ## PostgreSQL 15 from Debian's packages (the receiver tests start their own server from its binaries)
+	test -x /usr/lib/postgresql/15/bin/initdb || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15; }
+
 .PHONY: unit
-unit: venv collection-link image  ## pytest unit tests (some run modules on the real engine with the workload image)
+unit: venv collection-link image postgresql  ## pytest unit tests (some run modules on the real engine with the workload image)
 	$(BIN)/pytest -q tests/unit
 
 .PHONY: build
@@ -136,11 +140,11 @@ molecule: venv image collection-link  ## Every Molecule scenario in extensions/m
 	done
 
 .PHONY: e2e
-e2e: venv image collection-link  ## End-to-end tests (real Alertmanager, receiver, ansible-runner, lab hosts)
+e2e: venv image collection-link postgresql  ## End-to-end tests (real Alertmanager, receiver, ansible-runner, lab hosts)
 	if ls tests/integration/test_*.py >/dev/null 2>&1; then $(BIN)/pytest -q tests/integration; else echo "no e2e tests"; fi
 
 .PHONY: bench
-bench: venv image collection-link  ## Benchmarks: print figures and ratios
+bench: venv image collection-link postgresql  ## Benchmarks: print figures and ratios
 	for b in bench/bench_*.py; do [ -e "$$b" ] && $(BIN)/python $$b; done
 
 .PHONY: test
