@@ -60,11 +60,13 @@ MUST_SURVIVE_CONTAINERS = {
 CAREFUL = ("docker builder prune -af >/dev/null && "
            f"docker image prune -af --filter 'label!={KEEP_LABEL}' >/dev/null && "
            "truncate -s 0 \"$(docker inspect -f '{{.LogPath}}' chatty)\"")
+# Ansible templates a task's arguments: the Go template of `docker inspect -f` must reach the shell as written.
+RAW = "set -e; {% raw %}%s{% endraw %}"  # (an argument starting with "{" would be read as JSON)
 CONTENDERS: dict[str, tuple[str, str]] = {
     # name: (ansible module, its arguments)
     f"docker_reclaim target_free={TARGET}": ("postmortem.remediation.docker_reclaim", f"target_free={TARGET}"),
     "docker system prune -af": ("ansible.builtin.command", "docker system prune -af"),
-    "careful operator (3 commands)": ("ansible.builtin.shell", CAREFUL),
+    "careful operator (3 commands)": ("ansible.builtin.shell", RAW % CAREFUL),
 }
 PRODUCT = f"docker_reclaim target_free={TARGET}"
 
@@ -242,7 +244,7 @@ def report(results: list[dict[str, Any]], rounds: int, load_start: str, load_end
             f"{spread([r['reclaimed'] for r in runs], mib)} | {spread([r['free_after'] for r in runs], mib)} | "
             f"{met} of {len(runs)} | {spread([r['log_after'] for r in runs], mib)} | {', '.join(lost) or 'nothing'} |")
     ours = by_name[PRODUCT]
-    lines.append("")
+    lines += ["", f"The careful operator's commands: `{CAREFUL}`."]
     for name, runs in by_name.items():
         if name == PRODUCT or not runs or not ours:
             continue
@@ -279,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     names = list(CONTENDERS)
     results: list[dict[str, Any]] = []
+    errors: list[str] = []
     load_start = loadavg()
     for round_index in range(args.rounds):
         hosts = [LabHost(f"{args.prefix}-reclaim-{os.getpid()}-{round_index + 1}-{n + 1}") for n in range(len(names))]
@@ -288,11 +291,16 @@ def main(argv: list[str] | None = None) -> int:
             shift = round_index % len(names)
             for offset in range(len(names)):  # round 1: A B C, round 2: B C A, round 3: C A B
                 index = (shift + offset) % len(names)
-                results.append(measure(names[index], hosts[index], fills[index]))
+                try:
+                    results.append(measure(names[index], hosts[index], fills[index]))
+                except RuntimeError as exc:  # one contender failing must not lose the others' figures
+                    errors.append(f"round {round_index + 1}, {names[index]}: {str(exc)[-800:]}")
         finally:
             for host in hosts:
                 host.destroy()
     lines, ok = report(results, args.rounds, load_start, loadavg())
+    lines += [f"FAILED: {error}" for error in errors]
+    ok = ok and not any(PRODUCT in error for error in errors)
     text = "\n".join(lines)
     print(text)
     if args.markdown:
