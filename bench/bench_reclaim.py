@@ -61,12 +61,16 @@ CAREFUL = ("docker builder prune -af >/dev/null && "
            f"docker image prune -af --filter 'label!={KEEP_LABEL}' >/dev/null && "
            "truncate -s 0 \"$(docker inspect -f '{{.LogPath}}' chatty)\"")
 # Ansible templates a task's arguments: the Go template of `docker inspect -f` must reach the shell as written.
-RAW = "set -e; {% raw %}%s{% endraw %}"  # (an argument starting with "{" would be read as JSON)
+def untemplated(command: str) -> str:
+    """(An ad-hoc argument that starts with '{' would be read as JSON: hence the 'set -e; ' before it.)"""
+    return "set -e; {% raw %}" + command + "{% endraw %}"
+
+
 CONTENDERS: dict[str, tuple[str, str]] = {
     # name: (ansible module, its arguments)
     f"docker_reclaim target_free={TARGET}": ("postmortem.remediation.docker_reclaim", f"target_free={TARGET}"),
     "docker system prune -af": ("ansible.builtin.command", "docker system prune -af"),
-    "careful operator (3 commands)": ("ansible.builtin.shell", RAW % CAREFUL),
+    "careful operator (3 commands)": ("ansible.builtin.shell", untemplated(CAREFUL)),
 }
 PRODUCT = f"docker_reclaim target_free={TARGET}"
 
