@@ -144,8 +144,10 @@ e2e: venv image collection-link postgresql  ## End-to-end tests (real Alertmanag
 	if ls tests/integration/test_*.py >/dev/null 2>&1; then $(BIN)/pytest -q tests/integration; else echo "no e2e tests"; fi
 
 .PHONY: bench
-bench: venv image collection-link postgresql  ## Benchmarks: print figures and ratios
-	for b in bench/bench_*.py; do [ -e "$$b" ] && $(BIN)/python $$b; done
+bench: venv image collection-link postgresql  ## Benchmarks: print figures, record them in bench/results, rebuild bench/README.md
+	failed=""
+	for b in bench/bench_*.py; do $(BIN)/python bench/readme.py --run "$${b#bench/}" || failed="$$failed $$b"; done
+	if [ -n "$$failed" ]; then echo "missed a target or failed:$$failed" >&2; exit 1; fi
 
 .PHONY: test
 test: lint rules sanity unit build molecule e2e  ## Every check
