@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from ansible.errors import AnsibleFilterError
 from ansible_collections.postmortem.remediation.plugins.filter.describe_objects import describe_objects
 
@@ -62,3 +63,27 @@ def test_the_filter_renders_in_a_template_as_the_loop_did(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     old, new = proc.stdout.split('"msg": "', 1)[1].split('"', 1)[0].split("|")
     assert old == new == "web (running, json-file, 1.00 MB); worker (exited, local, 512.00 Bytes)", proc.stdout
+
+
+def folded_strings(node):
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from folded_strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from folded_strings(value)
+
+
+def test_the_callers_keep_their_messages_on_one_line():
+    """A more-indented line in a folded (>-) message keeps its line break: the loops' messages had none."""
+    repo = Path(__file__).resolve().parents[4]
+    callers = [path for pattern in ("roles/*/tasks/*.yml", "playbooks/**/*.yml") for path in repo.glob(pattern)
+               if "describe_objects" in path.read_text()]
+    assert len(callers) >= 3, callers
+    for path in callers:
+        for text in folded_strings(yaml.safe_load(path.read_text())):
+            if "describe_objects" in text:
+                line = text.split("describe_objects", 1)[1]
+                assert "\n" not in line.split("}}", 1)[1].split("{{", 1)[0], (path, text)
