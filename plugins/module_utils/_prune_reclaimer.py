@@ -206,8 +206,8 @@ class Reclaimer:
                 state = EngineState(self.api, with_volumes=(tier == "volumes" and with_volumes))
                 candidates, spared = self.plan_tier(tier, state)
                 report: dict[str, Any] = {"tier": tier, "removed": [], "failed": [], "spared": spared,
-                          "estimated_bytes": sum(c["estimated_bytes"] for c in candidates),
-                          "free_before": free}
+                                          "estimated_bytes": sum(c["estimated_bytes"] for c in candidates),
+                                          "free_before": free}
                 if candidates:
                     getattr(self, "_run_" + tier)(candidates, target, report)
             except (self.api_error, PolicyError) as exc:

@@ -32,7 +32,7 @@ def play(tmp_path: Path, tasks: list[dict[str, Any]], module_defaults: dict[str,
             "name": "Write what the tasks returned",
             "ansible.builtin.copy": {"dest": str(results), "mode": "0600",
                                      "content": "{{ {" + ", ".join(f"'{t['register']}': {t['register']}"
-                                                                  for t in tasks) + "} | to_json }}"},
+                                                                   for t in tasks) + "} | to_json }}"},
         }],
     }]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(playbook))
@@ -76,7 +76,7 @@ def test_the_deletion_guard_group_sets_on_refusal_once(tmp_path):
     assert registered["cleanup"]["refused"] is True
     assert "reference" in registered["cleanup"]["reason"], registered["cleanup"]["reason"]
     assert (items / "a.bak").exists()
-    rc, output, _ = play(tmp_path, tasks, {})
+    rc, output, _registered = play(tmp_path, tasks, {})
     assert rc != 0 and "refused" in output, output  # without the group, the module's own default: fail
 
 
