@@ -216,7 +216,11 @@ class Dispatcher:
             self.journal.checkpoint()
         if time.time() - self._last_prune > 3600:
             self._last_prune = time.time()
-            removed = self.journal.prune(retention_cutoff(self.cfg, time.time()))
+            if self.journal.shared:  # receivers prune one at a time (two DELETE passes could deadlock)
+                with self.journal.transaction():
+                    removed = self.journal.prune(retention_cutoff(self.cfg, time.time()))
+            else:
+                removed = self.journal.prune(retention_cutoff(self.cfg, time.time()))
             if any(removed.values()):
                 log.info("journal retention (%.0f days): removed %s", self.cfg.journal_retention_days, removed)
 
