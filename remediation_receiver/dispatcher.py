@@ -195,8 +195,8 @@ class Dispatcher:
             # Decide in small transactions: one fsync per chunk, and ingress waits at most one chunk.
             for start in range(0, len(batch), 25):
                 self.decide_chunk(batch[start:start + 25])
-            if self.journal.shared and time.monotonic() - self._last_takeover > 1.0:
-                self.take_over()  # a storm must not delay taking over a dead receiver's runs
+                if self.journal.shared and time.monotonic() - self._last_takeover > 1.0:
+                    self.take_over()  # a storm must not delay taking over a dead receiver's runs
         self.apply_cancel_requests()
         self.expire_approvals()
         if self.journal.shared:
