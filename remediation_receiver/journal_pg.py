@@ -388,6 +388,15 @@ class PostgresJournal(Journal):
             return int(db.execute(f"UPDATE runs SET lease_until={NOW} + ? WHERE owner=? AND status IN ({active})",
                                   (float(lease), owner)).rowcount)
 
+    def runs_taken_from(self, owner: str, run_ids: list[str]) -> list[str]:
+        if not run_ids:
+            return []
+        active = ",".join(f"'{s}'" for s in ACTIVE)
+        rows = self._read().execute(
+            f"SELECT id FROM runs WHERE id = ANY(?) AND (status = 'interrupted' OR (status IN ({active})"
+            " AND owner IS DISTINCT FROM ?))", (list(run_ids), owner)).fetchall()
+        return [r[0] for r in rows]
+
     def take_over_expired(self, owner: str, reason: str, keep: list[str] | None = None) -> list[RunRecord]:
         active = ",".join(f"'{s}'" for s in ACTIVE)
         with self._write() as db:

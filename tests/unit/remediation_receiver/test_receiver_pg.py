@@ -119,7 +119,11 @@ def test_a_run_whose_lease_expired_is_taken_over_once_and_rerun(tmp_path: Path, 
     reruns = [r for r in jb.list_runs() if r.parent_run == run_id]
     assert len(reruns) == 1 and reruns[0].attempt == 2
     assert len(eb.started) + len(ec.started) == 1 and reruns[0].status == "starting"
-    # The dead receiver's late final status cannot overwrite the takeover.
+    # Receiver a was only starved, not dead: its next renewal finds the run taken over and stops it at once.
+    assert run_id not in ea._fenced
+    ea.renew_leases()
+    assert run_id in ea._fenced and ea._cancel[run_id].startswith("taken over by another receiver")
+    # Its late final status cannot overwrite the takeover.
     assert not ja.set_run_status(run_id, "successful", expect=("starting", "running"))
 
 
