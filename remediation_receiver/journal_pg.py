@@ -40,6 +40,13 @@ NOW = "extract(epoch from clock_timestamp())::double precision"
 NOTIFY_CLAIM = 120.0
 CONNECT_TIMEOUT = 5
 
+# An alert's decisions and its mark as decided in one statement (the common case: no run queued or canceled).
+DECIDE = (
+    "WITH d AS (INSERT INTO decisions(alert_id, created_at, rule, host, outcome, reason, run_id)"
+    " SELECT ?, ?, u.rule, u.host, u.outcome, u.reason, u.run_id FROM unnest(?::text[], ?::text[], ?::text[],"
+    " ?::text[], ?::text[]) WITH ORDINALITY AS u(rule, host, outcome, reason, run_id, n) ORDER BY u.n)"
+    " UPDATE alerts SET decided_at=? WHERE id=?")
+
 # A delivery and its alerts in one statement (what Journal._insert_delivery does in two and more).
 INSERT_DELIVERY = (
     "WITH d AS (INSERT INTO deliveries(received_at, remote, receiver, group_key, status, truncated_alerts,"
@@ -379,6 +386,33 @@ class PostgresJournal(Journal):
         return [now, item.remote, payload.get("receiver"), payload.get("groupKey"), payload.get("status"),
                 int(payload.get("truncatedAlerts") or 0), len(alerts), item.raw_sha256,
                 json.dumps(payload, sort_keys=True), now, *columns]
+
+    # -- deciding: an alert that queues nothing costs one round trip -----------------------------------------------
+    def record_decisions(self, alert_id: int, decisions: list[dict[str, Any]], runs: list[dict[str, Any]],
+                         cancel_runs: list[tuple[str, str]] | None = None, close: str | None = None) -> None:
+        """Inside the dispatcher's transaction, decisions that queue, cancel and close nothing (most alerts in a
+        storm) go in one statement within a savepoint, pipelined: one round trip instead of four. Anything else is
+        the shared implementation."""
+        if runs or cancel_runs or close is not None or not getattr(self._local, "in_tx", False):
+            super().record_decisions(alert_id, decisions, runs, cancel_runs, close)
+            return
+        now = time.time()
+        columns: list[list[Any]] = [[], [], [], [], []]
+        for d in decisions:
+            for column, value in zip(columns, (d.get("rule"), d.get("host"), d["outcome"], d["reason"],
+                                               d.get("run_id")), strict=True):
+                column.append(_param(value))
+        db: _Conn = self._local.db
+        try:
+            with db.conn.pipeline():
+                db.execute("SAVEPOINT nested")
+                db.execute(DECIDE, [alert_id, now, *columns, now, alert_id])
+                db.execute("RELEASE nested")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                db.execute("ROLLBACK TO nested")
+                db.execute("RELEASE nested")
+            raise
 
     def checkpoint(self) -> None:
         """PostgreSQL checkpoints by itself."""

@@ -280,3 +280,20 @@ def test_a_bad_delivery_in_a_group_commit_costs_the_others_nothing(tmp_path: Pat
                                                                        (0, None)]
     assert json.loads(stored[0]["labels"])["instance"] == "web1:9100"
     assert {r["id"] for r in stored} == {item.delivery_id for item in good}
+
+
+def test_decisions_in_one_statement_keep_their_order_and_a_failure_leaves_the_transaction_usable(
+        tmp_path: Path, journal_backend: str) -> None:
+    journal = Journal(write_config(tmp_path).journal)
+    deliver(journal, alert(fingerprint="bb01"), alert(fingerprint="bb02"))
+    first, second = journal.undecided_alerts()
+    with journal.transaction():
+        with pytest.raises(journal.errors):
+            journal.record_decisions(first.id, [{"outcome": "no_rule", "reason": "x"},
+                                                {"outcome": None, "reason": "NOT NULL"}], [])
+        journal.record_decisions(second.id, [{"outcome": "rule_error", "reason": "a \x00 b"},
+                                             {"outcome": "no_rule", "reason": "second"}], [])
+    assert [a.id for a in journal.undecided_alerts()] == [first.id]
+    assert [(d["outcome"], d["reason"]) for d in journal.decisions_for_alert(second.id)] == [
+        ("rule_error", "a \\x00 b" if journal_backend == "postgresql" else "a \x00 b"), ("no_rule", "second")]
+    assert journal.decisions_for_alert(first.id) == []
