@@ -392,6 +392,10 @@ class Journal(abc.ABC):
         """Extend the leases of `owner`'s active runs; return how many."""
         return 0
 
+    def runs_taken_from(self, owner: str, run_ids: list[str]) -> list[str]:
+        """Of `run_ids` (running here), those another receiver has taken over (or that are no longer `owner`'s)."""
+        return []
+
     def take_over_expired(self, owner: str, reason: str, keep: list[str] | None = None) -> list[RunRecord]:
         """Active runs whose lease expired (their receiver died or lost the journal), except `keep` (this receiver's
         own, running here): marked interrupted for `owner`, which handles them."""
