@@ -10,20 +10,23 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "roles" / "docker_prune_timer" / "files" / "docker_prune.py"
 MODULE_UTILS = REPO / "plugins" / "module_utils"
+# The role's one list of the files it copies beside the script.
+HELPERS = yaml.safe_load((REPO / "roles/docker_prune_timer/vars/main.yml").read_text())["__docker_prune_timer_helpers"]
 WHOLE_DAY = [{"name": "backup", "start": "00:00", "end": "12:00"}, {"name": "backup", "start": "12:00", "end": "00:00"}]
 
 
 @pytest.fixture
 def installed(tmp_path):
-    """The script with its two helper files beside it, as the role installs them."""
+    """The script with its helper files beside it, as the role installs them."""
     target = tmp_path / "lib"
     target.mkdir()
     shutil.copy(SCRIPT, target / "docker_prune.py")
-    for name in ("_docker_api.py", "_prune_policy.py"):
+    for name in HELPERS:
         shutil.copy(MODULE_UTILS / name, target / name)
     return target / "docker_prune.py"
 
