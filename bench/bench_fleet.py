@@ -28,6 +28,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -225,7 +226,14 @@ def search(fleet: Fleet, size: int, rounds: int) -> Settings:
     return best[1]
 
 
+def interrupted(signum: int, _frame: object) -> None:
+    """SIGTERM or SIGINT (ignored in a background job otherwise): stop, and still remove what the run created."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,4,8,16", help="fleet sizes, comma-separated")
     parser.add_argument("--rounds", type=int, default=3)
