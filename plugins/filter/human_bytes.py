@@ -1,9 +1,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """human_bytes: a byte count as the modules print it (1.5 GiB, 84.0 MiB, 512 B); one implementation with them."""
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.postmortem.remediation.plugins.module_utils._prune_policy import human_bytes as _human_bytes

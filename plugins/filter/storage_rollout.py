@@ -5,9 +5,7 @@
 # whether an earlier batch stops the rollout, and the summary. Plain functions, unit-tested without Ansible; the
 # playbook only calls them (a Jinja loop that renders nothing is None under ansible-core 2.19, a Python list is not).
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 # An outcome in this list stops the rollout before the next batch.
 STOP_OUTCOMES = ("refused", "rolled_back", "rollback_failed", "failed", "interrupted")

@@ -7,9 +7,7 @@
 # docker_log_info module and the docker_signals collector (copied beside the script by its role).
 # Standard library only: this runs on managed hosts.
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 import contextlib
 import glob

@@ -7,9 +7,7 @@
 # be refused and why) is pure and built from the engine's inspect record; the steps keep the old container, renamed
 # and stopped, until the new one runs, and put it back on any failure. Standard library only: runs on managed hosts.
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 import time
 

@@ -6,9 +6,7 @@
 # Rules for /etc/docker/daemon.json: merging, coercion dockerd insists on, validation, and which
 # changes a SIGHUP reload applies versus which need a restart. Pure functions, no Ansible imports.
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 import copy
 import json
@@ -151,12 +149,17 @@ def coerce(config):
     return result
 
 
+def exec_start_argv(exec_start):
+    """A unit's ExecStart line as its arguments (split on whitespace when its quoting does not parse)."""
+    try:
+        return shlex.split(exec_start or "")
+    except ValueError:
+        return (exec_start or "").split()
+
+
 def unit_host_flags(exec_start):
     """The -H/--host flags in a docker unit's ExecStart line."""
-    try:
-        argv = shlex.split(exec_start or "")
-    except ValueError:
-        argv = (exec_start or "").split()
+    argv = exec_start_argv(exec_start)
     flags = []
     for index, arg in enumerate(argv):
         if arg in ("-H", "--host") and index + 1 < len(argv):
@@ -168,10 +171,7 @@ def unit_host_flags(exec_start):
 
 def unit_flag_keys(exec_start):
     """Map each daemon.json key that a flag in the unit's ExecStart already sets to that flag as written."""
-    try:
-        argv = shlex.split(exec_start or "")
-    except ValueError:
-        argv = (exec_start or "").split()
+    argv = exec_start_argv(exec_start)
     keys = {}
     for arg in argv[1:]:
         if arg.startswith("--"):

@@ -6,9 +6,7 @@
 # What the running dockerd uses compared with daemon.json, and what a restart does to running containers.
 # Pure functions, no Ansible imports: the module docker_daemon_state gathers the inputs and calls these.
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 import json
 import re

@@ -24,19 +24,25 @@
 #
 # Standard library only: this code runs on managed hosts.
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 import contextlib
 import json
 import os
 import shutil
 import tempfile
+from typing import Any
 
 from ansible_collections.postmortem.remediation.plugins.module_utils._files import WriteTargetError, write_target
 
 ON_REFUSAL_CHOICES = ("fail", "report")
+
+# The options every guarded destructive module takes, declared once (documented once in the doc fragment
+# postmortem.remediation.deletion_guard); the module's own bounds are checked with check_bounds.
+DELETION_GUARD_ARGUMENT_SPEC = dict(
+    on_refusal=dict(type="str", choices=list(ON_REFUSAL_CHOICES), default="fail"),
+    list_limit=dict(type="int", default=50),
+)
 
 
 class PathScopeError(ValueError):
@@ -301,14 +307,39 @@ def check_path_options(module, names, absolute=True):
     The same rules as :func:`check_path_scope` (no empty, blank, '.' or '..' component, no trailing '/', absolute)
     for every option in ``names`` that is set: one validator for every path a destructive module takes.
     """
-    for name in names:
-        value = module.params.get(name)
+    check_path_values(module, dict((name, module.params.get(name)) for name in names), absolute=absolute)
+
+
+def check_path_values(module: Any, values: dict, absolute: bool = True) -> None:
+    """:func:`check_path_options` for paths a module derives from its options (label: path), None skipped."""
+    for name, value in values.items():
         if value is None:
             continue
         try:
             check_path_scope(value, name, absolute=absolute)
         except PathScopeError as exc:
             module.fail_json(msg="invalid path: %s" % exc, refused=True, reason=str(exc), changed=False)
+
+
+def bound_error(params: dict, ratios: tuple = (), counts: tuple = ()) -> str:
+    """The first bound option out of its range, as a message naming it and its value; empty when all are in range.
+
+    ``ratios`` must lie between 0 and 1, ``counts`` must be 0 or more; an option that is not set (None) is not checked.
+    """
+    for name in ratios:
+        if params.get(name) is not None and not 0.0 <= params[name] <= 1.0:
+            return "%s must be between 0 and 1, got %s" % (name, params[name])
+    for name in counts:
+        if params.get(name) is not None and params[name] < 0:
+            return "%s must be 0 or more, got %d" % (name, params[name])
+    return ""
+
+
+def check_bounds(module: Any, ratios: tuple = (), counts: tuple = ()) -> None:
+    """Fail before anything is planned when a bound option of a destructive module is out of its range."""
+    error = bound_error(module.params, ratios=ratios, counts=counts)
+    if error:
+        module.fail_json(msg=error)
 
 
 def _unlink_quietly(path):

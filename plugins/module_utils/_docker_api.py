@@ -6,12 +6,12 @@
 # A small Docker Engine API client over the Unix socket, standard library only, so that modules run
 # on managed hosts with nothing but the host's Python.
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 import json
+import os
 import socket
+from typing import Any
 
 try:
     from http.client import HTTPConnection
@@ -163,3 +163,43 @@ def _decode(raw):
             return [json.loads(line) for line in lines]
         except ValueError:
             return text.strip()
+
+
+# The options every module that talks to the Engine API takes, declared once (documented once in the doc fragment
+# postmortem.remediation.docker_api). The names follow community.docker: docker_host, timeout.
+DEFAULT_DOCKER_HOST = "unix://" + DEFAULT_SOCKET
+DEFAULT_TIMEOUT = 60
+
+
+def docker_api_argument_spec(timeout: int = DEFAULT_TIMEOUT) -> dict:
+    """The Docker API options to merge into a module's argument_spec; ``timeout`` is the module's own default.
+
+    ``docker_socket``, the collection's name before 1.0.0, stays an alias of ``docker_host``.
+    """
+    return dict(
+        docker_host=dict(type="str", default=DEFAULT_DOCKER_HOST, aliases=["docker_socket"]),
+        timeout=dict(type="int", default=timeout),
+    )
+
+
+def socket_path(docker_host: str) -> str:
+    """The Unix socket path that ``docker_host`` names: C(unix:///path) or a plain absolute path.
+
+    Raises ValueError for any other form (tcp://, ssh://, a relative path): the client speaks to a Unix socket only.
+    """
+    path = docker_host[len("unix://"):] if docker_host.startswith("unix://") else docker_host
+    path = os.path.expanduser(os.path.expandvars(path))  # what the option's type, path, did before it took URLs
+    if "://" in docker_host and not docker_host.startswith("unix://"):
+        raise ValueError("docker_host '%s': only a Unix socket (unix:///path or /path) is supported" % docker_host)
+    if not path.startswith("/"):
+        raise ValueError("docker_host '%s' is not an absolute path (give unix:///path or /path)" % docker_host)
+    return path
+
+
+def docker_api_from_module(module: Any) -> DockerAPI:
+    """The client for a module's ``docker_host`` and ``timeout``; a bad docker_host fails the module, named."""
+    try:
+        path = socket_path(module.params["docker_host"])
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    return DockerAPI(path, timeout=module.params["timeout"])

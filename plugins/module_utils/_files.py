@@ -3,16 +3,21 @@
 #
 # PRIVATE to the postmortem.remediation collection: may change without notice.
 #
-# Where a module that replaces a file atomically must write, and what it must keep: a symlinked file is written
-# through its link (a rename over the link would split the configuration in two), a dangling link is refused, and
-# the mode and owner of the file replaced are kept. Standard library only: it runs on managed hosts.
+# Files on managed hosts, one implementation each: where a module that replaces a file atomically must write, and
+# what it must keep (a symlinked file is written through its link, since a rename over the link would split the
+# configuration in two; a dangling link is refused; the mode and owner of the file replaced are kept); how a text is
+# written atomically (write_atomically); and the flock that makes runs take turns (acquire_lock).
+#
+# Copied beside the scripts of the prune timer and docker_signals roles, so it imports nothing of the collection.
+# Standard library only: it runs on managed hosts.
 
-from __future__ import absolute_import, division, print_function
+from __future__ import annotations
 
-__metaclass__ = type
-
+import contextlib
+import errno
 import fcntl
 import os
+import tempfile
 import time
 
 
@@ -50,21 +55,69 @@ def existing_mode_and_owner(path):
     return stat.st_mode & 0o7777, stat.st_uid, stat.st_gid
 
 
-def lock_directory(directory, timeout):
-    """An open descriptor holding an exclusive flock on ``directory``, or None after ``timeout`` seconds.
+def write_atomically(path, text, mode=0o644, move=None):
+    """Write ``text`` to ``path`` through a temporary file in the same directory, fsync'ed, then renamed.
 
-    Two runs that read, validate and replace the same file serialise on its directory: the second reads what the
-    first wrote instead of overwriting it with a merge of stale content. A directory lock leaves no lock file
-    behind. The lock ends when the descriptor is closed (or the process exits).
+    ``move(src, dest)`` does the rename (a module passes ``module.atomic_move``); ``os.rename`` otherwise.
+    Whatever fails (the write, the disk, the rename), the temporary file is removed: nothing is left behind.
+    No backup of the file replaced is kept: callers rewrite it at every run (metrics, a record of a hash).
     """
-    fd = os.open(directory, os.O_RDONLY)
-    deadline = time.time() + timeout
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, mode)
+        (move or os.rename)(temp, path)
+    finally:
+        if os.path.lexists(temp):
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+
+
+# One lock implementation for every run that must take turns: docker_reclaim and the prune timer (a lock file),
+# guarded_cleanup (the directory it cleans) and docker_daemon_config (the directory of daemon.json). Locking a
+# directory itself creates nothing.
+class _DirectoryHandle(object):
+    """An open directory, so that it can be flock-ed itself: a lock that creates nothing."""
+
+    def __init__(self, path):
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+    def fileno(self):
+        return self.fd
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def acquire_lock(path, wait_seconds=0):
+    """An open, flock-ed file object, or None when another run holds the lock after wait_seconds.
+
+    ``path`` is a lock file (created if missing, with its directory), or an existing directory, locked as it is.
+    The lock ends when the caller closes the object (or the process exits).
+    """
+    if os.path.isdir(path):
+        handle = _DirectoryHandle(path)
+    else:
+        directory = os.path.dirname(path)
+        if directory and not os.path.isdir(directory):
+            os.makedirs(directory, exist_ok=True)  # two runs may create it at once
+        handle = open(path, "a")  # noqa: SIM115 - the lock lasts as long as the caller keeps the handle open
+    deadline = time.time() + wait_seconds
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except (IOError, OSError):
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except (IOError, OSError) as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                handle.close()
+                raise
             if time.time() >= deadline:
-                os.close(fd)
+                handle.close()
                 return None
-            time.sleep(0.2)
+            time.sleep(0.5)

@@ -7,16 +7,14 @@
 # the record of the last healthy reference, and the lock that keeps two runs from rewriting each other's manifest.
 #
 # Two runs at once: every run takes a lock on the directory it cleans (flock on the directory itself, so nothing is
-# created: the mechanism the prune timer and docker_reclaim share, acquire_lock in _prune_policy) before it reads
+# created: the mechanism the prune timer and docker_reclaim share, acquire_lock in _files) before it reads
 # anything, and holds it until it has written. The manifest also carries a generation number: a run writes it only
 # if the file on disk still has the generation it read, so a manifest is never replaced by an older picture, lock
 # or not.
 #
 # Standard library only: this code runs on managed hosts.
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 import errno
 import json
@@ -30,7 +28,7 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_g
     printable,
     write_json_atomic,
 )
-from ansible_collections.postmortem.remediation.plugins.module_utils._prune_policy import acquire_lock
+from ansible_collections.postmortem.remediation.plugins.module_utils._files import acquire_lock
 
 MANIFEST_VERSION = 1
 GRACE_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")

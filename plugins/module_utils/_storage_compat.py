@@ -4,13 +4,11 @@
 # PRIVATE to the postmortem.remediation collection: may change without notice.
 #
 # The storage-driver compatibility table: which Docker storage driver a host can carry, given the facts
-# docker_host_facts gathers (virtualization, kernel, backing filesystem of the data root, /dev/fuse, the
+# docker_host_info gathers (virtualization, kernel, backing filesystem of the data root, /dev/fuse, the
 # driver in use and what it holds). Kept in one place so the module, the role and the tests read one table.
 # Pure functions, no Ansible imports.
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 import re
 from collections import namedtuple
@@ -278,7 +276,7 @@ def refusal(driver, found, hidden, allow_risky=False, accept_hidden_data=False):
 
 
 def assess(driver, facts, allow_risky=False, accept_hidden_data=False):
-    """The assessment docker_host_facts returns for assess_storage_driver=driver, with the refusal decision."""
+    """The assessment docker_host_info returns for assess_storage_driver=driver, with the refusal decision."""
     found = findings(driver, facts)
     hidden = hidden_data(driver, facts)
     reasons = [item["reason"] for item in found]

@@ -6,20 +6,24 @@
 # node_exporter's textfile collector reads every *.prom file of one directory at each scrape. A file it reads
 # half-written is a scrape error (or, worse, a partial set of samples), so every writer here renders the whole
 # text first and moves it into place with a rename: the collector sees the old file or the new one, never a mix.
-# The temporary file is named .<name>.<random>.tmp: node_exporter ignores what does not end in .prom.
+# The temporary file is named .<name>.<random>.tmp: node_exporter ignores what does not end in .prom. The writer is
+# write_atomically of _files.py, the one every atomic text write of the collection uses.
 #
 # Used by the safe_sync and guarded_cleanup modules (pmr_guard_* metrics, option metrics_file) and by the
-# docker_signals collector script (copied beside it by the role). Standard library only: this runs on managed hosts.
+# docker_signals collector script (copied beside it by the role, with _files.py). Standard library only: this runs
+# on managed hosts.
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 import math
 import os
 import re
-import tempfile
 import time
+
+try:
+    from ._files import write_atomically
+except ImportError:  # copied beside the docker_signals collector (roles/docker_signals): a flat directory, no package
+    from _files import write_atomically  # type: ignore[no-redef]
 
 METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -88,26 +92,6 @@ def render(families):
                 text = "{%s}" % ",".join('%s="%s"' % (k, escape_label_value(v)) for k, v in sorted(labels.items()))
             lines.append("%s%s %s" % (family.name, text, format_value(value)))
     return "\n".join(lines) + "\n"
-
-
-def write_atomically(path, text, mode=0o644, move=None):
-    """Write ``text`` to ``path`` through a temporary file in the same directory, fsync'ed, then renamed.
-
-    ``move(src, dest)`` does the rename (a module passes ``module.atomic_move``); ``os.rename`` otherwise.
-    A metrics file is rewritten at every run, so no backup of the previous one is kept.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, mode)
-        (move or os.rename)(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
 
 
 # -- the guard outcome of safe_sync and guarded_cleanup --------------------------------------------------------------

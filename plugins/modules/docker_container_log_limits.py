@@ -2,9 +2,7 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
@@ -32,16 +30,6 @@ description:
   - Talks to the Docker Engine API over its Unix socket with the standard library.
 author:
   - Postmortem Remediation Maintainers (@postmortem-remediation)
-attributes:
-  check_mode:
-    support: full
-    description: Plans and reports what it would change or why it refuses; changes no container.
-  diff_mode:
-    support: full
-    description: Shows the log configuration before and after.
-  idempotent:
-    support: full
-    description: A container whose log is bounded is left alone.
 options:
   name:
     description: Name (or ID) of the running container to re-create.
@@ -69,11 +57,20 @@ options:
     description: The new container must still run this many seconds after its start, else the old one is put back.
     type: int
     default: 3
-  docker_socket:
-    description: Path of the Docker Engine API socket.
-    type: path
-    default: /var/run/docker.sock
-"""
+extends_documentation_fragment:
+  - postmortem.remediation.attributes
+  - postmortem.remediation.attributes.actiongroup_docker
+  - postmortem.remediation.docker_api
+attributes:
+  check_mode:
+    support: full
+    details: Plans and reports what it would change or why it refuses; changes no container.
+  diff_mode:
+    support: full
+    details: Shows the log configuration before and after.
+  idempotent:
+    support: full
+    details: A container whose log is bounded is left alone."""
 
 EXAMPLES = r"""
 - name: Re-create api so that its log rotates (restarts it)
@@ -141,7 +138,11 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._container_
     recreate,
     refusals,
 )
-from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import DockerAPI, DockerAPIError
+from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import (
+    DockerAPIError,
+    docker_api_argument_spec,
+    docker_api_from_module,
+)
 
 
 def daemon_log_config(api, container):
@@ -210,11 +211,11 @@ def main():
             allow_managed=dict(type="bool", default=False),
             keep_label=dict(type="str", default="postmortem.remediation.keep"),
             settle_seconds=dict(type="int", default=3),
-            docker_socket=dict(type="path", default="/var/run/docker.sock"),
+            **docker_api_argument_spec()
         ),
         supports_check_mode=True,
     )
-    api = DockerAPI(module.params["docker_socket"])
+    api = docker_api_from_module(module)
     try:
         module.exit_json(**run(module, api))
     except RecreateError as exc:

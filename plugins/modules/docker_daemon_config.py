@@ -2,9 +2,7 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
@@ -39,16 +37,6 @@ description:
     the daemon itself; the roles restart it, wait for it, and roll back when it does not come back.
 author:
   - Postmortem Remediation Maintainers (@postmortem-remediation)
-attributes:
-  check_mode:
-    support: full
-    description: Computes and returns the change, runs the validation, writes nothing.
-  diff_mode:
-    support: full
-    description: Returns the file text before and after.
-  idempotent:
-    support: full
-    description: A second run with the same arguments reports no change.
 options:
   path:
     description: The daemon configuration file.
@@ -99,7 +87,19 @@ options:
     description: Seconds to wait for another run that is changing the same file to finish.
     type: int
     default: 120
-"""
+
+extends_documentation_fragment:
+  - postmortem.remediation.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Computes and returns the change, runs the validation, writes nothing.
+  diff_mode:
+    support: full
+    details: Returns the file text before and after.
+  idempotent:
+    support: full
+    details: A second run with the same arguments reports no change."""
 
 EXAMPLES = r"""
 - name: Bound container logs daemon-wide
@@ -170,7 +170,7 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._daemon_con
 )
 from ansible_collections.postmortem.remediation.plugins.module_utils._files import (
     WriteTargetError,
-    lock_directory,
+    acquire_lock,
     write_target,
 )
 
@@ -255,7 +255,7 @@ class DaemonConfig:
         if self.module.check_mode:
             return self.plan_and_write()
         directory = os.path.dirname(self.target) or "."
-        lock = lock_directory(directory, self.params["lock_timeout"])
+        lock = acquire_lock(directory, self.params["lock_timeout"])
         if lock is None:
             self.module.fail_json(
                 msg="Another run has been changing %s for more than %ss (it holds the lock on %s); nothing was "
@@ -265,7 +265,7 @@ class DaemonConfig:
         try:
             return self.plan_and_write()
         finally:
-            os.close(lock)
+            lock.close()
 
     def apply_mode(self, created):
         """The mode only when asked for; an existing file keeps its own, a new one gets 0644."""

@@ -2,9 +2,7 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
@@ -25,21 +23,7 @@ description:
     with C(systemctl) and C(journalctl).
 author:
   - Postmortem Remediation Maintainers (@postmortem-remediation)
-attributes:
-  check_mode:
-    support: full
-    description: Read-only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Changes nothing, so there is nothing to diff.
-  idempotent:
-    support: full
-    description: Never changes anything.
 options:
-  docker_socket:
-    description: Path of the Docker Engine API socket.
-    type: path
-    default: /var/run/docker.sock
   daemon_config:
     description: The daemon configuration file.
     type: path
@@ -87,7 +71,14 @@ options:
     type: list
     elements: dict
     default: []
-"""
+
+  timeout:
+    default: 30
+extends_documentation_fragment:
+  - postmortem.remediation.attributes
+  - postmortem.remediation.attributes.read_only
+  - postmortem.remediation.attributes.actiongroup_docker
+  - postmortem.remediation.docker_api"""
 
 EXAMPLES = r"""
 - name: Plan the restart
@@ -225,14 +216,18 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._daemon_sta
     reload_outcome,
     restart_plan,
 )
-from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import DockerAPI, DockerAPIError
+from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import (
+    DockerAPIError,
+    docker_api_argument_spec,
+    docker_api_from_module,
+)
 
 
 class DaemonState:
     def __init__(self, module):
         self.module = module
         self.params = module.params
-        self.api = DockerAPI(self.params["docker_socket"], timeout=30)
+        self.api = docker_api_from_module(module)
 
     def read_config(self):
         path = self.params["daemon_config"]
@@ -391,7 +386,6 @@ class DaemonState:
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            docker_socket=dict(type="path", default="/var/run/docker.sock"),
             daemon_config=dict(type="path", default="/etc/docker/daemon.json"),
             service_name=dict(type="str", default="docker"),
             record_file=dict(type="path", default="/var/lib/postmortem-remediation/dockerd-applied.json"),
@@ -401,6 +395,7 @@ def main():
             driver_change=dict(type="bool", default=False),
             live_restore=dict(type="bool"),
             before=dict(type="list", elements="dict", default=[]),
+            **docker_api_argument_spec(timeout=30)
         ),
         supports_check_mode=True,
     )

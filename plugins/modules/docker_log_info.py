@@ -2,9 +2,7 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
@@ -20,26 +18,17 @@ description:
   - Talks to the Docker Engine API over its Unix socket with the standard library.
 author:
   - Postmortem Remediation Maintainers (@postmortem-remediation)
-attributes:
-  check_mode:
-    support: full
-    description: Read-only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Changes nothing, so there is nothing to diff.
-  idempotent:
-    support: full
-    description: Never changes anything.
 options:
-  docker_socket:
-    description: Path of the Docker Engine API socket.
-    type: path
-    default: /var/run/docker.sock
   include_stopped:
     description: Also list containers that are not running (their logs still use disk).
     type: bool
     default: true
-"""
+
+extends_documentation_fragment:
+  - postmortem.remediation.attributes
+  - postmortem.remediation.attributes.read_only
+  - postmortem.remediation.attributes.actiongroup_docker
+  - postmortem.remediation.docker_api"""
 
 EXAMPLES = r"""
 - name: Find containers that can still fill the disk with logs
@@ -101,7 +90,11 @@ unbounded_log_bytes:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.postmortem.remediation.plugins.module_utils._container_logs import classify, log_bytes
-from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import DockerAPI, DockerAPIError
+from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import (
+    DockerAPIError,
+    docker_api_argument_spec,
+    docker_api_from_module,
+)
 
 
 def inspect_all(api, listed):
@@ -136,12 +129,12 @@ def describe(container, data_root):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            docker_socket=dict(type="path", default="/var/run/docker.sock"),
             include_stopped=dict(type="bool", default=True),
+            **docker_api_argument_spec()
         ),
         supports_check_mode=True,
     )
-    api = DockerAPI(module.params["docker_socket"])
+    api = docker_api_from_module(module)
     try:
         info = api.info()
         listed = api.containers(all=module.params["include_stopped"])

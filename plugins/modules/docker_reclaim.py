@@ -1,9 +1,7 @@
 #!/usr/bin/python
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
@@ -89,16 +87,6 @@ options:
       - Path on the filesystem to measure. Defaults to the engine's C(DockerRootDir). The module refuses a
         path that is not on the same filesystem as the engine's data-root.
     type: path
-  docker_socket:
-    description:
-      - Unix socket of the Docker engine.
-    type: path
-    default: /var/run/docker.sock
-  timeout:
-    description:
-      - Seconds to wait for one Engine API call (image removal and build cache pruning can be slow).
-    type: int
-    default: 300
   lock_file:
     description:
       - Lock file shared with the C(docker_prune_timer) service.
@@ -109,25 +97,29 @@ options:
       - Seconds to wait for a running prune to finish before failing.
     type: int
     default: 120
+  timeout:
+    description:
+      - Seconds to wait for one Engine API call (image removal and build cache pruning can be slow).
+    default: 300
+extends_documentation_fragment:
+  - postmortem.remediation.attributes
+  - postmortem.remediation.attributes.actiongroup_docker
+  - postmortem.remediation.docker_api
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying the target.
     support: full
     details: Estimates per tier from the engine's sizes; removes nothing and truncates nothing.
   diff_mode:
-    description: Returns details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
     details: Free space before and after, and the objects removed (or that would be removed).
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation
-      indicates no change.
     support: full
     details: When the target is already met nothing runs and the module reports no change.
 notes:
   - A truncated log is not backed up; freeing its space is the point. The kept tail stays in place.
   - Lines a container writes during the few milliseconds of a truncation may be lost.
   - Estimates in check mode are the engine's figures; layers shared between images make them approximate.
-  - O(data_root), O(docker_socket) and O(lock_file) follow the path rules of every destructive module of the
+  - O(data_root), O(docker_host) and O(lock_file) follow the path rules of every destructive module of the
     collection (absolute, no empty component or trailing C(/), no C(.) or C(..)); the module fails before anything
     else when one does not.
   - One build cache prune removes every record older than O(min_age), whatever the target, so the estimate of the
@@ -262,9 +254,15 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_guard import (
     Verdict,
     check_path_options,
+    check_path_values,
     refusal,
 )
-from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import DockerAPI, DockerAPIError
+from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import (
+    DockerAPIError,
+    docker_api_argument_spec,
+    docker_api_from_module,
+    socket_path,
+)
 from ansible_collections.postmortem.remediation.plugins.module_utils._prune_policy import (
     DEFAULT_KEEP_LABEL,
     DEFAULT_LOCK_FILE,
@@ -301,7 +299,7 @@ class ReclaimManager:
         min_age = self._option("min_age", parse_duration)
         log_max_size = self._option("log_max_size", parse_size)
         log_keep_tail = self._option("log_keep_tail", parse_size)
-        self.api = DockerAPI(params["docker_socket"], timeout=params["timeout"])
+        self.api = docker_api_from_module(module)
         self.data_root = self._data_root()
         self.reclaimer = Reclaimer(
             self.api, self.data_root, self.tiers, keep_label=params["keep_label"],
@@ -453,14 +451,17 @@ def main():
             log_max_size=dict(type="str", default="100M"),
             log_keep_tail=dict(type="str", default="1M"),
             data_root=dict(type="path"),
-            docker_socket=dict(type="path", default="/var/run/docker.sock"),
-            timeout=dict(type="int", default=300),
             lock_file=dict(type="path", default=DEFAULT_LOCK_FILE),
             lock_timeout=dict(type="int", default=120),
+            **docker_api_argument_spec(timeout=300)
         ),
         supports_check_mode=True,
     )
-    check_path_options(module, ("data_root", "docker_socket", "lock_file"))  # the rules of every destructive module
+    check_path_options(module, ("data_root", "lock_file"))  # the rules of every destructive module
+    try:
+        check_path_values(module, {"docker_host": socket_path(module.params["docker_host"])})
+    except ValueError as exc:
+        module.fail_json(msg="invalid path: %s" % exc, refused=True, reason=str(exc), changed=False)
     module.exit_json(**ReclaimManager(module).run())
 
 

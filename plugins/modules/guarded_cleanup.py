@@ -1,9 +1,7 @@
 #!/usr/bin/python
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
@@ -158,31 +156,19 @@ options:
       - A name that is not valid UTF-8 is given as the module reports it, with C(\xNN) for each such byte.
     type: list
     elements: str
-  on_refusal:
-    description:
-      - V(fail) fails the task when the guard refuses, so the playbook stops. V(report) returns RV(refused=true).
-    type: str
-    choices: [fail, report]
-    default: fail
-  list_limit:
-    description: How many names each returned list holds at most.
-    type: int
-    default: 50
 extends_documentation_fragment:
+  - postmortem.remediation.attributes
+  - postmortem.remediation.attributes.actiongroup_deletion_guard
+  - postmortem.remediation.deletion_guard
   - postmortem.remediation.guard_metrics
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Check mode reads the reference, runs the guard and returns the plan; nothing is moved or written.
   diff_mode:
-    description:
-      Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: The diff lists the planned moves and purges, cut after O(list_limit) lines.
   idempotent:
-    description:
-      When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: partial
     details:
       - A second run with the same items and reference changes nothing.
@@ -329,17 +315,25 @@ guard:
   type: dict
 """
 
-import fnmatch
 import os
 import re
-import shutil
-import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.postmortem.remediation.plugins.module_utils._cleanup_items import ItemRules
+from ansible_collections.postmortem.remediation.plugins.module_utils._cleanup_moves import (
+    Ledger,
+    apply_moves,
+    can_quarantine,
+    move_back,
+    plan_quarantine,
+    plan_restore,
+)
 from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_guard import (
+    DELETION_GUARD_ARGUMENT_SPEC,
     DeletionGuard,
     Verdict,
     bounded,
+    check_bounds,
     exit_with_verdict,
 )
 from ansible_collections.postmortem.remediation.plugins.module_utils._textfile_metrics import (
@@ -352,10 +346,7 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._quarantine
     Reference,
     StateRecord,
     UnhealthyReference,
-    identity,
     is_inside,
-    iso,
-    move_no_replace,
     parse_grace,
 )
 
@@ -368,54 +359,18 @@ class GuardedCleanup(object):
         self.quarantine_dir = os.path.abspath(self.params["quarantine_dir"] or os.path.join(self.path, ".quarantine"))
         self.state_file = self.params["state_file"] or os.path.join(self.quarantine_dir, "state.json")
         self.quarantine = Quarantine(module, self.quarantine_dir)
+        self.items = ItemRules(self.path, self.params["pattern"], self.params["key_regex"],
+                               self.params["lock_patterns"], self.params["lock_suffix"],
+                               (self.quarantine_dir, self.state_file, self.state_file + ".prev"))
         self.verdict = Verdict("cleanup of %s" % self.path)
-        self.kept = []
-        self.diff_lines = []
+        self.ledger = Ledger()
         self.result = {"changed": False, "refused": False, "reason": "", "quarantine_dir": self.quarantine_dir,
                        "quarantined": [], "purged": [], "restored": []}
 
-    # -- discovery ------------------------------------------------------------------------------------------
     def list_items(self):
         if not os.path.isdir(self.path):
             self.module.fail_json(msg="directory %s does not exist; nothing to reconcile" % self.path)
-        pattern = self.params["pattern"]
-        lock_suffix = self.params["lock_suffix"]
-        # The module's own files are never items, however they are reached (a symlinked alias of path included).
-        own = set(identity(p) for p in (self.quarantine_dir, self.state_file, self.state_file + ".prev")) - {None}
-        names = []
-        for name in sorted(os.listdir(self.path)):
-            full = os.path.join(self.path, name)
-            if identity(full) in own:
-                continue
-            if name.startswith(".") and not pattern.startswith("."):
-                continue
-            if lock_suffix and name.endswith(lock_suffix):
-                continue
-            if fnmatch.fnmatchcase(name, pattern):
-                names.append(name)
-        return names
-
-    def lock_reason(self, name):
-        for lock_pattern in self.params["lock_patterns"]:
-            if fnmatch.fnmatchcase(name, lock_pattern):
-                return "locked: matches %s" % lock_pattern
-        suffix = self.params["lock_suffix"]
-        if suffix and os.path.lexists(os.path.join(self.path, name + suffix)):
-            return "locked: marker %s" % (name + suffix)
-        return None
-
-    def key_of(self, name):
-        if not self.params["key_regex"]:
-            return name
-        match = re.search(self.params["key_regex"], name)
-        if not match:
-            return None
-        if "key" in match.re.groupindex:
-            return match.group("key")
-        return match.group(1) if match.re.groups else match.group(0)
-
-    def keep(self, name, reason):
-        self.kept.append({"name": name, "reason": reason})
+        return self.items.names()
 
     # -- paths and the lock ---------------------------------------------------------------------------------------
     def check_paths(self):
@@ -433,6 +388,15 @@ class GuardedCleanup(object):
         self.check_same_filesystem()
         self.quarantine.open(self.path, self.params["lock_timeout"])
         return True
+
+    def check_same_filesystem(self):
+        probe = self.quarantine_dir
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        if os.stat(probe).st_dev != os.stat(self.path).st_dev:
+            self.module.fail_json(msg="quarantine %s is not on the filesystem of %s: moves would be copies, not "
+                                      "atomic renames; choose a quarantine_dir next to the items"
+                                      % (self.quarantine_dir, self.path))
 
     def close(self):
         self.quarantine.close()
@@ -467,24 +431,9 @@ class GuardedCleanup(object):
         self.verdict.require_no_shrink("reference shrink", previous, len(keys), self.params["max_reference_shrink"],
                                        "keys")
 
-        orphans, referenced, seen_keys = [], 0, set()
-        for name in names:
-            key = self.key_of(name)
-            lock = self.lock_reason(name)
-            if key is not None:
-                seen_keys.add(key)
-            if lock:
-                self.keep(name, lock)
-            elif key is None:
-                self.keep(name, "name does not match key_regex")
-            elif key in keys:
-                referenced += 1
-            else:
-                orphans.append(name)
-        self.result.update(referenced=referenced, orphan_count=len(orphans),
-                           orphans=bounded(orphans, self.params["list_limit"])[0],
-                           references_without_item=len(keys - seen_keys))
-        purge, restore = self.plan_quarantine(quarantine, keys)
+        orphans = self.find_orphans(names, keys)
+        purge, restore = plan_quarantine(quarantine, keys, self.items, parse_grace(self.params["grace_period"]),
+                                         self.params["restore_referenced"], self.ledger)
         # The bounds hold for everything out of place at once: new orphans plus those still in quarantine, so that
         # a slowly failing reference cannot take a few percent more on every run.
         pending = len([name for name in quarantine.entries
@@ -495,153 +444,46 @@ class GuardedCleanup(object):
         if not self.verdict.allowed:
             return self.finish()
 
-        quarantined = [name for name in orphans if self.can_quarantine(quarantine, name)]
+        quarantined = [name for name in orphans if can_quarantine(quarantine, self.path, name, self.ledger)]
         changed = bool(purge or restore or quarantined)
         if not self.module.check_mode:
-            self.apply(quarantine, purge, restore, quarantined, keys)
+            apply_moves(quarantine, self.path, purge, restore, quarantined, self.items.key_of, self.ledger)
             changed = record.save(len(keys), previous, self.path) or changed
         else:
             changed = changed or len(keys) != previous
         self.result.update(changed=changed, purged=purge, restored=restore, quarantined=quarantined)
         return self.finish()
 
-    def check_same_filesystem(self):
-        probe = self.quarantine_dir
-        while not os.path.exists(probe):
-            probe = os.path.dirname(probe)
-        if os.stat(probe).st_dev != os.stat(self.path).st_dev:
-            self.module.fail_json(msg="quarantine %s is not on the filesystem of %s: moves would be copies, not "
-                                      "atomic renames; choose a quarantine_dir next to the items"
-                                      % (self.quarantine_dir, self.path))
-
-    def plan_quarantine(self, quarantine, keys):
-        """Which quarantined items to purge (grace period over, still orphans) or to move back (referenced again)."""
-        grace = parse_grace(self.params["grace_period"])
-        now = time.time()
-        purge, restore = [], []
-        for name in sorted(quarantine.entries):
-            entry = quarantine.entries[name]
-            if not os.path.lexists(quarantine.stored_path(name)):
-                self.keep(name, "in the manifest but not in the quarantine (never moved, or removed by hand)")
-                continue
-            if entry.get("key") in keys:
-                if not self.params["restore_referenced"]:
-                    self.keep(name, "quarantined, but referenced again (restore_referenced is off)")
-                elif os.path.lexists(entry["origin"]):
-                    self.keep(name, "referenced again, but %s exists: not restored" % entry["origin"])
-                else:
-                    restore.append(name)
-                    self.diff_lines.append("restore %s -> %s (referenced again)" % (name, entry["origin"]))
-                continue
-            lock = self.lock_reason(name)
-            if lock:  # locked after it was quarantined (a legal hold, a restore): never purged while the lock holds
-                self.keep(name, "%s; quarantined, not purged while locked" % lock)
-                continue
-            left = entry["quarantined_at"] + grace - now
-            if left > 0:
-                self.keep(name, "quarantined at %s, purge in %d s" % (entry.get("quarantined_iso", "?"), left))
+    def find_orphans(self, names, keys):
+        """The items whose key the reference does not name; locked and unreadable names are kept."""
+        orphans, referenced, seen_keys = [], 0, set()
+        for name in names:
+            key = self.items.key_of(name)
+            lock = self.items.lock_reason(name)
+            if key is not None:
+                seen_keys.add(key)
+            if lock:
+                self.ledger.keep(name, lock)
+            elif key is None:
+                self.ledger.keep(name, "name does not match key_regex")
+            elif key in keys:
+                referenced += 1
             else:
-                purge.append(name)
-                self.diff_lines.append("purge %s (quarantined at %s)" % (name, entry.get("quarantined_iso", "?")))
-        return purge, restore
-
-    def can_quarantine(self, quarantine, name):
-        if name in quarantine.entries or os.path.lexists(quarantine.stored_path(name)):
-            self.keep(name, "orphan, but an item of that name is already in the quarantine")
-            return False
-        self.diff_lines.append("quarantine %s -> %s" % (os.path.join(self.path, name), quarantine.stored_path(name)))
-        return True
-
-    def apply(self, quarantine, purge, restore, quarantined, keys):
-        stale = [name for name in quarantine.entries if not os.path.lexists(quarantine.stored_path(name))]
-        if not (purge or restore or quarantined or stale):
-            if not quarantine.has_record():  # the first healthy run leaves a record: a lost state file is then seen
-                quarantine.ensure()
-                quarantine.save(self.path)
-            return  # nothing to move: a run that changes nothing writes nothing
-        quarantine.ensure()
-        # Drop manifest entries whose item is gone (reported in kept), then record the moves before making them,
-        # so that a crash leaves a manifest that names every item the quarantine may hold.
-        for name in stale:
-            del quarantine.entries[name]
-        now = time.time()
-        for name in list(quarantined):
-            origin = os.path.join(self.path, name)
-            try:
-                size = os.lstat(origin).st_size
-            except OSError as exc:
-                quarantined.remove(name)
-                self.keep(name, "vanished before the move: %s" % exc)
-                continue
-            quarantine.entries[name] = {
-                "key": self.key_of(name), "origin": origin, "quarantined_at": now, "quarantined_iso": iso(now),
-                "kind": "dir" if os.path.isdir(origin) and not os.path.islink(origin) else "file", "size": size,
-            }
-        quarantine.save(self.path)
-        for name in list(quarantined):
-            try:
-                move_no_replace(os.path.join(self.path, name), quarantine.stored_path(name))
-            except OSError as exc:
-                del quarantine.entries[name]
-                quarantined.remove(name)
-                self.keep(name, "could not be moved: %s" % exc)
-        self.move_back(quarantine, restore)
-        for name in list(purge):
-            stored = quarantine.stored_path(name)
-            try:
-                if os.path.isdir(stored) and not os.path.islink(stored):
-                    shutil.rmtree(stored)
-                else:
-                    os.unlink(stored)
-            except OSError as exc:  # what is left stays in the manifest; the next run tries again
-                purge.remove(name)
-                self.keep(name, "could not be purged: %s" % exc)
-                continue
-            del quarantine.entries[name]
-        quarantine.save(self.path)
-
-    def move_back(self, quarantine, names):
-        """Move quarantined items back to their origin; one that cannot go back stays quarantined and is kept."""
-        for name in list(names):
-            origin = quarantine.entries[name]["origin"]
-            try:
-                move_no_replace(quarantine.stored_path(name), origin)
-            except OSError as exc:
-                names.remove(name)
-                self.keep(name, "not restored to %s: %s" % (origin, exc.strerror or exc))
-            else:
-                del quarantine.entries[name]
+                orphans.append(name)
+        self.result.update(referenced=referenced, orphan_count=len(orphans),
+                           orphans=bounded(orphans, self.params["list_limit"])[0],
+                           references_without_item=len(keys - seen_keys))
+        return orphans
 
     # -- restore ----------------------------------------------------------------------------------------------------
     def restore(self):
         if not self.check_paths():
             return self.finish()
-        quarantine = self.quarantine
         self.result["items"] = len(self.list_items())
-        wanted = None
-        if self.params["names"] is not None:
-            wanted = set()
-            for name in self.params["names"]:
-                found = quarantine.find(name)
-                if found is None:
-                    self.keep(name, "not in the quarantine")
-                else:
-                    wanted.add(found)
-        restore = []
-        for name in sorted(quarantine.entries):
-            if wanted is not None and name not in wanted:
-                continue
-            origin = quarantine.entries[name]["origin"]
-            if not os.path.lexists(quarantine.stored_path(name)):
-                self.keep(name, "in the manifest but not in the quarantine")
-            elif os.path.lexists(origin):
-                self.keep(name, "%s exists: not overwritten" % origin)
-            else:
-                restore.append(name)
-                self.diff_lines.append("restore %s -> %s" % (quarantine.stored_path(name), origin))
+        restore = plan_restore(self.quarantine, self.params["names"], self.ledger)
         if restore and not self.module.check_mode:
-            self.move_back(quarantine, restore)
-            quarantine.save(self.path)
+            move_back(self.quarantine, restore, self.ledger)
+            self.quarantine.save(self.path)
         self.result.update(changed=bool(restore), restored=restore)
         return self.finish()
 
@@ -652,15 +494,16 @@ class GuardedCleanup(object):
             names = self.result[key]
             self.result[key + "_count"] = len(names)
             self.result[key] = bounded(names, limit)[0]
-        self.result["kept_count"] = len(self.kept)
-        self.result["kept"] = bounded(self.kept, limit)[0]
+        self.result["kept_count"] = len(self.ledger.kept)
+        self.result["kept"] = bounded(self.ledger.kept, limit)[0]
         if not self.verdict.allowed:
             for key in ("quarantined", "purged", "restored"):
                 self.result[key], self.result[key + "_count"] = [], 0
         elif self.module._diff:
-            lines, cut = bounded(self.diff_lines, limit)
+            diff_lines = self.ledger.diff_lines
+            lines, cut = bounded(diff_lines, limit)
             if cut:
-                lines.append("... and %d more" % (len(self.diff_lines) - len(lines)))
+                lines.append("... and %d more" % (len(diff_lines) - len(lines)))
             self.result["diff"] = {"before_header": self.path, "after_header": self.path,
                                    "prepared": "\n".join(lines) + ("\n" if lines else "")}
         self.close()
@@ -692,8 +535,7 @@ def main():
             restore_referenced=dict(type="bool", default=True),
             state=dict(type="str", choices=["reconcile", "restore"], default="reconcile"),
             names=dict(type="list", elements="str"),
-            on_refusal=dict(type="str", choices=["fail", "report"], default="fail"),
-            list_limit=dict(type="int", default=50),
+            **DELETION_GUARD_ARGUMENT_SPEC,
             **GUARD_METRICS_ARGSPEC
         ),
         mutually_exclusive=[("reference_command", "reference_sqlite")],
@@ -702,12 +544,8 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    for name in ("max_reference_shrink", "max_orphan_ratio"):
-        if not 0.0 <= params[name] <= 1.0:
-            module.fail_json(msg="%s must be between 0 and 1, got %s" % (name, params[name]))
-    for name in ("max_orphans", "min_references", "reference_timeout", "lock_timeout"):
-        if params[name] < 0:
-            module.fail_json(msg="%s must be 0 or more, got %d" % (name, params[name]))
+    check_bounds(module, ratios=("max_reference_shrink", "max_orphan_ratio"),
+                 counts=("max_orphans", "min_references", "reference_timeout", "lock_timeout"))
     if params["reference_command"] is not None and not params["reference_command"]:
         module.fail_json(msg="reference_command is an empty list")
     try:

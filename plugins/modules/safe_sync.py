@@ -1,9 +1,7 @@
 #!/usr/bin/python
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
@@ -21,9 +19,11 @@ description:
   - An itemized dry run (C(--dry-run --itemize-changes --delete --stats)) then plans the transfer. The module
     refuses when the source is missing or holds fewer than O(min_source_files) files, or when the planned
     deletions exceed O(max_delete) files or O(max_delete_ratio) of the destination's files.
-  - Only then rsync runs for real, in two steps. The transfer never deletes anything (no C(--delete)). Then the
-    planned deletions, and only those, are made by rsync from the list of planned paths (C(--files-from) with
-    C(--delete-missing-args)). A planned path is deleted only if the source still lacks it, files first, then
+  - Only then rsync runs for real, in two steps, both from lists of planned paths (C(--files-from)), so that the
+    trees are walked once, by the dry run. The transfer sends the planned creations and updates and never deletes
+    anything (no C(--delete)); a file that appeared in the source after the dry run is not planned and may wait for
+    the next run. Then the planned deletions, and only those, are made by rsync from the list of planned paths
+    (C(--delete-missing-args)). A planned path is deleted only if the source still lacks it, files first, then
     directories deepest first and only when empty (a last pass gives the directories that held them the source's
     times again, without deleting anything). A file that no plan listed is never deleted, whatever happened
     to the source or the destination since the dry run; RV(deleted_files) names what was really deleted.
@@ -99,32 +99,19 @@ options:
     description: I/O timeout in seconds passed as C(--timeout) and, for daemons, C(--contimeout). V(0) means none.
     type: int
     default: 0
-  on_refusal:
-    description:
-      - What a refusal does. V(fail) fails the task, so the playbook stops (the safe default for a destructive step).
-      - V(report) returns RV(refused=true) with the reason and does not fail, for plays that decide themselves.
-    type: str
-    choices: [fail, report]
-    default: fail
-  list_limit:
-    description: How many paths RV(transferred_files) and RV(deleted_files) list at most.
-    type: int
-    default: 50
 extends_documentation_fragment:
+  - postmortem.remediation.attributes
+  - postmortem.remediation.attributes.actiongroup_deletion_guard
+  - postmortem.remediation.deletion_guard
   - postmortem.remediation.guard_metrics
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Check mode runs the dry run and the guard and returns the plan; nothing is transferred or deleted.
   diff_mode:
-    description:
-      Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: The diff is the itemized plan (one line per change), cut after O(list_limit) lines.
   idempotent:
-    description:
-      When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: When source and destination already match, the dry run plans nothing and the real run is skipped.
 notes:
@@ -269,10 +256,12 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_guard import (
+    DELETION_GUARD_ARGUMENT_SPEC,
     DeletionGuard,
     PathScopeError,
     Verdict,
     bounded,
+    check_bounds,
     check_path_scope,
     exit_with_verdict,
     printable,
@@ -371,7 +360,8 @@ class SafeSync(object):
     def real_run(self, plan):
         """Transfer without deleting, then delete the planned paths that are still extraneous, and nothing else."""
         done = RsyncPlan()
-        self.rsync_pass(self.command(dry_run=False), done, "transfer")
+        if plan.changed:  # the planned paths only: the dry run has compared the trees already (see _rsync)
+            self.rsync_pass(self.command(dry_run=False, listed=plan.transfer_list()), done, "transfer")
         if self.params["delete"] and (plan.deleted_files or plan.deleted_dirs):
             for names in plan.deletion_passes():
                 self.rsync_pass(self.command(dry_run=False, listed=names, delete=True), done, "planned deletions")
@@ -407,8 +397,9 @@ class SafeSync(object):
 
     # -- rsync ------------------------------------------------------------------------------------------------
     def command(self, dry_run, listed=None, delete=False):
-        """The dry run (with --delete: the plan), the transfer (never deletes), or a pass over the ``listed`` paths
-        only: a deletion pass (``delete``), or the pass that gives the parents of the deletions their times back."""
+        """The dry run (with --delete: the plan), or a pass over the ``listed`` paths only: the transfer of the planned
+        creations and updates (never deletes), a deletion pass (``delete``), or the pass that gives the parents of the
+        deletions their times back."""
         argv = [self.module.get_bin_path("rsync", required=True), "--archive", "--itemize-changes", "--stats"]
         if dry_run:
             argv.append("--dry-run")
@@ -485,16 +476,12 @@ def main():
             rsh=dict(type="str"),
             rsync_path=dict(type="str"),
             timeout=dict(type="int", default=0),
-            on_refusal=dict(type="str", choices=["fail", "report"], default="fail"),
-            list_limit=dict(type="int", default=50),
+            **DELETION_GUARD_ARGUMENT_SPEC,
             **GUARD_METRICS_ARGSPEC
         ),
         supports_check_mode=True,
     )
-    if module.params["max_delete"] < 0:
-        module.fail_json(msg="max_delete must be 0 or more, got %d" % module.params["max_delete"])
-    if not 0.0 <= module.params["max_delete_ratio"] <= 1.0:
-        module.fail_json(msg="max_delete_ratio must be between 0 and 1, got %s" % module.params["max_delete_ratio"])
+    check_bounds(module, ratios=("max_delete_ratio",), counts=("max_delete",))
     SafeSync(module).run()
 
 

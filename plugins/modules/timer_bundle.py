@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 ---
 module: timer_bundle
 short_description: Install a script run by a systemd timer (directories, files, units) and start the timer, in one call
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Puts in place everything a script run by a systemd timer needs - its directories, its files (the script, the
     helper files beside it, its configuration), its unit files and drop-ins - and enables and starts (or stops and
@@ -27,18 +27,6 @@ description:
     earlier in the same call.
 author:
   - Postmortem Remediation Maintainers (@postmortem-remediation)
-attributes:
-  check_mode:
-    support: full
-    description:
-      - Reports what would change (files, units, the timer's enablement and state) and writes nothing. Changed units
-        are still verified. O(files[].validate) commands are not run, since they may need files not yet written.
-  diff_mode:
-    support: full
-    description: Returns the text before and after of every file and unit that changes, and mode and owner changes.
-  idempotent:
-    support: full
-    description: A second run with the same arguments reports no change and runs no command that changes anything.
 options:
   directories:
     description:
@@ -129,8 +117,22 @@ options:
     type: bool
     default: true
 notes:
-  - The role M(postmortem.remediation.docker_prune_timer) and the role C(docker_signals) install their scripts with it.
-"""
+  - The roles C(postmortem.remediation.docker_prune_timer) and C(postmortem.remediation.docker_signals) install their
+    scripts with it.
+extends_documentation_fragment:
+  - postmortem.remediation.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Reports what would change (files, units, the timer's enablement and state) and writes nothing. Changed units
+        are still verified. O(files[].validate) commands are not run, since they may need files not yet written.
+  diff_mode:
+    support: full
+    details: Returns the text before and after of every file and unit that changes, and mode and owner changes.
+  idempotent:
+    support: full
+    details: A second run with the same arguments reports no change and runs no command that changes anything."""
 
 EXAMPLES = r"""
 - name: Install a collector, its configuration and its units, and start its timer

@@ -7,12 +7,27 @@ from __future__ import annotations
 
 import http.server
 import json
+import shutil
 import socketserver
 import urllib.parse
 from pathlib import Path
 
+import yaml
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COLLECTIONS = REPO_ROOT / "build" / "collections"
+
+
+def install_role_script(directory: Path, role: str, script: str, helpers_var: str) -> Path:
+    """The role's script copied into ``directory`` with the module_utils files its ``vars/main.yml`` lists in
+    ``helpers_var`` beside it, as the role installs them; the path of the installed script."""
+    role_dir = REPO_ROOT / "roles" / role
+    helpers = yaml.safe_load((role_dir / "vars" / "main.yml").read_text())[helpers_var]
+    directory.mkdir()
+    shutil.copy(role_dir / "files" / script, directory / script)
+    for name in helpers:
+        shutil.copy(REPO_ROOT / "plugins" / "module_utils" / name, directory / name)
+    return directory / script
 
 
 # An engine that lists no containers while it counts some cannot be produced on a real engine at will: this one is

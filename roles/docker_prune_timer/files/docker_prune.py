@@ -6,7 +6,8 @@ restart policy or Compose projects), dangling images, and when enabled unused im
 Skips when the clock is inside a configured window (the backup). One run at a time (a lock shared with the
 docker_reclaim module). Writes node_exporter textfile metrics atomically and one readable line to the journal.
 
-The rules live in _prune_policy.py and the engine client in _docker_api.py, copied beside this script from the
+The rules live in _prune_policy.py (and the files it names: _prune_units.py, _prune_rules.py, _prune_reclaimer.py,
+_prune_metrics.py, _files.py) and the engine client in _docker_api.py, copied beside this script from the
 collection's plugins/module_utils: one source of truth for the module and the timer.
 
 Run as `python3 docker_prune.py [--dry-run] [--ignore-window] [--check-config]`.

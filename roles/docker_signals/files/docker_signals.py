@@ -14,7 +14,7 @@ The collector never touches the Docker socket while docker.service is not active
 dockerd on the first connection, and a probe that restarts the daemon it watches hides the outage.
 
 Standard library only. The engine client and the log rules are copied beside this script from the collection's
-plugins/module_utils (_docker_api.py, _container_logs.py, _textfile_metrics.py).
+plugins/module_utils (_docker_api.py, _container_logs.py, _textfile_metrics.py, _files.py).
 Exit status: 0 when the metrics were written, 1 when they could not be, 2 for an unusable configuration.
 """
 

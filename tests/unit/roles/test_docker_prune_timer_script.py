@@ -4,31 +4,22 @@ checks, the blackout window, the lock, and a failed engine call recorded in the 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from unit_support import install_role_script
 
 REPO = Path(__file__).resolve().parents[3]
-SCRIPT = REPO / "roles" / "docker_prune_timer" / "files" / "docker_prune.py"
-MODULE_UTILS = REPO / "plugins" / "module_utils"
-# The role's one list of the files it copies beside the script.
-HELPERS = yaml.safe_load((REPO / "roles/docker_prune_timer/vars/main.yml").read_text())["__docker_prune_timer_helpers"]
 WHOLE_DAY = [{"name": "backup", "start": "00:00", "end": "12:00"}, {"name": "backup", "start": "12:00", "end": "00:00"}]
 
 
 @pytest.fixture
 def installed(tmp_path):
-    """The script with its helper files beside it, as the role installs them."""
-    target = tmp_path / "lib"
-    target.mkdir()
-    shutil.copy(SCRIPT, target / "docker_prune.py")
-    for name in HELPERS:
-        shutil.copy(MODULE_UTILS / name, target / name)
-    return target / "docker_prune.py"
+    """The script with its helper files beside it, as the role installs them (the list is the role's)."""
+    return install_role_script(tmp_path / "lib", "docker_prune_timer", "docker_prune.py",
+                               "__docker_prune_timer_helpers")
 
 
 def write_config(tmp_path: Path, **overrides) -> Path:

@@ -1,4 +1,4 @@
-"""The docker_signals collector as the role installs it (the script with its three helper files beside it): the
+"""The docker_signals collector as the role installs it (the script with its helper files beside it): the
 record of the daemon.json dockerd started with, the mountpoint of the data root, docker.service's states, and a
 whole run against an engine socket, including the rule that a stopped docker.service is never woken by a probe.
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -19,22 +18,13 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from unit_support import EngineHandler, FakeEngine
-
-REPO = Path(__file__).resolve().parents[3]
-SCRIPT = REPO / "roles" / "docker_signals" / "files" / "docker_signals.py"
-MODULE_UTILS = REPO / "plugins" / "module_utils"
-HELPERS = ("_docker_api.py", "_container_logs.py", "_textfile_metrics.py")
+from unit_support import EngineHandler, FakeEngine, install_role_script
 
 
 @pytest.fixture
 def installed(tmp_path: Path) -> Path:
-    target = tmp_path / "lib"
-    target.mkdir()
-    shutil.copy(SCRIPT, target / "docker_signals.py")
-    for name in HELPERS:
-        shutil.copy(MODULE_UTILS / name, target / name)
-    return target / "docker_signals.py"
+    """The script with its helper files beside it, as the role installs them (the list is the role's)."""
+    return install_role_script(tmp_path / "lib", "docker_signals", "docker_signals.py", "__docker_signals_helpers")
 
 
 @pytest.fixture

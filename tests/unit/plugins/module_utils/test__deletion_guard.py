@@ -283,3 +283,27 @@ def test_write_json_atomic_refuses_a_dangling_symlink(tmp_path: Path) -> None:
     with pytest.raises(_FailingModule.Failed, match="does not exist"):
         guard.write_json_atomic(_FailingModule(), str(link), {"a": 1})
     assert link.is_symlink() and not (tmp_path / "gone").exists()
+
+
+# --- the bound options, checked once for every guarded module ---------------------------------------------------
+BOUNDS = [
+    # (params, message; "" when every bound is in range)
+    ({"max_delete": 0, "max_delete_ratio": 0.0}, ""),
+    ({"max_delete": 100, "max_delete_ratio": 1.0}, ""),
+    ({"max_delete": None, "max_delete_ratio": None}, ""),
+    ({"max_delete": -1, "max_delete_ratio": 0.1}, "max_delete must be 0 or more, got -1"),
+    ({"max_delete": 1, "max_delete_ratio": 1.5}, "max_delete_ratio must be between 0 and 1, got 1.5"),
+    ({"max_delete": 1, "max_delete_ratio": -0.1}, "max_delete_ratio must be between 0 and 1, got -0.1"),
+    ({"max_delete": -5, "max_delete_ratio": 2.0}, "max_delete_ratio must be between 0 and 1, got 2.0"),  # ratios first
+]
+
+
+@pytest.mark.parametrize(("params", "message"), BOUNDS)
+def test_bound_error_names_the_option_and_its_value(params: dict[str, Any], message: str) -> None:
+    assert guard.bound_error(params, ratios=("max_delete_ratio",), counts=("max_delete",)) == message
+
+
+def test_the_guard_options_are_declared_once_with_the_safe_defaults() -> None:
+    spec = guard.DELETION_GUARD_ARGUMENT_SPEC
+    assert spec["on_refusal"] == {"type": "str", "choices": ["fail", "report"], "default": "fail"}
+    assert spec["list_limit"] == {"type": "int", "default": 50}

@@ -21,7 +21,7 @@ def host(
     containerd_store: bool = False,
     reachable: bool = True,
 ) -> dict:
-    """Facts shaped like docker_host_facts returns them, with only what the table reads."""
+    """Facts shaped like docker_host_info returns them, with only what the table reads."""
     return {
         "virtualization": {"type": "container" if container else "none", "container": container},
         "kernel": {"release": kernel},

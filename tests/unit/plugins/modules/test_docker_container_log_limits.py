@@ -132,7 +132,7 @@ def test_create_spec_keeps_a_chosen_hostname_and_the_default_bridge_without_alia
 
 def test_unreachable_engine_fails_naming_the_container_and_socket(module_runner, tmp_path):
     sock = tmp_path / "docker.sock"
-    result = module_runner("docker_container_log_limits", {"name": "api", "docker_socket": str(sock)})
+    result = module_runner("docker_container_log_limits", {"name": "api", "docker_host": str(sock)})
     assert result["failed"] is True
     assert "api" in result["msg"] and str(sock) in result["msg"]
 

@@ -7,6 +7,7 @@ import subprocess
 import uuid
 
 import pytest
+from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import DockerAPI
 from ansible_collections.postmortem.remediation.plugins.modules import docker_log_info as li
 
 CLASSIFY = [
@@ -39,7 +40,7 @@ def test_classify_names_what_can_fill_the_disk(driver, options, bounded, reason)
 
 def test_unreachable_engine_fails_naming_the_socket(module_runner, tmp_path):
     socket_path = tmp_path / "docker.sock"
-    result = module_runner("docker_log_info", {"docker_socket": str(socket_path)})
+    result = module_runner("docker_log_info", {"docker_host": str(socket_path)})
     assert result["failed"] is True
     assert str(socket_path) in result["msg"] and "Cannot read container log settings" in result["msg"]
 
@@ -102,7 +103,7 @@ def test_include_stopped_false_leaves_exited_containers_out(module_runner, writt
 
 def test_a_container_removed_after_the_listing_is_skipped(written_containers):
     # The race a busy host produces: listed, then removed before its inspect. Made for real on this engine.
-    api = li.DockerAPI("/var/run/docker.sock")
+    api = DockerAPI("/var/run/docker.sock")
     listed = api.containers(all=True)
     gone = written_containers["unbounded"]
     assert gone in {name.lstrip("/") for item in listed for name in item["Names"]}

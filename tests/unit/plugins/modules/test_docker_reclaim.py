@@ -22,7 +22,7 @@ import pytest
     ],
 )
 def test_invalid_options_fail_naming_the_value(module_runner, args, fragment):
-    result = module_runner("docker_reclaim", dict(args, docker_socket="/nonexistent/docker.sock"))
+    result = module_runner("docker_reclaim", dict(args, docker_host="/nonexistent/docker.sock"))
     assert result.get("failed") is True, result
     assert "invalid option" in result["msg"]
     assert fragment in result["msg"]
@@ -37,7 +37,7 @@ def test_invalid_options_fail_naming_the_value(module_runner, args, fragment):
     ],
 )
 def test_no_target_and_a_container_filter_are_for_the_log_tier_alone(module_runner, args, fragment):
-    result = module_runner("docker_reclaim", dict(args, docker_socket="/nonexistent/docker.sock"))
+    result = module_runner("docker_reclaim", dict(args, docker_host="/nonexistent/docker.sock"))
     assert result.get("failed") is True, result
     assert fragment in result["msg"]
 
@@ -45,7 +45,7 @@ def test_no_target_and_a_container_filter_are_for_the_log_tier_alone(module_runn
 def test_the_log_tier_alone_needs_no_target(module_runner, tmp_path):
     # Past the option checks, it fails only on the missing engine.
     result = module_runner("docker_reclaim", {"tiers": ["container_logs"], "containers": ["api-1"],
-                                              "docker_socket": str(tmp_path / "none.sock")})
+                                              "docker_host": str(tmp_path / "none.sock")})
     assert result.get("failed") is True
     assert "cannot read the engine's data-root" in result["msg"]
 
@@ -58,7 +58,7 @@ def test_unknown_tier_is_refused_by_the_argument_spec(module_runner):
 
 def test_unreachable_engine_fails_naming_the_socket_and_touches_nothing(module_runner, tmp_path):
     socket_path = tmp_path / "docker.sock"
-    result = module_runner("docker_reclaim", {"target_free": "50%", "docker_socket": str(socket_path)})
+    result = module_runner("docker_reclaim", {"target_free": "50%", "docker_host": str(socket_path)})
     assert result.get("failed") is True
     assert str(socket_path) in result["msg"]
     assert "cannot read the engine's data-root" in result["msg"]
@@ -66,7 +66,7 @@ def test_unreachable_engine_fails_naming_the_socket_and_touches_nothing(module_r
 
 def test_check_mode_fails_the_same_way_without_an_engine(module_runner, tmp_path):
     result = module_runner(
-        "docker_reclaim", {"target_free": "1G", "docker_socket": str(tmp_path / "none.sock")}, check_mode=True
+        "docker_reclaim", {"target_free": "1G", "docker_host": str(tmp_path / "none.sock")}, check_mode=True
     )
     assert result.get("failed") is True
     assert "cannot reach the Docker engine" in result["msg"]
@@ -91,7 +91,7 @@ def mutations(engine) -> list[tuple[str, str]]:
 def test_a_partial_view_of_the_engine_is_refused_through_the_deletion_guard(module_runner, fake_engine, tmp_path,
                                                                             check_mode):
     fake_engine.containers_listed = []  # no containers listed, one counted: every image would look unused
-    args = {"target_free": unmet_target(tmp_path), "docker_socket": str(tmp_path / "docker.sock"),
+    args = {"target_free": unmet_target(tmp_path), "docker_host": str(tmp_path / "docker.sock"),
             "lock_file": str(tmp_path / "prune.lock")}
     result = module_runner("docker_reclaim", args, check_mode=check_mode)
     assert result.get("failed") is True, result
@@ -106,7 +106,7 @@ def test_a_partial_view_of_the_engine_is_refused_through_the_deletion_guard(modu
 
 def test_a_partial_view_in_a_later_tier_stops_the_run_and_reports_what_was_removed(module_runner, fake_engine,
                                                                                    tmp_path):
-    args = {"target_free": unmet_target(tmp_path), "docker_socket": str(tmp_path / "docker.sock"),
+    args = {"target_free": unmet_target(tmp_path), "docker_host": str(tmp_path / "docker.sock"),
             "lock_file": str(tmp_path / "prune.lock"), "tiers": ["build_cache", "dangling_images", "unused_images"]}
     result = module_runner("docker_reclaim", args)
     assert result.get("failed") is True, result
@@ -121,7 +121,7 @@ def test_a_partial_view_in_a_later_tier_stops_the_run_and_reports_what_was_remov
 @pytest.mark.parametrize(("option", "value", "fragment"), [
     ("lock_file", "/run/lock/", "lock_file '/run/lock/': the last component (after 'lock') is empty"),
     ("data_root", "/var/lib//docker", "data_root '/var/lib//docker': the component after 'lib' is empty"),
-    ("docker_socket", "run/docker.sock", "docker_socket 'run/docker.sock' is not an absolute path"),
+    ("docker_host", "run/docker.sock", "docker_host 'run/docker.sock' is not an absolute path"),
 ])
 def test_paths_follow_the_rules_of_every_destructive_module(module_runner, option, value, fragment):
     """Issue 10.6: one validator for every path a destructive module takes (an empty variable, a stray slash)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import pytest
 from guard_module_runner import finish_module, load, run_module, start_module, tree
 
 guarded_cleanup = load("guarded_cleanup")
+quarantine = importlib.import_module("ansible_collections.postmortem.remediation.plugins.module_utils._quarantine")
 CUSTOMERS = 100
 
 
@@ -365,7 +367,7 @@ def test_a_move_never_replaces_what_appeared_at_the_target(tmp_path: Path, monke
     (tmp_path / "origin").write_text("new backup")
     monkeypatch.setattr(guarded_cleanup.os.path, "lexists", lambda _path: False)  # the check saw nothing
     with pytest.raises(FileExistsError):
-        guarded_cleanup.move_no_replace(str(tmp_path / "quarantined"), str(tmp_path / "origin"))
+        quarantine.move_no_replace(str(tmp_path / "quarantined"), str(tmp_path / "origin"))
     assert (tmp_path / "origin").read_text() == "new backup"
     assert (tmp_path / "quarantined").read_text() == "old backup"
 

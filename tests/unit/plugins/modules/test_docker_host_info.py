@@ -1,4 +1,4 @@
-"""docker_host_facts: the parsers as tables, then the module run for real on this machine."""
+"""docker_host_info: the parsers as tables, then the module run for real on this machine."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from ansible_collections.postmortem.remediation.plugins.modules import docker_host_facts as hf
+from ansible_collections.postmortem.remediation.plugins.modules import docker_host_info as hf
 
 PROC_MOUNTS = """\
 overlay / overlay rw,relatime,lowerdir=/var/lib/docker/overlay2/l/A:/var/lib/docker/overlay2/l/B 0 0
@@ -155,8 +155,8 @@ def test_module_reports_an_unreachable_daemon_without_failing(module_runner, tmp
     config = tmp_path / "daemon.json"
     config.write_text(json.dumps({"data-root": str(tmp_path / "docker")}))
     result = module_runner(
-        "docker_host_facts",
-        {"docker_socket": str(tmp_path / "no.sock"), "daemon_config": str(config), "assess_storage_driver": "vfs"},
+        "docker_host_info",
+        {"docker_host": str(tmp_path / "no.sock"), "daemon_config": str(config), "assess_storage_driver": "vfs"},
         check_mode=True,
     )
     assert result.get("failed") is not True, result
@@ -175,7 +175,7 @@ def test_module_reports_an_unreachable_daemon_without_failing(module_runner, tmp
 
 @pytest.mark.skipif(not os.path.exists("/var/run/docker.sock"), reason="no Docker engine on this machine")
 def test_module_reads_the_real_engine(module_runner):
-    result = module_runner("docker_host_facts", {"assess_storage_driver": "zfs"})
+    result = module_runner("docker_host_info", {"assess_storage_driver": "zfs"})
     docker = result["docker"]
     assert docker["reachable"] is True, docker
     assert docker["storage_driver"] and docker["server_version"]
@@ -197,8 +197,8 @@ def test_module_reads_the_real_engine(module_runner):
 )
 def test_module_decides_the_refusal(module_runner, tmp_path: Path, driver, allow_risky, refused, starts):
     result = module_runner(
-        "docker_host_facts",
-        {"docker_socket": str(tmp_path / "no.sock"), "daemon_config": str(tmp_path / "daemon.json"),
+        "docker_host_info",
+        {"docker_host": str(tmp_path / "no.sock"), "daemon_config": str(tmp_path / "daemon.json"),
          "assess_storage_driver": driver, "allow_risky": allow_risky},
         check_mode=True,
     )
