@@ -209,8 +209,11 @@ class Fleet:
 
 def search(fleet: Fleet, size: int, rounds: int) -> Settings:
     print(f"\nSettings at {size} host(s), harden vs facts-only, {rounds} interleaved rounds each:", flush=True)
-    candidates = [Settings(5, False, "linear"), Settings(5, True, "linear"), Settings(max(size, 5), True, "linear"),
-                  Settings(max(size, 5), True, "free")]
+    # Ansible's default (5 forks, no pipelining, linear), then one change at a time: pipelining, fewer forks (one per
+    # core of this machine) and more (one per host), the free strategy.
+    wide = max(size, 5)
+    candidates = [Settings(5, False, "linear"), Settings(5, True, "linear"), Settings(2, True, "linear"),
+                  Settings(wide, True, "linear"), Settings(wide, True, "free")]
     best: tuple[float, Settings] | None = None
     for settings in dict.fromkeys(candidates):
         before = load()
