@@ -159,9 +159,15 @@ def test_checkpoints_follow_the_commits_not_the_clock(tmp_path: Path, monkeypatc
     assert journal.checkpoint_due()  # one commit, long enough ago
 
 
-def test_a_stream_of_alerts_is_decided_in_batches(tmp_path: Path) -> None:
+def test_a_stream_of_alerts_is_decided_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Deciding each alert as it landed cost one fsync per alert on top of its delivery's (3,178 decision commits
-    for 4,700 alerts at 500/s); while alerts stream in, the dispatcher lets a few gather first."""
+    for 4,700 alerts at 500/s); while alerts stream in, the dispatcher lets a few gather first.
+
+    The window is widened here: on a loaded machine one delivery's fsync can take longer than the real 20 ms window,
+    and the test is about the mechanism (gather while streaming), not about how fast this disk is."""
+    from remediation_receiver import dispatcher as dispatcher_module
+
+    monkeypatch.setattr(dispatcher_module, "BATCH_WINDOW", 0.25)
     dispatcher, journal, _executor = setup(tmp_path)
     dispatcher.start()
     try:
