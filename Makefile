@@ -65,8 +65,9 @@ demo-down:  ## Remove what `make demo` started (its lab hosts, processes and sta
 	if [ -x $(BIN)/python ]; then $(BIN)/python -m demo down; else bash tests/lab/lab.sh down $${LAB_PREFIX:-pmr-demo}; fi
 
 .PHONY: lint
-lint: venv collection-link  ## ruff, ansible-lint (production profile), the documented commands (static check), role READMEs current, changelog fragments
+lint: venv collection-link  ## ruff, mypy (plugins and receiver), ansible-lint (production profile), the documented commands (static check), role READMEs current, changelog fragments
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/ansible-lint --profile production --offline
 	$(BIN)/python tests/docs/check_commands.py --static
 	$(BIN)/python tests/docs/role_readmes.py --check

@@ -108,7 +108,8 @@ def summarise_event(event: dict[str, Any]) -> dict[str, Any] | None:
     if name not in KEPT_EVENTS:
         return None
     data = event.get("event_data") or {}
-    res = data.get("res") if isinstance(data.get("res"), dict) else {}
+    raw_res = data.get("res")
+    res = raw_res if isinstance(raw_res, dict) else {}
     kept: dict[str, Any] = {"res": {k: _trim(res[k]) for k in RES_KEYS if k in res}}
     if name == "playbook_on_stats":
         kept = {k: data.get(k) for k in ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored")}

@@ -513,11 +513,13 @@ class Server(ThreadingHTTPServer):
         super().server_close()
 
 
+class Server6(Server):
+    address_family = socket.AF_INET6
+
+
 def make_server(host: str, port: int, ingress: Ingress, views: Any, *, max_connections: int = 128,
                 request_timeout: float = 10.0) -> Server:
     handler = type("BoundHandler", (Handler,), {"ingress": ingress, "views": views})
-    server_class = Server
-    if ":" in host:
-        server_class = type("Server6", (Server,), {"address_family": socket.AF_INET6})
+    server_class: type[Server] = Server6 if ":" in host else Server
     return server_class((host.strip("[]"), port), handler, metrics=ingress.metrics, max_connections=max_connections,
                         request_timeout=request_timeout, idle_timeout=float(Handler.timeout))

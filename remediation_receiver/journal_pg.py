@@ -62,6 +62,7 @@ class Row(dict[str, Any]):
     """A row readable by column name and by position, like sqlite3.Row (the shared SQL uses both)."""
 
     __slots__ = ("_values",)
+    _values: tuple[Any, ...]
 
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, int):

@@ -171,4 +171,4 @@ class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
 
     def https_open(self, req: urllib.request.Request) -> Any:
         return self.do_open(lambda host, **kw: self._deadline.track(http.client.HTTPSConnection(host, **kw)), req,
-                            context=self._context)
+                            context=getattr(self, "_context", None))  # set by HTTPSHandler, not in its stubs

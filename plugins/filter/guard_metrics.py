@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.postmortem.remediation.plugins.module_utils._textfile_metrics import (
@@ -13,7 +15,7 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._textfile_m
 )
 
 
-def guard_metrics(outcome, timestamp=None):
+def guard_metrics(outcome: Any, timestamp: float | str | None = None) -> str:
     """The pmr_guard_* text of one guarded job's outcome, as safe_sync and guarded_cleanup write it."""
     if not isinstance(outcome, dict):
         raise AnsibleFilterError("guard_metrics expects a dict, got %s" % type(outcome).__name__)
@@ -28,5 +30,5 @@ def guard_metrics(outcome, timestamp=None):
 
 
 class FilterModule(object):
-    def filters(self):
+    def filters(self) -> dict[str, Callable[..., Any]]:
         return {"guard_metrics": guard_metrics}

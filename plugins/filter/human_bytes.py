@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from ansible.errors import AnsibleFilterError
 from ansible_collections.postmortem.remediation.plugins.module_utils._prune_policy import human_bytes as _human_bytes
 
 
-def human_bytes(value):
+def human_bytes(value: Any) -> str:
     try:
         return _human_bytes(int(value))
     except (TypeError, ValueError) as exc:
@@ -15,5 +18,5 @@ def human_bytes(value):
 
 
 class FilterModule(object):
-    def filters(self):
+    def filters(self) -> dict[str, Callable[..., Any]]:
         return {"human_bytes": human_bytes}

@@ -7,6 +7,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 # An outcome in this list stops the rollout before the next batch.
 STOP_OUTCOMES = ("refused", "rolled_back", "rollback_failed", "failed", "interrupted")
 # Summary key -> the outcomes it lists, in the order an operator reads them.
@@ -20,24 +23,24 @@ SUMMARY_GROUPS = (
 )
 
 
-def _records(records):
+def _records(records: Any) -> list[dict[str, Any]]:
     """Only the records that name a host; anything else (a stray file) is ignored."""
     return [r for r in (records or []) if isinstance(r, dict) and r.get("host")]
 
 
-def rollout_stopped_by(records):
+def rollout_stopped_by(records: Any) -> list[str]:
     """The hosts whose outcome stops the rollout, sorted: empty lets the next batch go ahead."""
     return sorted(r["host"] for r in _records(records) if r.get("outcome", "interrupted") in STOP_OUTCOMES)
 
 
-def rollout_summary(records, targets, run, driver=None):
+def rollout_summary(records: Any, targets: list[str] | None, run: str, driver: str | None = None) -> dict[str, Any]:
     """What a rollout did to each host, from its records: the lists by outcome, untouched hosts, messages.
 
     `driver` is the one this run was started for (its run record); without it the records name it. A record with no
     outcome is a host that was being changed when the run stopped: failed (interrupted).
     """
     records = _records(records)
-    summary = dict(run=run)
+    summary: dict[str, Any] = dict(run=run)
     named = [r["driver"] for r in records if r.get("driver")]
     summary["driver"] = driver or (named[0] if named else "?")
     for key, outcomes in SUMMARY_GROUPS:
@@ -51,7 +54,7 @@ def rollout_summary(records, targets, run, driver=None):
 
 
 class FilterModule(object):
-    def filters(self):
+    def filters(self) -> dict[str, Callable[..., Any]]:
         return {
             "rollout_stopped_by": rollout_stopped_by,
             "rollout_summary": rollout_summary,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+from collections.abc import Iterable
 
 from ansible_collections.postmortem.remediation.plugins.module_utils._quarantine import identity
 
@@ -19,7 +20,8 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._quarantine
 class ItemRules:
     """The rules that name the items of ``path``: its pattern, its locks and its keys (the module's options)."""
 
-    def __init__(self, path, pattern, key_regex, lock_patterns, lock_suffix, own_paths):
+    def __init__(self, path: str, pattern: str, key_regex: str | None, lock_patterns: list[str], lock_suffix: str,
+                 own_paths: Iterable[str]) -> None:
         self.path = path
         self.pattern = pattern
         self.key_regex = key_regex
@@ -28,7 +30,7 @@ class ItemRules:
         # The module's own files are never items, however they are reached (a symlinked alias of path included).
         self.own = set(identity(p) for p in own_paths) - {None}
 
-    def names(self):
+    def names(self) -> list[str]:
         """The item names in ``path``, sorted."""
         names = []
         for name in sorted(os.listdir(self.path)):
@@ -43,7 +45,7 @@ class ItemRules:
                 names.append(name)
         return names
 
-    def lock_reason(self, name):
+    def lock_reason(self, name: str) -> str | None:
         """Why the item ``name`` is locked (a lock pattern, a lock marker at its origin), or None."""
         for lock_pattern in self.lock_patterns:
             if fnmatch.fnmatchcase(name, lock_pattern):
@@ -53,7 +55,7 @@ class ItemRules:
             return "locked: marker %s" % (name + suffix)
         return None
 
-    def key_of(self, name):
+    def key_of(self, name: str) -> str | None:
         """The reference key of ``name``: the whole name, or what key_regex extracts; None when it does not match."""
         if not self.key_regex:
             return name

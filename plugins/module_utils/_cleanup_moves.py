@@ -13,22 +13,25 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterable
 
-from ansible_collections.postmortem.remediation.plugins.module_utils._quarantine import iso, move_no_replace
+from ansible_collections.postmortem.remediation.plugins.module_utils._cleanup_items import ItemRules
+from ansible_collections.postmortem.remediation.plugins.module_utils._quarantine import Quarantine, iso, move_no_replace
 
 
 class Ledger:
     """What a run keeps (each with the reason) and the lines of its diff."""
 
-    def __init__(self):
-        self.kept = []
-        self.diff_lines = []
+    def __init__(self) -> None:
+        self.kept: list[dict[str, str]] = []
+        self.diff_lines: list[str] = []
 
-    def keep(self, name, reason):
+    def keep(self, name: str, reason: str) -> None:
         self.kept.append({"name": name, "reason": reason})
 
 
-def plan_quarantine(quarantine, keys, rules, grace, restore_referenced, ledger):
+def plan_quarantine(quarantine: Quarantine, keys: set[str], rules: ItemRules, grace: int, restore_referenced: bool,
+                    ledger: Ledger) -> tuple[list[str], list[str]]:
     """Which quarantined items to purge (grace period over, still orphans) or to move back (referenced again)."""
     now = time.time()
     purge, restore = [], []
@@ -59,7 +62,7 @@ def plan_quarantine(quarantine, keys, rules, grace, restore_referenced, ledger):
     return purge, restore
 
 
-def can_quarantine(quarantine, origin_dir, name, ledger):
+def can_quarantine(quarantine: Quarantine, origin_dir: str, name: str, ledger: Ledger) -> bool:
     """Whether the orphan ``name`` can go to the quarantine (nothing of that name is there yet)."""
     if name in quarantine.entries or os.path.lexists(quarantine.stored_path(name)):
         ledger.keep(name, "orphan, but an item of that name is already in the quarantine")
@@ -68,7 +71,7 @@ def can_quarantine(quarantine, origin_dir, name, ledger):
     return True
 
 
-def plan_restore(quarantine, names, ledger):
+def plan_restore(quarantine: Quarantine, names: Iterable[str] | None, ledger: Ledger) -> list[str]:
     """The quarantined items state=restore moves back: all of them, or those ``names`` means (None: all)."""
     wanted = None
     if names is not None:
@@ -94,7 +97,8 @@ def plan_restore(quarantine, names, ledger):
     return restore
 
 
-def apply_moves(quarantine, origin_dir, purge, restore, quarantined, key_of, ledger):
+def apply_moves(quarantine: Quarantine, origin_dir: str, purge: list[str], restore: list[str], quarantined: list[str],
+                key_of: Callable[[str], str | None], ledger: Ledger) -> None:
     """Quarantine, move back and purge; the lists keep only what was done, the rest is in the ledger as kept."""
     stale = [name for name in quarantine.entries if not os.path.lexists(quarantine.stored_path(name))]
     if not (purge or restore or quarantined or stale):
@@ -144,7 +148,7 @@ def apply_moves(quarantine, origin_dir, purge, restore, quarantined, key_of, led
     quarantine.save(origin_dir)
 
 
-def move_back(quarantine, names, ledger):
+def move_back(quarantine: Quarantine, names: list[str], ledger: Ledger) -> None:
     """Move quarantined items back to their origin; one that cannot go back stays quarantined and is kept."""
     for name in list(names):
         origin = quarantine.entries[name]["origin"]

@@ -12,17 +12,18 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+from typing import Any
 
 REMOTE_DRIVERS_WITH_CACHE = ("syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "etwlogs", "gcplogs")
 
 
-def classify(driver, options):
+def classify(driver: str | None, options: dict[str, Any] | None) -> tuple[bool, str]:
     """Return (bounded, reason) for a container's log configuration."""
     max_size = (options or {}).get("max-size")
     if driver == "json-file":
         if max_size in (None, "", "-1"):
             return False, "json-file without max-size: the log grows until the disk is full"
-        return True, "json-file rotated at max-size=%s, max-file=%s" % (max_size, options.get("max-file", "1"))
+        return True, "json-file rotated at max-size=%s, max-file=%s" % (max_size, (options or {}).get("max-file", "1"))
     if driver == "local":
         if max_size == "-1":
             return False, "local with max-size=-1: rotation disabled"
@@ -36,7 +37,7 @@ def classify(driver, options):
     return True, "driver %s does not write log files under the data root" % driver
 
 
-def log_bytes(container, data_root):
+def log_bytes(container: dict[str, Any], data_root: str) -> int:
     """Bytes of the container's log files (rotated ones included) from an inspect record."""
     driver = container["HostConfig"]["LogConfig"]["Type"]
     if driver == "json-file" and container.get("LogPath"):

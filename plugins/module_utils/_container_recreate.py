@@ -10,8 +10,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from ansible_collections.postmortem.remediation.plugins.module_utils._container_logs import classify
+
+if TYPE_CHECKING:
+    from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import DockerAPI
 
 # Labels of the orchestrators that own a container: re-creating it behind their back confuses them (Compose sees a
 # changed config hash, Swarm and the kubelet replace what they do not know).
@@ -33,11 +38,13 @@ class RecreateError(Exception):
     """A step of the re-creation failed; the message names the container, the step and what was put back."""
 
 
-def container_name(container):
+def container_name(container: dict[str, Any]) -> str:
     return container.get("Name", "").lstrip("/")
 
 
-def bounded_log_config(log_config, daemon_log_config=None, max_size=None, max_file=None):
+def bounded_log_config(log_config: dict[str, Any], daemon_log_config: dict[str, Any] | None = None,
+                       max_size: str | None = None, max_file: str | None = None,
+                       ) -> tuple[dict[str, Any] | None, str]:
     """Return (new LogConfig, source) for a log configuration, or (None, why) when nothing bounded is known.
 
     The container's other log options (compress, tag, labels...) are kept; only its limits change: to the given
@@ -69,7 +76,7 @@ def bounded_log_config(log_config, daemon_log_config=None, max_size=None, max_fi
     )
 
 
-def _named_sources(host_config):
+def _named_sources(host_config: dict[str, Any]) -> set[str]:
     names = set()
     for bind in host_config.get("Binds") or []:
         names.add(bind.split(":", 1)[0])
@@ -79,7 +86,8 @@ def _named_sources(host_config):
     return names
 
 
-def refusals(container, others=(), allow_managed=False, keep_label=None):
+def refusals(container: dict[str, Any], others: Iterable[dict[str, Any]] = (), allow_managed: bool = False,
+             keep_label: str | None = None) -> list[str]:
     """Why this container cannot be re-created faithfully (empty when it can). `others`: the engine's container
     list (GET /containers/json), to find containers that share this one's network namespace. `keep_label`: a label
     that protects a container's log (removing the old container removes its log)."""
@@ -131,7 +139,8 @@ def refusals(container, others=(), allow_managed=False, keep_label=None):
     return reasons
 
 
-def create_spec(container, log_config, image):
+def create_spec(container: dict[str, Any], log_config: dict[str, Any], image: str,
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The body of POST /containers/create for the copy, and the networks to connect after it (name -> endpoint).
 
     Config and HostConfig are the inspect record's own (the engine accepts them back), with the new LogConfig; the
@@ -165,7 +174,7 @@ def create_spec(container, log_config, image):
     return body, endpoints
 
 
-def changes(container, log_config):
+def changes(container: dict[str, Any], log_config: dict[str, Any]) -> dict[str, Any]:
     """What the re-creation changes, for the diff: only the log configuration."""
     before = (container.get("HostConfig") or {}).get("LogConfig")
     return {
@@ -174,7 +183,8 @@ def changes(container, log_config):
     }
 
 
-def recreate(api, container, body, extra_networks, settle=3, stop_timeout=None):
+def recreate(api: DockerAPI, container: dict[str, Any], body: dict[str, Any], extra_networks: dict[str, Any],
+             settle: float = 3, stop_timeout: int | None = None) -> str:
     """Re-create `container` from `body`. Returns the new container's ID. On a failure the old container gets its
     name back and runs again, the copy is removed, and RecreateError says which step failed and what was done."""
     name = container_name(container)
@@ -214,7 +224,7 @@ def recreate(api, container, body, extra_networks, settle=3, stop_timeout=None):
     return new_id
 
 
-def _put_back(api, old_id, name, new_id, old_stopped):
+def _put_back(api: DockerAPI, old_id: str, name: str, new_id: str | None, old_stopped: bool) -> str:
     done = []
     try:
         if new_id:

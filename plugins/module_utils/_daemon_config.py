@@ -12,6 +12,8 @@ import copy
 import json
 import math
 import shlex
+from collections.abc import Iterable
+from typing import Any, NoReturn
 
 # Top-level keys dockerd accepts in daemon.json (Engine 20.10 to 28; the 20.10 ones checked against a real dockerd).
 # dockerd refuses any other key ("the following directives don't match any configuration option"), so we refuse it
@@ -65,11 +67,11 @@ class ConfigError(Exception):
     """The existing file or the requested change cannot be used; the message says which and why."""
 
 
-def _not_json(constant):
+def _not_json(constant: str) -> NoReturn:
     raise ValueError("%s is not a JSON value" % constant)
 
 
-def parse_existing(text, path):
+def parse_existing(text: str, path: str) -> dict[str, Any]:
     """Parse the current file; an empty file counts as no settings. Invalid JSON is an error, never overwritten.
 
     Python's json module reads NaN and Infinity, which JSON does not have (dockerd refuses them): they are refused.
@@ -89,7 +91,7 @@ def parse_existing(text, path):
     return data
 
 
-def deep_merge(base, overlay):
+def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     """Return base with overlay merged in: nested dicts merged key by key, any other value replaced.
 
     A null (None) in overlay removes the key: ``log-opts: {compress: null}`` means "no compress option".
@@ -105,19 +107,19 @@ def deep_merge(base, overlay):
     return result
 
 
-def drop_nulls(value):
+def drop_nulls(value: Any) -> Any:
     """A copy of value without the keys whose value is null, at every depth of nested mappings."""
     if isinstance(value, dict):
         return dict((key, drop_nulls(item)) for key, item in value.items() if item is not None)
     return copy.deepcopy(value)
 
 
-def remove_keys(config, keys):
+def remove_keys(config: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
     """Remove top-level keys, or nested ones named as a dotted path (``log-opts.max-size``)."""
     result = copy.deepcopy(config)
     for key in keys:
         parts = key.split(".") if key not in result else [key]
-        node = result
+        node: Any = result
         for part in parts[:-1]:
             node = node.get(part) if isinstance(node, dict) else None
             if node is None:
@@ -127,7 +129,7 @@ def remove_keys(config, keys):
     return result
 
 
-def _as_docker_string(value):
+def _as_docker_string(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -135,7 +137,7 @@ def _as_docker_string(value):
     return value  # a string stays; a float, list or mapping is left for validate() to refuse with its name
 
 
-def coerce(config):
+def coerce(config: dict[str, Any]) -> dict[str, Any]:
     """Turn values dockerd reads as strings into strings (log-opts max-file: 3 becomes "3").
 
     Only booleans and integers have one obvious string form. A float (3.0 or 3?), a list or a mapping has none:
@@ -149,7 +151,7 @@ def coerce(config):
     return result
 
 
-def exec_start_argv(exec_start):
+def exec_start_argv(exec_start: str | None) -> list[str]:
     """A unit's ExecStart line as its arguments (split on whitespace when its quoting does not parse)."""
     try:
         return shlex.split(exec_start or "")
@@ -157,7 +159,7 @@ def exec_start_argv(exec_start):
         return (exec_start or "").split()
 
 
-def unit_host_flags(exec_start):
+def unit_host_flags(exec_start: str | None) -> list[str]:
     """The -H/--host flags in a docker unit's ExecStart line."""
     argv = exec_start_argv(exec_start)
     flags = []
@@ -169,10 +171,10 @@ def unit_host_flags(exec_start):
     return flags
 
 
-def unit_flag_keys(exec_start):
+def unit_flag_keys(exec_start: str | None) -> dict[str, str]:
     """Map each daemon.json key that a flag in the unit's ExecStart already sets to that flag as written."""
     argv = exec_start_argv(exec_start)
-    keys = {}
+    keys: dict[str, str] = {}
     for arg in argv[1:]:
         if arg.startswith("--"):
             name = arg[2:].split("=", 1)[0]
@@ -186,7 +188,7 @@ def unit_flag_keys(exec_start):
     return keys
 
 
-def validate(config, allow_unknown_keys=False, exec_start=None):
+def validate(config: dict[str, Any], allow_unknown_keys: bool = False, exec_start: str | None = None) -> list[str]:
     """Return the reasons dockerd would refuse this configuration (an empty list when none)."""
     problems = []
     unknown = sorted(key for key in config if key not in KNOWN_KEYS)
@@ -234,7 +236,7 @@ def validate(config, allow_unknown_keys=False, exec_start=None):
     return problems
 
 
-def _non_finite_numbers(value, where=""):
+def _non_finite_numbers(value: Any, where: str = "") -> list[str]:
     """Dotted paths of the NaN or infinite numbers in value (a YAML .nan would otherwise reach json.dumps)."""
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return [where or "<value>"]
@@ -248,7 +250,7 @@ def _non_finite_numbers(value, where=""):
     return found
 
 
-def _json_type(value):
+def _json_type(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, float):
@@ -260,35 +262,36 @@ def _json_type(value):
     return type(value).__name__
 
 
-def _article(value):
+def _article(value: Any) -> str:
     return "an" if _json_type(value)[0] in "aeiou" else "a"
 
 
-def changed_keys(before, after):
+def changed_keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     """Top-level keys whose value differs between the two configurations, sorted."""
     keys = set(before) | set(after)
     return sorted(key for key in keys if before.get(key, _MISSING) != after.get(key, _MISSING))
 
 
-def needs_restart(keys):
+def needs_restart(keys: Iterable[str]) -> bool:
     """True when any changed key is one dockerd only reads at start."""
     return any(key not in RELOADABLE_KEYS for key in keys)
 
 
-def render(config):
+def render(config: dict[str, Any]) -> str:
     """The file text: stable key order, two-space indent, trailing newline, no timestamps."""
     return json.dumps(config, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 class _Missing:
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<missing>"
 
 
 _MISSING = _Missing()
 
 
-def plan(current, settings, remove=(), exclusive=False):
+def plan(current: dict[str, Any], settings: dict[str, Any], remove: Iterable[str] = (), exclusive: bool = False,
+         ) -> dict[str, Any]:
     """The configuration that should be on disk, from what is there and what was asked."""
     desired = drop_nulls(settings) if exclusive else deep_merge(current, settings)
     desired = remove_keys(desired, remove)

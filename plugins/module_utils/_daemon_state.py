@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
+from typing import Any
 
 from ansible_collections.postmortem.remediation.plugins.module_utils._daemon_config import RELOADABLE_KEYS
 
@@ -35,28 +37,28 @@ SUBSET_LISTS = ("insecure-registries",)
 RETURNING_POLICIES = ("always", "unless-stopped")
 
 
-def _insecure_registries(registry_config):
+def _insecure_registries(registry_config: dict[str, Any]) -> list[str]:
     names = [name for name, index in (registry_config.get("IndexConfigs") or {}).items()
              if isinstance(index, dict) and index.get("Secure") is False]
     return list(registry_config.get("InsecureRegistryCIDRs") or []) + names
 
 
-def daemon_values(info):
+def daemon_values(info: dict[str, Any]) -> dict[str, Any]:
     """The daemon.json keys GET /info reports, with the values the running daemon uses."""
     return dict((key, read(info)) for key, read in INFO_KEYS.items())
 
 
-def _zero(value):
+def _zero(value: Any) -> bool:
     return value in (None, False, 0, "", [], {})
 
 
-def _norm(item):
+def _norm(item: Any) -> str:
     if isinstance(item, str):
         return item.rstrip("/")  # dockerd adds a slash to registry mirrors
     return json.dumps(item, sort_keys=True)
 
 
-def same(key, wanted, actual):
+def same(key: str, wanted: Any, actual: Any) -> bool:
     """Whether the daemon's value satisfies the file's, lenient where dockerd adds its own entries."""
     if actual is None:
         return _zero(wanted)
@@ -79,21 +81,22 @@ _CONFIG_FIELD = re.compile(r'\bconfig="((?:[^"\\]|\\.)*)"')
 _LEVEL = re.compile(r'\blevel=(\w+)')
 
 
-def _unquote(text):
+def _unquote(text: str) -> Any:
     try:
         return json.loads('"%s"' % text)
     except ValueError:
         return text
 
 
-def reload_outcome(lines):
+def reload_outcome(lines: Iterable[str]) -> tuple[dict[str, Any] | None, list[str]]:
     """What dockerd said about its last reload in these journal lines: (the configuration it runs, its errors).
 
     dockerd 20.10 logs `msg="Reloaded configuration: {json}"` when a reload was applied and an error-level line
     (`file configuration validation failed: ...`, `unable to configure the Docker daemon ...`) when it refused one
     and kept the old values. Newer engines put the JSON in a `config=` field. (None, []) when it said nothing yet.
     """
-    config, errors = None, []
+    config: dict[str, Any] | None = None
+    errors: list[str] = []
     for line in lines:
         match = _MSG.search(line)
         message = _unquote(match.group(1)) if match else line
@@ -115,7 +118,8 @@ def reload_outcome(lines):
     return config, errors
 
 
-def key_checks(file_config, keys, info, reloaded=None, read_at_start=False):
+def key_checks(file_config: dict[str, Any], keys: Iterable[str], info: dict[str, Any] | None,
+               reloaded: dict[str, Any] | None = None, read_at_start: bool = False) -> list[dict[str, Any]]:
     """One check per key: the value the file asks for against the value the running daemon reports.
 
     Sources, best first: GET /info; the configuration dockerd logged when it applied a reload; for a daemon started
@@ -140,12 +144,13 @@ def key_checks(file_config, keys, info, reloaded=None, read_at_start=False):
     return checks
 
 
-def describe_mismatch(check):
+def describe_mismatch(check: dict[str, Any]) -> str:
     return "%s: daemon.json says %s, dockerd runs %s (%s)" % (
         check["key"], json.dumps(check["expected"]), json.dumps(check["actual"]), check["source"])
 
 
-def pending_apply(file_config, info, file_mtime, started_at, covered_by_record):
+def pending_apply(file_config: dict[str, Any], info: dict[str, Any] | None, file_mtime: float | None,
+                  started_at: float | None, covered_by_record: bool) -> tuple[str, list[str]]:
     """Whether the running daemon still waits for the file: 'restart', 'reload' or '' and the reasons.
 
     A role run interrupted after writing daemon.json and before restarting leaves a file the daemon never read. The
@@ -165,7 +170,7 @@ def pending_apply(file_config, info, file_mtime, started_at, covered_by_record):
     return kind, reasons
 
 
-def container_summary(inspected):
+def container_summary(inspected: dict[str, Any]) -> dict[str, Any]:
     """The parts of GET /containers/{id}/json that say what a restart does to the container."""
     policy = (inspected.get("HostConfig") or {}).get("RestartPolicy") or {}
     state = inspected.get("State") or {}
@@ -179,7 +184,8 @@ def container_summary(inspected):
     )
 
 
-def restart_plan(running, live_restore, driver_change):
+def restart_plan(running: Iterable[dict[str, Any]], live_restore: bool, driver_change: bool,
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Split the running containers by what a restart of dockerd does to them.
 
     will_stop: stopped and not started again. may_stop: on-failure, started again only when it exits non-zero on the
@@ -208,7 +214,8 @@ def restart_plan(running, live_restore, driver_change):
     return will_stop, may_stop, will_return
 
 
-def after_restart(before, now_by_id, leftover_ids):
+def after_restart(before: Iterable[dict[str, Any]], now_by_id: dict[str, dict[str, Any]], leftover_ids: set[str],
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Compare the containers that ran before the restart with what dockerd shows now.
 
     now_by_id: container ID -> summary for every container dockerd lists now. leftover_ids: IDs that still have a

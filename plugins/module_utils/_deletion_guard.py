@@ -31,11 +31,20 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from ansible_collections.postmortem.remediation.plugins.module_utils._files import WriteTargetError, write_target
+from ansible_collections.postmortem.remediation.plugins.module_utils._files import (
+    WriteTargetError,
+    write_atomically,
+    write_target,
+)
+
+if TYPE_CHECKING:
+    from ansible.module_utils.basic import AnsibleModule
 
 ON_REFUSAL_CHOICES = ("fail", "report")
+T = TypeVar("T")
 
 # The options every guarded destructive module takes, declared once (documented once in the doc fragment
 # postmortem.remediation.deletion_guard); the module's own bounds are checked with check_bounds.
@@ -52,53 +61,59 @@ class PathScopeError(ValueError):
 class Check(object):
     """One comparison of a measured value with its bound."""
 
-    def __init__(self, name, ok, value=None, limit=None, message=""):
+    def __init__(self, name: str, ok: object, value: Any = None, limit: Any = None, message: str = "") -> None:
         self.name = name
         self.ok = bool(ok)
         self.value = value
         self.limit = limit
         self.message = message
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "ok": self.ok, "value": self.value, "limit": self.limit, "message": self.message}
 
 
 class Verdict(object):
     """The checks made on one planned destructive operation; allowed only when every check passed."""
 
-    def __init__(self, subject):
+    def __init__(self, subject: str) -> None:
         self.subject = subject
-        self.checks = []
+        self.checks: list[Check] = []
 
     # -- generic comparisons -------------------------------------------------------------------------
-    def require(self, name, ok, message, value=None, limit=None):
+    def require(self, name: str, ok: bool, message: str, value: Any = None, limit: Any = None) -> bool:
         """Record a check whose outcome the caller computed; ``message`` explains a failure."""
         self.checks.append(Check(name, ok, value, limit, "" if ok else message))
         return ok
 
-    def require_at_most(self, name, value, limit, unit="items"):
+    def require_at_most(self, name: str, value: int, limit: int | None, unit: str = "items") -> bool:
         """``value`` must not exceed ``limit``; a limit of None disables the check (recorded as passed)."""
         ok = limit is None or value <= limit
-        message = "%s: %d %s planned, more than the bound of %d" % (name, value, unit, limit) if not ok else ""
+        message = ""
+        if limit is not None and not ok:
+            message = "%s: %d %s planned, more than the bound of %d" % (name, value, unit, limit)
         return self.require(name, ok, message, value, limit)
 
-    def require_ratio_at_most(self, name, part, whole, limit, unit="items"):
+    def require_ratio_at_most(self, name: str, part: int, whole: int, limit: float | None, unit: str = "items",
+                              ) -> bool:
         """``part / whole`` must not exceed ``limit`` (0..1). With an empty population any part is 100 %."""
         ratio = ratio_of(part, whole)
         ok = limit is None or ratio <= limit
         message = ""
-        if not ok:
+        if limit is not None and not ok:
             message = "%s: %d of %d %s (%s) planned, more than the bound of %s" % (
                 name, part, whole, unit, percent(ratio), percent(limit))
         return self.require(name, ok, message, round(ratio, 6), limit)
 
-    def require_at_least(self, name, value, minimum, unit="items"):
+    def require_at_least(self, name: str, value: int, minimum: int | None, unit: str = "items") -> bool:
         """``value`` must reach ``minimum`` (an input that is too small is not trusted)."""
         ok = minimum is None or value >= minimum
-        message = "%s: %d %s, fewer than the minimum of %d" % (name, value, unit, minimum) if not ok else ""
+        message = ""
+        if minimum is not None and not ok:
+            message = "%s: %d %s, fewer than the minimum of %d" % (name, value, unit, minimum)
         return self.require(name, ok, message, value, minimum)
 
-    def require_no_shrink(self, name, previous, current, max_shrink, unit="items"):
+    def require_no_shrink(self, name: str, previous: int | None, current: int, max_shrink: float | None,
+                          unit: str = "items") -> bool:
         """``current`` may be smaller than ``previous`` by at most ``max_shrink`` (0..1) of ``previous``.
 
         ``previous`` of None (no earlier successful run) passes: there is nothing to compare with.
@@ -113,7 +128,8 @@ class Verdict(object):
                 name, current, unit, previous, percent(shrink), percent(max_shrink))
         return self.require(name, ok, message, round(shrink, 6), max_shrink)
 
-    def require_path_scope(self, name, path, expect_suffix=None, absolute=False):
+    def require_path_scope(self, name: str, path: str, expect_suffix: str | None = None, absolute: bool = False,
+                           ) -> bool:
         """``path`` must have only real components and end with ``expect_suffix`` (see :func:`check_path_scope`)."""
         try:
             check_path_scope(path, name, expect_suffix=expect_suffix, absolute=absolute)
@@ -123,21 +139,21 @@ class Verdict(object):
 
     # -- outcome ----------------------------------------------------------------------------------------
     @property
-    def allowed(self):
+    def allowed(self) -> bool:
         return all(check.ok for check in self.checks)
 
     @property
-    def failures(self):
+    def failures(self) -> list[Check]:
         return [check for check in self.checks if not check.ok]
 
     @property
-    def reason(self):
+    def reason(self) -> str:
         """One line naming every failed check, or an empty string when allowed."""
         if self.allowed:
             return ""
         return "refused %s: %s" % (self.subject, "; ".join(check.message for check in self.failures))
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         return {
             "subject": self.subject,
             "allowed": self.allowed,
@@ -149,7 +165,7 @@ class Verdict(object):
 class DeletionGuard(object):
     """Bounds on one kind of deletion: an absolute count and a ratio of the population."""
 
-    def __init__(self, max_count=None, max_ratio=None, unit="items"):
+    def __init__(self, max_count: int | None = None, max_ratio: float | None = None, unit: str = "items") -> None:
         if max_count is not None and max_count < 0:
             raise ValueError("max_count must be >= 0, got %r" % (max_count,))
         if max_ratio is not None and not 0.0 <= max_ratio <= 1.0:
@@ -158,25 +174,25 @@ class DeletionGuard(object):
         self.max_ratio = max_ratio
         self.unit = unit
 
-    def check(self, verdict, planned, population, label="deletions"):
+    def check(self, verdict: Verdict, planned: int, population: int, label: str = "deletions") -> Verdict:
         """Add the count and the ratio checks for ``planned`` deletions out of ``population`` to ``verdict``."""
         verdict.require_at_most(label, planned, self.max_count, unit=self.unit)
         verdict.require_ratio_at_most(label + " ratio", planned, population, self.max_ratio, unit=self.unit)
         return verdict
 
 
-def ratio_of(part, whole):
+def ratio_of(part: float, whole: float) -> float:
     """``part / whole``; an empty population with planned deletions counts as 100 %."""
     if whole <= 0:
         return 1.0 if part > 0 else 0.0
     return part / float(whole)
 
 
-def percent(ratio):
+def percent(ratio: float) -> str:
     return "%.1f %%" % (ratio * 100.0)
 
 
-def split_components(path):
+def split_components(path: str) -> list[str]:
     """Components of a POSIX path; the leading '/' of an absolute path yields no component.
 
     Empty components are kept so that they can be reported: 'a//b' -> ['a', '', 'b'], 'a/b/' -> ['a', 'b', ''].
@@ -188,13 +204,14 @@ def split_components(path):
     return path.split("/")
 
 
-def _describe_position(components, index):
+def _describe_position(components: list[str], index: int) -> str:
     if index == 0:
         return "the first component"
     return "the component after '%s'" % components[index - 1]
 
 
-def check_path_scope(path, label, expect_suffix=None, absolute=False):
+def check_path_scope(path: str | None, label: str, expect_suffix: str | None = None, absolute: bool = False,
+                     ) -> list[str]:
     """Refuse a path whose components could come from an empty or hostile variable.
 
     Rejected: an empty path, an empty component ('a//b', a trailing '/'), a whitespace-only component,
@@ -243,7 +260,7 @@ def check_path_scope(path, label, expect_suffix=None, absolute=False):
     return components
 
 
-def bounded(items, limit):
+def bounded(items: Iterable[T], limit: int | None) -> tuple[list[T], bool]:
     """The first ``limit`` items as a list, and whether the list was cut."""
     items = list(items)
     if limit is None or len(items) <= limit:
@@ -251,7 +268,7 @@ def bounded(items, limit):
     return items[:limit], True
 
 
-def refusal(verdict, on_refusal="fail"):
+def refusal(verdict: Verdict, on_refusal: str = "fail") -> tuple[bool, dict[str, Any]]:
     """How a module reports a refused verdict.
 
     Returns ``(fail, fields)``: ``fail`` says whether the module must call ``fail_json`` (the default, so a
@@ -265,7 +282,8 @@ def refusal(verdict, on_refusal="fail"):
     return on_refusal == "fail", fields
 
 
-def exit_with_verdict(module, verdict, result, on_refusal="fail"):
+def exit_with_verdict(module: AnsibleModule, verdict: Verdict, result: dict[str, Any], on_refusal: str = "fail",
+                      ) -> NoReturn:
     """End a guarded module run: ``exit_json`` when ``verdict`` allowed it, else report the refusal.
 
     ``result`` always gets the ``guard`` record. A refusal adds the fields of :func:`refusal` (``changed=False``,
@@ -281,7 +299,7 @@ def exit_with_verdict(module, verdict, result, on_refusal="fail"):
     module.exit_json(**printable_data(result))
 
 
-def printable(name):
+def printable(name: str) -> str:
     """A file name as text that survives JSON and the controller: bytes that are not UTF-8 become \\xNN.
 
     Names read from the filesystem keep such bytes as surrogates (``surrogateescape``), which Ansible refuses to
@@ -290,7 +308,7 @@ def printable(name):
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def printable_data(data):
+def printable_data(data: Any) -> Any:
     """``data`` (dicts, lists, strings) with every string made :func:`printable`: a result Ansible will accept."""
     if isinstance(data, str):
         return printable(data)
@@ -301,7 +319,7 @@ def printable_data(data):
     return data
 
 
-def check_path_options(module, names, absolute=True):
+def check_path_options(module: AnsibleModule, names: Iterable[str], absolute: bool = True) -> None:
     """Fail before anything is touched when a path option of a destructive module could widen its scope.
 
     The same rules as :func:`check_path_scope` (no empty, blank, '.' or '..' component, no trailing '/', absolute)
@@ -342,13 +360,14 @@ def check_bounds(module: Any, ratios: tuple = (), counts: tuple = ()) -> None:
         module.fail_json(msg=error)
 
 
-def _unlink_quietly(path):
+def _unlink_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
 
 
-def write_json_atomic(module, path, data, mode=0o600, keep_previous=False):
-    """Write ``data`` as JSON to ``path`` through a temp file in the same directory and ``atomic_move``.
+def write_json_atomic(module: AnsibleModule, path: str, data: Any, mode: int = 0o600, keep_previous: bool = False,
+                      ) -> None:
+    """Write ``data`` as JSON to ``path`` with :func:`write_atomically` and the module's ``atomic_move``.
 
     With ``keep_previous``, the file being replaced is first kept as ``<path>.prev`` (one generation), itself
     replaced atomically (a hard link renamed over it), so a crash never leaves a truncated previous copy.
@@ -361,27 +380,19 @@ def write_json_atomic(module, path, data, mode=0o600, keep_previous=False):
         path = write_target(path)
     except WriteTargetError as exc:
         module.fail_json(msg="Refusing to write %s: %s" % (path, exc), path=path)
-    directory = os.path.dirname(os.path.abspath(path))
     if keep_previous and os.path.isfile(path):
         keep_previous_copy(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
+
+    def move(tmp: str, dest: str) -> None:
         try:
-            module.atomic_move(tmp, path)
+            module.atomic_move(tmp, dest)
         except Exception as exc:  # ansible-core raises a bare Exception when the final rename fails
-            module.fail_json(msg="cannot replace %s: %s; it was left as it was" % (path, exc))
-    finally:
-        if os.path.exists(tmp):
-            _unlink_quietly(tmp)
+            module.fail_json(msg="cannot replace %s: %s; it was left as it was" % (dest, exc))
+
+    write_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode, move=move)
 
 
-def keep_previous_copy(path):
+def keep_previous_copy(path: str) -> None:
     """``<path>.prev`` becomes the current ``path`` in one rename (a copy when hard links are not possible)."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".prev.", suffix=".tmp", dir=directory)

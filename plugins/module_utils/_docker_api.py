@@ -13,11 +13,8 @@ import os
 import socket
 from typing import Any
 
-try:
-    from http.client import HTTPConnection
-    from urllib.parse import quote, urlencode
-except ImportError:  # pragma: no cover - Python 2 is not supported on targets
-    HTTPConnection = object
+from http.client import HTTPConnection
+from urllib.parse import quote, urlencode
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 
@@ -25,25 +22,25 @@ DEFAULT_SOCKET = "/var/run/docker.sock"
 class DockerAPIError(Exception):
     """The engine answered with an error, or could not be reached."""
 
-    def __init__(self, message, status=None, path=None):
+    def __init__(self, message: str, status: int | None = None, path: str | None = None) -> None:
         super(DockerAPIError, self).__init__(message)
         self.status = status
         self.path = path
 
 
 class _UnixHTTPConnection(HTTPConnection):
-    def __init__(self, socket_path, timeout):
+    def __init__(self, socket_path: str, timeout: float) -> None:
         HTTPConnection.__init__(self, "localhost", timeout=timeout)
         self._socket_path = socket_path
 
-    def connect(self):
+    def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         sock.connect(self._socket_path)
         self.sock = sock
 
 
-def _encode_query(query):
+def _encode_query(query: dict[str, Any] | None) -> str:
     if not query:
         return ""
     pairs = []
@@ -58,7 +55,7 @@ def _encode_query(query):
     return "?" + urlencode(pairs) if pairs else ""
 
 
-def filters(**kwargs):
+def filters(**kwargs: Any) -> dict[str, list[str]]:
     """Build the engine's `filters` query value: each key maps to a list of strings."""
     result = {}
     for key, value in kwargs.items():
@@ -69,7 +66,7 @@ def filters(**kwargs):
     return result
 
 
-def quote_id(object_id):
+def quote_id(object_id: object) -> str:
     return quote(str(object_id), safe="")
 
 
@@ -80,11 +77,12 @@ class DockerAPI:
     # without importing this module.
     error_class = DockerAPIError
 
-    def __init__(self, socket_path=DEFAULT_SOCKET, timeout=60):
+    def __init__(self, socket_path: str = DEFAULT_SOCKET, timeout: float = 60) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
 
-    def request(self, method, path, query=None, body=None, timeout=None):
+    def request(self, method: str, path: str, query: dict[str, Any] | None = None, body: Any = None,
+                timeout: float | None = None) -> Any:
         conn = _UnixHTTPConnection(self.socket_path, timeout or self.timeout)
         url = path + _encode_query(query)
         headers = {"Host": "docker"}
@@ -113,17 +111,18 @@ class DockerAPI:
             )
         return data
 
-    def get(self, path, query=None, timeout=None):
+    def get(self, path: str, query: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
         return self.request("GET", path, query=query, timeout=timeout)
 
-    def post(self, path, query=None, body=None, timeout=None):
+    def post(self, path: str, query: dict[str, Any] | None = None, body: Any = None,
+             timeout: float | None = None) -> Any:
         return self.request("POST", path, query=query, body=body, timeout=timeout)
 
-    def delete(self, path, query=None, timeout=None):
+    def delete(self, path: str, query: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
         return self.request("DELETE", path, query=query, timeout=timeout)
 
     # Convenience reads used by several modules.
-    def ping(self):
+    def ping(self) -> bool:
         """True when the engine answers at all."""
         try:
             self.request("GET", "/_ping", timeout=5)
@@ -131,26 +130,26 @@ class DockerAPI:
             return False
         return True
 
-    def info(self):
+    def info(self) -> Any:
         return self.get("/info")
 
-    def version(self):
+    def version(self) -> Any:
         return self.get("/version")
 
-    def containers(self, all=True, filters_=None):
+    def containers(self, all: bool = True, filters_: dict[str, list[str]] | None = None) -> Any:
         return self.get("/containers/json", {"all": all, "filters": filters_})
 
-    def inspect_container(self, container_id):
+    def inspect_container(self, container_id: str) -> Any:
         return self.get("/containers/%s/json" % quote_id(container_id))
 
-    def images(self, all=False, filters_=None):
+    def images(self, all: bool = False, filters_: dict[str, list[str]] | None = None) -> Any:
         return self.get("/images/json", {"all": all, "filters": filters_})
 
-    def system_df(self, timeout=None):
+    def system_df(self, timeout: float | None = None) -> Any:
         return self.get("/system/df", timeout=timeout)
 
 
-def _decode(raw):
+def _decode(raw: bytes) -> Any:
     if not raw:
         return None
     text = raw.decode("utf-8", "replace")

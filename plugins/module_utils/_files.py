@@ -20,12 +20,14 @@ import os
 import tempfile
 import time
 
+from typing import IO, Callable
+
 
 class WriteTargetError(Exception):
     """The path cannot be written safely; the message names it and says why."""
 
 
-def write_target(path):
+def write_target(path: str) -> str:
     """The file to replace for ``path``: ``path`` itself, or the file its symlink(s) point to.
 
     A rename onto a symlink replaces the link with a regular file, so whoever reads the link's target (the
@@ -46,7 +48,7 @@ def write_target(path):
     return real
 
 
-def existing_mode_and_owner(path):
+def existing_mode_and_owner(path: str) -> tuple[int, int, int] | None:
     """(mode bits, uid, gid) of an existing file, or None when it does not exist."""
     try:
         stat = os.stat(path)
@@ -55,7 +57,8 @@ def existing_mode_and_owner(path):
     return stat.st_mode & 0o7777, stat.st_uid, stat.st_gid
 
 
-def write_atomically(path, text, mode=0o644, move=None):
+def write_atomically(path: str, text: str, mode: int = 0o644, move: Callable[[str, str], object] | None = None,
+                     ) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same directory, fsync'ed, then renamed.
 
     ``move(src, dest)`` does the rename (a module passes ``module.atomic_move``); ``os.rename`` otherwise.
@@ -83,24 +86,27 @@ def write_atomically(path, text, mode=0o644, move=None):
 class _DirectoryHandle(object):
     """An open directory, so that it can be flock-ed itself: a lock that creates nothing."""
 
-    def __init__(self, path):
-        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    def __init__(self, path: str) -> None:
+        self.fd: int | None = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
 
-    def fileno(self):
+    def fileno(self) -> int:
+        if self.fd is None:  # like a closed file's
+            raise ValueError("I/O operation on a closed directory handle")
         return self.fd
 
-    def close(self):
+    def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
 
 
-def acquire_lock(path, wait_seconds=0):
+def acquire_lock(path: str, wait_seconds: float = 0) -> _DirectoryHandle | IO[str] | None:
     """An open, flock-ed file object, or None when another run holds the lock after wait_seconds.
 
     ``path`` is a lock file (created if missing, with its directory), or an existing directory, locked as it is.
     The lock ends when the caller closes the object (or the process exits).
     """
+    handle: _DirectoryHandle | IO[str]
     if os.path.isdir(path):
         handle = _DirectoryHandle(path)
     else:

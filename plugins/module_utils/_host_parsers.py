@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 DEFAULT_DATA_ROOT = "/var/lib/docker"
 DEFAULT_CONTAINERD_ROOT = "/var/lib/containerd"
@@ -24,12 +25,12 @@ CONTAINER_TECHNOLOGIES = (
 )
 
 
-def unescape_mount_field(field):
+def unescape_mount_field(field: str) -> str:
     """/proc/mounts escapes space, tab, newline and backslash as octal (\\040 ...)."""
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def parse_mounts(text):
+def parse_mounts(text: str) -> list[dict[str, Any]]:
     """Rows of /proc/mounts (or /proc/self/mounts) as dicts, in mount order."""
     mounts = []
     for line in text.splitlines():
@@ -45,7 +46,7 @@ def parse_mounts(text):
     return mounts
 
 
-def mount_for(path, mounts):
+def mount_for(path: str, mounts: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The mount that holds `path`: the longest mount point that is a prefix; a later mount shadows an earlier one."""
     best = None
     for mount in mounts:
@@ -56,7 +57,7 @@ def mount_for(path, mounts):
     return best
 
 
-def normalize_fstype(fstype):
+def normalize_fstype(fstype: str | None) -> str | None:
     """Name a filesystem the way the compatibility table does."""
     if not fstype:
         return None
@@ -64,16 +65,16 @@ def normalize_fstype(fstype):
     return STATFS_NAMES.get(fstype, fstype)
 
 
-def parse_detect_virt(rc, out):
+def parse_detect_virt(rc: int, out: str | None) -> str | None:
     """`systemd-detect-virt` prints a technology or 'none' (exit 1 for none); None means none or unknown."""
-    value = (out or "").strip().splitlines()
-    value = value[0].strip() if value else ""
+    lines = (out or "").strip().splitlines()
+    value = lines[0].strip() if lines else ""
     if rc not in (0, 1) or not value or value == "none":
         return None
     return value
 
 
-def parse_environ(data):
+def parse_environ(data: bytes | str) -> dict[str, str]:
     """The NUL-separated environment of a process (/proc/<pid>/environ) as a dict."""
     if isinstance(data, bytes):
         data = data.decode("utf-8", "replace")
@@ -85,7 +86,8 @@ def parse_environ(data):
     return result
 
 
-def classify_virtualization(detect_container, detect_vm, run_container, environ_container, dockerenv):
+def classify_virtualization(detect_container: str | None, detect_vm: str | None, run_container: str | None,
+                            environ_container: str | None, dockerenv: bool) -> dict[str, Any]:
     """One answer, most trusted source first: systemd-detect-virt, what PID 1 was told, then /.dockerenv."""
     container = detect_container or run_container or environ_container or ("docker" if dockerenv else None)
     vm = detect_vm
@@ -105,13 +107,13 @@ def classify_virtualization(detect_container, detect_vm, run_container, environ_
     return dict(type=kind, technology=technology, container=container, vm=vm, sources=sources)
 
 
-def parse_xfs_info(text):
+def parse_xfs_info(text: str | None) -> int | None:
     """ftype from `xfs_info` output ('naming =version 2 bsize=4096 ascii-ci=0, ftype=1'); None when absent."""
     match = re.search(r"\bftype=(\d)", text or "")
     return int(match.group(1)) if match else None
 
 
-def parse_driver_status(pairs):
+def parse_driver_status(pairs: Any) -> dict[str, str]:
     """Docker's DriverStatus (a list of [name, value] pairs) as a dict."""
     result = {}
     for pair in pairs or []:
@@ -120,13 +122,13 @@ def parse_driver_status(pairs):
     return result
 
 
-def uses_containerd_store(info):
+def uses_containerd_store(info: dict[str, Any]) -> bool:
     """Docker 24+ with the containerd image store reports its snapshotter as DriverStatus driver-type."""
     status = parse_driver_status(info.get("DriverStatus"))
     return status.get("driver-type", "").startswith("io.containerd.snapshotter")
 
 
-def parse_containerd_root(text):
+def parse_containerd_root(text: str | None) -> str:
     """The top-level `root = "..."` of /etc/containerd/config.toml, else containerd's default."""
     for line in (text or "").splitlines():
         stripped = line.strip()
@@ -138,7 +140,7 @@ def parse_containerd_root(text):
     return DEFAULT_CONTAINERD_ROOT
 
 
-def data_root_from_config(text):
+def data_root_from_config(text: str | None) -> str | None:
     """`data-root` (or the old `graph`) from daemon.json text; None when absent or unreadable."""
     try:
         config = json.loads(text) if text and text.strip() else {}

@@ -9,14 +9,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 METRIC_PREFIX = "docker_prune"
 
 
-def render_metrics(run):
+def render_metrics(run: dict[str, Any]) -> str:
     """Prometheus text exposition for one timer run (a dict: timestamp, success, skipped, duration, tiers...)."""
     lines = []
 
-    def gauge(name, help_text, samples):
+    def gauge(name: str, help_text: str, samples: Iterable[tuple[tuple[tuple[str, Any], ...], float]]) -> None:
         lines.append("# HELP %s_%s %s" % (METRIC_PREFIX, name, help_text))
         lines.append("# TYPE %s_%s gauge" % (METRIC_PREFIX, name))
         for labels, value in samples:
@@ -48,7 +51,7 @@ def render_metrics(run):
     return "\n".join(lines) + "\n"
 
 
-def _number(value):
+def _number(value: float) -> str:
     if isinstance(value, float) and not value.is_integer():
         return "%.3f" % value
     return "%d" % int(value)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import time
 from urllib.parse import quote
+from collections.abc import Callable, Iterable
+from typing import Any
 
 try:
     from ._prune_rules import DEFAULT_KEEP_LABEL, image_ancestry, matches_container, plan_build_cache, plan_volumes
@@ -28,7 +30,7 @@ except ImportError:  # copied beside the prune timer's script (roles/docker_prun
 # ---------------------------------------------------------------------------------------------------------
 # Log truncation
 # ---------------------------------------------------------------------------------------------------------
-def truncate_keep_tail(path, keep_tail):
+def truncate_keep_tail(path: str, keep_tail: int) -> tuple[int, int]:
     """Truncate a log dockerd holds open, in place, keeping its last keep_tail bytes from a line start.
 
     dockerd appends with O_APPEND, so its next write lands at the new end. Lines written during the few
@@ -56,13 +58,13 @@ def truncate_keep_tail(path, keep_tail):
 # ---------------------------------------------------------------------------------------------------------
 # The engine state and the executor
 # ---------------------------------------------------------------------------------------------------------
-def filesystem_usage(path):
+def filesystem_usage(path: str) -> tuple[int, int]:
     """(free bytes available to unprivileged users, like df's Avail; total bytes) of the filesystem at path."""
     stat = os.statvfs(path)
     return stat.f_bavail * stat.f_frsize, stat.f_blocks * stat.f_frsize
 
 
-def _file_size(path):
+def _file_size(path: Any) -> int:
     try:
         return os.stat(path).st_size
     except (OSError, TypeError):
@@ -72,7 +74,7 @@ def _file_size(path):
 class EngineState:
     """One consistent read of what the engine holds. Any failed query raises: never act on a partial view."""
 
-    def __init__(self, api, with_volumes=False):
+    def __init__(self, api: Any, with_volumes: bool = False) -> None:
         df = api.system_df()
         if not isinstance(df, dict) or df.get("Images") is None:
             raise PolicyError("the engine's /system/df answer has no image list: refusing to plan on it")
@@ -91,7 +93,7 @@ class EngineState:
         if not self.images and (counts.get("Images") or 0) > 0:
             raise PolicyError("the engine's disk usage lists no images but it counts %s: refusing to plan on it"
                               % counts.get("Images"))
-        self.containers = []
+        self.containers: list[dict] = []
         error_class = getattr(api, "error_class", Exception)
         for summary in listed:
             try:
@@ -119,9 +121,11 @@ class Reclaimer:
     free space on the data-root filesystem reaches target_free bytes.
     """
 
-    def __init__(self, api, data_root, tiers, keep_label=DEFAULT_KEEP_LABEL, min_age=None,
-                 log_max_size=100 * 1024 ** 2, log_keep_tail=1024 ** 2, build_cache_all=True,
-                 measure=filesystem_usage, clock=time.time, containers=None):
+    def __init__(self, api: Any, data_root: str, tiers: Iterable[str], keep_label: str = DEFAULT_KEEP_LABEL,
+                 min_age: dict[str, int] | None = None, log_max_size: int = 100 * 1024 ** 2,
+                 log_keep_tail: int = 1024 ** 2, build_cache_all: bool = True,
+                 measure: Callable[[str], tuple[int, int]] = filesystem_usage,
+                 clock: Callable[[], float] = time.time, containers: Iterable[str] | None = None) -> None:
         self.api = api
         self.data_root = data_root
         self.tiers = list(tiers)
@@ -135,13 +139,14 @@ class Reclaimer:
         self.measure = measure
         self.clock = clock
         # The client names its own error type, so this file needs no import of it (see the header).
-        self.api_error = getattr(api, "error_class", Exception)
+        self.api_error: Any = getattr(api, "error_class", Exception)
 
-    def free(self):
+    def free(self) -> int:
         return self.measure(self.data_root)[0]
 
     # -- planning -------------------------------------------------------------------------------------
-    def plan_tier(self, tier, state, containers=None):
+    def plan_tier(self, tier: str, state: EngineState, containers: list[dict] | None = None,
+                  ) -> tuple[list[dict], list[dict]]:
         now = self.clock()
         min_age = self.min_age.get(tier, 0)
         containers = state.containers if containers is None else containers
@@ -160,7 +165,7 @@ class Reclaimer:
             return plan_volumes(state.volumes, self.keep_label)
         raise PolicyError("unknown tier %s" % tier)
 
-    def estimate(self, state, target=None):
+    def estimate(self, state: EngineState, target: int | None = None) -> tuple[list[dict], int]:
         """Check mode: what each tier would reclaim, simulating earlier tiers; nothing is touched."""
         free = self.free()
         containers = list(state.containers)
@@ -190,9 +195,9 @@ class Reclaimer:
         return report, free
 
     # -- execution ------------------------------------------------------------------------------------
-    def run(self, target=None, with_volumes=False):
+    def run(self, target: int | None = None, with_volumes: bool = False) -> list[dict]:
         """Reclaim; returns one report per tier that was considered."""
-        reports = []
+        reports: list[dict] = []
         for tier in self.tiers:
             free = self.free()
             if target is not None and free >= target:
@@ -200,9 +205,9 @@ class Reclaimer:
             try:
                 state = EngineState(self.api, with_volumes=(tier == "volumes" and with_volumes))
                 candidates, spared = self.plan_tier(tier, state)
-                report = {"tier": tier, "removed": [], "failed": [], "spared": spared,
-                          "estimated_bytes": sum(c["estimated_bytes"] for c in candidates),
-                          "free_before": free}
+                report: dict[str, Any] = {"tier": tier, "removed": [], "failed": [], "spared": spared,
+                                          "estimated_bytes": sum(c["estimated_bytes"] for c in candidates),
+                                          "free_before": free}
                 if candidates:
                     getattr(self, "_run_" + tier)(candidates, target, report)
             except (self.api_error, PolicyError) as exc:
@@ -214,11 +219,11 @@ class Reclaimer:
             reports.append(report)
         return reports
 
-    def _target_met(self, target):
+    def _target_met(self, target: int | None) -> bool:
         return target is not None and self.free() >= target
 
-    def _run_build_cache(self, candidates, target, report):
-        query = {"all": self.build_cache_all}
+    def _run_build_cache(self, candidates: list[dict], target: int | None, report: dict[str, Any]) -> None:
+        query: dict[str, Any] = {"all": self.build_cache_all}
         min_age = self.min_age.get("build_cache", 0)
         if min_age:
             query["filters"] = {"until": ["%ds" % min_age]}
@@ -227,7 +232,7 @@ class Reclaimer:
         report["removed"] = ["build cache record %s" % d[:12] for d in deleted]
         report["engine_reported_bytes"] = int(answer.get("SpaceReclaimed") or 0)
 
-    def _run_stopped_containers(self, candidates, target, report):
+    def _run_stopped_containers(self, candidates: list[dict], target: int | None, report: dict[str, Any]) -> None:
         for candidate in candidates:
             if self._target_met(target):
                 break
@@ -237,7 +242,7 @@ class Reclaimer:
             except self.api_error as exc:  # one object that cannot go (just started, say) spares only itself
                 report["failed"].append({"name": candidate["name"], "error": str(exc)})
 
-    def _remove_image(self, candidate):
+    def _remove_image(self, candidate: dict) -> None:
         if not candidate.get("tags"):
             self.api.delete("/images/%s" % quote(candidate["id"], safe=""), query={"force": False, "noprune": False})
             return
@@ -246,7 +251,7 @@ class Reclaimer:
         for tag in candidate["tags"]:
             self.api.delete("/images/%s" % quote(tag, safe="/:@"), query={"force": False, "noprune": False})
 
-    def _run_images(self, candidates, target, report):
+    def _run_images(self, candidates: list[dict], target: int | None, report: dict[str, Any]) -> None:
         for candidate in candidates:
             if self._target_met(target):
                 break
@@ -259,7 +264,7 @@ class Reclaimer:
     _run_dangling_images = _run_images
     _run_unused_images = _run_images
 
-    def _run_container_logs(self, candidates, target, report):
+    def _run_container_logs(self, candidates: list[dict], target: int | None, report: dict[str, Any]) -> None:
         report["truncated"] = []
         for candidate in candidates:
             if self._target_met(target):
@@ -274,7 +279,7 @@ class Reclaimer:
             report["truncated"].append({"container": candidate["name"], "path": candidate["path"],
                                         "size_before": before, "size_after": after})
 
-    def _run_volumes(self, candidates, target, report):
+    def _run_volumes(self, candidates: list[dict], target: int | None, report: dict[str, Any]) -> None:
         for candidate in candidates:
             if self._target_met(target):
                 break

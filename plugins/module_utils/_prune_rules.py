@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 try:
     from ._prune_units import PolicyError, human_bytes, parse_timestamp
 except ImportError:  # copied beside the prune timer's script (roles/docker_prune_timer): a flat directory, no package
@@ -34,32 +36,32 @@ STOPPED_STATES = ("exited", "created", "dead")
 # ---------------------------------------------------------------------------------------------------------
 # Keep rules
 # ---------------------------------------------------------------------------------------------------------
-def is_kept(labels, keep_label):
+def is_kept(labels: dict | None, keep_label: str) -> bool:
     """An object carrying the keep label (any value but false/0/no) is never removed or touched."""
     if not keep_label or not labels or keep_label not in labels:
         return False
     return str(labels[keep_label]).strip().lower() not in ("false", "0", "no")
 
 
-def is_dangling(image):
+def is_dangling(image: dict) -> bool:
     tags = image.get("RepoTags") or []
     return all(tag == "<none>:<none>" for tag in tags)
 
 
-def image_label(image):
+def image_label(image: dict) -> str:
     tags = [tag for tag in (image.get("RepoTags") or []) if tag != "<none>:<none>"]
     short = image.get("Id", "").replace("sha256:", "")[:12]
     return "%s (%s)" % (",".join(tags), short) if tags else short
 
 
-def container_name(container):
+def container_name(container: dict) -> str:
     names = container.get("Names") or []
     if names:
         return names[0].lstrip("/")
     return (container.get("Name") or container.get("Id", "")[:12]).lstrip("/")
 
 
-def container_keep_reason(container, keep_label):
+def container_keep_reason(container: dict, keep_label: str) -> str | None:
     """Why a stopped container must stay, or None when it may be removed.
 
     Stopped is not the same as unwanted: a service with a restart policy or a Compose project stopped by
@@ -76,12 +78,12 @@ def container_keep_reason(container, keep_label):
     return None
 
 
-def image_ancestry(all_images):
+def image_ancestry(all_images: Iterable[dict]) -> dict[str, str]:
     """Map image id -> parent id, from the engine's list of all images (classic builder chains)."""
     return dict((img["Id"], img.get("ParentId") or "") for img in all_images if img.get("Id"))
 
 
-def ancestors(image_id, parents):
+def ancestors(image_id: str, parents: dict[str, str]) -> set[str]:
     seen = set()
     current = parents.get(image_id, "")
     while current and current not in seen:
@@ -90,13 +92,14 @@ def ancestors(image_id, parents):
     return seen
 
 
-def protected_images(images, containers, parents, keep_label):
+def protected_images(images: list[dict], containers: Iterable[dict], parents: dict[str, str], keep_label: str,
+                     ) -> dict[str, str]:
     """Image id -> reason, for every image that must stay: used by any container, kept, or an ancestor of one.
 
     `containers` is every container that will still exist (running or stopped), so the image of a stopped
     container that stays is protected too.
     """
-    reasons = {}
+    reasons: dict[str, str] = {}
     for container in containers:
         image_id = container.get("ImageID") or container.get("Image")
         if image_id:
@@ -120,12 +123,12 @@ def protected_images(images, containers, parents, keep_label):
 # Planning: pure functions over the engine's answers, so that tables of cases can test them.
 # Every candidate is a dict: id, name, estimated_bytes, and what the executor needs.
 # ---------------------------------------------------------------------------------------------------------
-def _age(timestamp, now):
+def _age(timestamp: object, now: float) -> float | None:
     stamp = parse_timestamp(timestamp)
     return None if stamp is None else now - stamp
 
 
-def plan_build_cache(records, min_age, now):
+def plan_build_cache(records: list[dict] | None, min_age: int, now: float) -> list[dict]:
     """Build cache records a prune would remove: not in use, not shared with images, unused for min_age."""
     candidates = []
     for record in records or []:
@@ -144,7 +147,8 @@ def plan_build_cache(records, min_age, now):
     return candidates
 
 
-def plan_stopped_containers(containers, keep_label, min_age, now):
+def plan_stopped_containers(containers: Iterable[dict], keep_label: str, min_age: int, now: float,
+                            ) -> tuple[list[dict], list[dict]]:
     """Stopped containers that may go, oldest finished first, and the ones that must stay (with reasons).
 
     `containers` are inspect documents (State, HostConfig, Config.Labels) enriched with SizeRw and LogSize.
@@ -175,7 +179,7 @@ def plan_stopped_containers(containers, keep_label, min_age, now):
     return candidates, spared
 
 
-def unique_size(image):
+def unique_size(image: dict) -> int:
     size = int(image.get("Size") or 0)
     shared = image.get("SharedSize")
     if shared is None or shared < 0:
@@ -183,7 +187,8 @@ def unique_size(image):
     return max(0, size - int(shared))
 
 
-def plan_images(images, containers, parents, keep_label, dangling, min_age, now):
+def plan_images(images: list[dict], containers: Iterable[dict], parents: dict[str, str], keep_label: str,
+                dangling: bool, min_age: int, now: float) -> tuple[list[dict], list[dict]]:
     """Dangling (dangling=True) or unused tagged images (dangling=False) that may go, oldest first.
 
     Images with no bytes of their own are spared in the unused tier: removing them only loses a tag.
@@ -214,14 +219,15 @@ def plan_images(images, containers, parents, keep_label, dangling, min_age, now)
     return candidates, spared
 
 
-def matches_container(container, wanted):
+def matches_container(container: dict, wanted: Iterable[str]) -> bool:
     """Whether a container (an inspect answer) is named in wanted, by name or by a prefix of its ID (12+ chars)."""
     name = container_name(container)
     cid = container.get("Id") or ""
     return any(w.lstrip("/") == name or (len(w) >= 12 and cid.startswith(w)) for w in wanted)
 
 
-def plan_container_logs(containers, keep_label, max_size, keep_tail):
+def plan_container_logs(containers: Iterable[dict], keep_label: str, max_size: int, keep_tail: int,
+                        ) -> tuple[list[dict], list[dict]]:
     """json-file logs of running containers above max_size, largest first; truncated in place, never deleted."""
     candidates, spared = [], []
     for container in containers:
@@ -247,7 +253,7 @@ def plan_container_logs(containers, keep_label, max_size, keep_tail):
     return candidates, spared
 
 
-def plan_volumes(volumes, keep_label):
+def plan_volumes(volumes: list[dict] | None, keep_label: str) -> tuple[list[dict], list[dict]]:
     """Volumes no container references (RefCount 0) and without the keep label."""
     candidates, spared = [], []
     for volume in volumes or []:
@@ -263,7 +269,7 @@ def plan_volumes(volumes, keep_label):
     return candidates, spared
 
 
-def largest_protected(tier_reports, limit=5):
+def largest_protected(tier_reports: Iterable[dict], limit: int = 5) -> list[dict]:
     """The protected objects that hold the most space, across tiers, largest first (each once, by id)."""
     seen = {}
     for report in tier_reports:
@@ -274,7 +280,7 @@ def largest_protected(tier_reports, limit=5):
     return sorted(seen.values(), key=lambda item: -item["bytes"])[:limit]
 
 
-def select_tiers(tiers, volumes):
+def select_tiers(tiers: Iterable[str], volumes: bool) -> list[str]:
     """The requested tiers in canonical order; volumes only when explicitly enabled."""
     unknown = [t for t in tiers if t not in TIERS]
     if unknown:

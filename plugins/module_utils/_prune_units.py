@@ -12,6 +12,7 @@ from __future__ import annotations
 import calendar
 import re
 import time
+from typing import Any
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4, "p": 1024 ** 5}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*$", re.IGNORECASE)
@@ -24,11 +25,15 @@ _TIMESTAMP_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+
 class PolicyError(ValueError):
     """An option value that cannot be understood."""
 
+    # Set by Reclaimer.run on the error it raises again: the tier that failed and the reports of the tiers before it.
+    tier: str
+    reports: list[dict]
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Parsing
 # ---------------------------------------------------------------------------------------------------------
-def parse_size(value):
+def parse_size(value: object) -> int:
     """'500M', '2G', '1.5GiB', '1024', 1024 -> bytes. Units are binary (1K = 1024), like Docker's."""
     if isinstance(value, bool):
         raise PolicyError("size %r: expected a number of bytes or a size like 500M or 2G" % (value,))
@@ -43,7 +48,7 @@ def parse_size(value):
     return int(float(number) * _SIZE_UNITS[unit.lower()])
 
 
-def parse_target(value):
+def parse_target(value: object) -> tuple[str, float]:
     """'15%' -> ('percent', 15.0); '2G' -> ('bytes', 2147483648)."""
     match = _PERCENT_RE.match(str(value))
     if match:
@@ -57,7 +62,7 @@ def parse_target(value):
     return ("bytes", size)
 
 
-def target_bytes(target, total_bytes):
+def target_bytes(target: tuple[str, float], total_bytes: int) -> int:
     """The free-space target in bytes for a filesystem of total_bytes."""
     kind, amount = target
     if kind == "percent":
@@ -65,7 +70,7 @@ def target_bytes(target, total_bytes):
     return int(amount)
 
 
-def parse_duration(value):
+def parse_duration(value: object) -> int:
     """'30s', '10m', '24h', '7d', '2w', '1h30m', 90 -> seconds. 0 and '0s' mean no minimum age."""
     if isinstance(value, bool):
         raise PolicyError("duration %r: expected seconds or a duration like 30s, 10m, 24h, 7d" % (value,))
@@ -81,7 +86,7 @@ def parse_duration(value):
     return int(sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART_RE.findall(text)))
 
 
-def parse_timestamp(value):
+def parse_timestamp(value: object) -> float | None:
     """Docker's RFC 3339 timestamps (nanoseconds, Z or offset) or Unix seconds -> Unix seconds (float).
 
     Docker's zero time (0001-01-01T00:00:00Z) and anything unreadable give None.
@@ -96,7 +101,7 @@ def parse_timestamp(value):
     base, fraction, zone = match.groups()
     if base.startswith("0001-"):
         return None
-    seconds = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
+    seconds: float = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
     if fraction:
         seconds += float("0" + fraction[:10])
     if zone and zone != "Z":
@@ -105,7 +110,7 @@ def parse_timestamp(value):
     return float(seconds)
 
 
-def parse_clock(value):
+def parse_clock(value: object) -> int:
     """'01:30' -> minutes after midnight."""
     match = re.match(r"^\s*(\d{1,2}):(\d{2})\s*$", str(value))
     if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
@@ -113,7 +118,7 @@ def parse_clock(value):
     return int(match.group(1)) * 60 + int(match.group(2))
 
 
-def active_window(windows, minute_of_day):
+def active_window(windows: list[dict[str, Any]] | None, minute_of_day: int) -> dict[str, Any] | None:
     """The first window (dict with start, end and optional name) that contains minute_of_day, else None.
 
     A window whose end is before its start spans midnight; start is inside, end is outside.
@@ -129,7 +134,7 @@ def active_window(windows, minute_of_day):
     return None
 
 
-def human_bytes(size):
+def human_bytes(size: float) -> str:
     size = float(size)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(size) < 1024 or unit == "TiB":

@@ -22,6 +22,7 @@ import os
 import re
 import sqlite3
 import time
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_guard import (
@@ -30,24 +31,27 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_g
 )
 from ansible_collections.postmortem.remediation.plugins.module_utils._files import acquire_lock
 
+if TYPE_CHECKING:
+    from ansible.module_utils.basic import AnsibleModule
+
 MANIFEST_VERSION = 1
 GRACE_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 GRACE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 TIMEOUT_RC = (124, 137)
 
 
-def parse_grace(text):
+def parse_grace(text: str | None) -> int:
     match = GRACE_RE.match(text or "")
     if not match:
         raise ValueError("grace_period '%s' is not a number with a unit s, m, h, d or w" % text)
     return int(match.group(1)) * GRACE_UNITS[match.group(2)]
 
 
-def iso(epoch):
+def iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-def move_no_replace(source, target):
+def move_no_replace(source: str, target: str) -> None:
     """Rename ``source`` to ``target``, never replacing what is at ``target`` (os.rename would, silently).
 
     Files and symlinks are hard-linked first, which fails with EEXIST if ``target`` appeared after the check, then
@@ -75,22 +79,22 @@ class UnhealthyReference(Exception):
 class Reference(object):
     """Read the reference keys from a command or a SQLite query, refusing anything unhealthy."""
 
-    def __init__(self, module):
+    def __init__(self, module: AnsibleModule) -> None:
         self.module = module
         self.params = module.params
 
     @property
-    def source(self):
+    def source(self) -> str:
         if self.params["reference_command"]:
             return "command %s" % " ".join(self.params["reference_command"])
         return "sqlite %s" % self.params["reference_sqlite"]
 
-    def read(self):
+    def read(self) -> set[str]:
         if self.params["reference_command"]:
             return self._from_command(self.params["reference_command"])
         return self._from_sqlite(self.params["reference_sqlite"], self.params["reference_query"])
 
-    def _from_command(self, argv):
+    def _from_command(self, argv: list[str]) -> set[str]:
         timeout = self.params["reference_timeout"]
         timeout_bin = self.module.get_bin_path("timeout")
         if not timeout_bin:
@@ -104,7 +108,7 @@ class Reference(object):
                 argv[0], rc, (err.strip() or out.strip())[:500]))
         return set(line.strip() for line in out.splitlines() if line.strip())
 
-    def _from_sqlite(self, database, query):
+    def _from_sqlite(self, database: str, query: str) -> set[str]:
         if not os.path.isfile(database):
             raise UnhealthyReference("reference database %s does not exist" % database)
         deadline = time.time() + self.params["reference_timeout"]
@@ -128,16 +132,16 @@ class Reference(object):
 class Quarantine(object):
     """The quarantine directory: items/ holds the moved items, manifest.json says where they came from."""
 
-    def __init__(self, module, directory):
+    def __init__(self, module: AnsibleModule, directory: str) -> None:
         self.module = module
         self.directory = directory
         self.items_dir = os.path.join(directory, "items")
         self.manifest_path = os.path.join(directory, "manifest.json")
-        self.lock = None
+        self.lock: Any = None
         self.generation = 0
-        self.entries = {}
+        self.entries: dict[str, dict[str, Any]] = {}
 
-    def open(self, origin_dir, lock_timeout):
+    def open(self, origin_dir: str, lock_timeout: float) -> Quarantine:
         """Lock ``origin_dir`` (the directory cleaned into this quarantine), then read the manifest under the lock."""
         self.lock = acquire_lock(origin_dir, lock_timeout)
         if self.lock is None:
@@ -146,16 +150,16 @@ class Quarantine(object):
         self.entries = self._load()
         return self
 
-    def close(self):
+    def close(self) -> None:
         if self.lock is not None:
             self.lock.close()
             self.lock = None
 
-    def has_record(self):
+    def has_record(self) -> bool:
         """Whether a run ever wrote a manifest here (the quarantine is not new)."""
         return any(os.path.exists(p) for p in (self.manifest_path, self.manifest_path + ".prev"))
 
-    def _read(self):
+    def _read(self) -> Any:
         try:
             with open(self.manifest_path) as handle:
                 return json.load(handle)
@@ -163,7 +167,7 @@ class Quarantine(object):
             self.module.fail_json(msg="quarantine manifest %s cannot be read: %s; fix or move it away, the "
                                       "module will not guess what the quarantine holds" % (self.manifest_path, exc))
 
-    def _load(self):
+    def _load(self) -> dict[str, dict[str, Any]]:
         if not os.path.exists(self.manifest_path):
             self.generation = 0
             return {}
@@ -171,7 +175,7 @@ class Quarantine(object):
         self.generation = int(data.get("generation", 0))
         return data.get("items", {})
 
-    def find(self, wanted):
+    def find(self, wanted: str) -> str | None:
         """The manifest name an operator means: the name itself, or its printable form (bytes as \\xNN)."""
         if wanted in self.entries:
             return wanted
@@ -180,15 +184,15 @@ class Quarantine(object):
                 return name
         return None
 
-    def stored_path(self, name):
+    def stored_path(self, name: str) -> str:
         return os.path.join(self.items_dir, name)
 
-    def ensure(self):
+    def ensure(self) -> None:
         for directory in (self.directory, self.items_dir):
             if not os.path.isdir(directory):
                 os.makedirs(directory, 0o700, exist_ok=True)  # two runs may create it at once
 
-    def save(self, origin_dir):
+    def save(self, origin_dir: str) -> None:
         on_disk = self._read().get("generation", 0) if os.path.exists(self.manifest_path) else 0
         if on_disk != self.generation:
             self.module.fail_json(msg="quarantine manifest %s was rewritten by another run since this one read it "
@@ -203,16 +207,16 @@ class Quarantine(object):
 class StateRecord(object):
     """The size of the last healthy reference, kept in a state file and its previous copy."""
 
-    def __init__(self, module, path):
+    def __init__(self, module: AnsibleModule, path: str) -> None:
         self.module = module
         self.path = path
-        self.used = None
+        self.used: str | None = None
 
-    def _read(self, path):
+    def _read(self, path: str) -> int:
         with open(path) as handle:
             return int(json.load(handle)["reference_count"])
 
-    def previous_count(self, quarantine, first_run):
+    def previous_count(self, quarantine: Quarantine, first_run: bool) -> int | None:
         """The count to compare with, from the state file or else its previous copy; None on a first run.
 
         Raises MissingState when neither can be read although a record existed (a file is there but unreadable, or
@@ -240,7 +244,7 @@ class StateRecord(object):
                                "as a first run, set first_run=true" % ("; ".join(problems), quarantine.directory))
         return None
 
-    def save(self, count, previous, origin_dir):
+    def save(self, count: int, previous: int | None, origin_dir: str) -> bool:
         """Record ``count`` (and keep the record it replaces); a run whose count did not change writes nothing."""
         if count == previous and self.used == self.path:
             return False
@@ -258,7 +262,7 @@ class MissingState(Exception):
     """The record of the last healthy reference is gone although the module ran here before."""
 
 
-def identity(path):
+def identity(path: str) -> tuple[int, int] | None:
     """(device, inode) of what ``path`` resolves to, or None."""
     try:
         st = os.stat(path)
@@ -267,7 +271,7 @@ def identity(path):
     return (st.st_dev, st.st_ino)
 
 
-def is_inside(path, directory):
+def is_inside(path: str, directory: str) -> bool:
     """Whether ``path`` is ``directory`` or below it, both resolved (symlinked aliases included)."""
     path, directory = os.path.realpath(path), os.path.realpath(directory)
     return path == directory or path.startswith(directory.rstrip("/") + "/")

@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterable
+from typing import Any
 
 from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_guard import (
     PathScopeError,
@@ -42,7 +44,7 @@ ESCAPE_RE = re.compile(br"\\#([0-7]{3})")
 NOT_EMPTY_RE = re.compile(r"^cannot delete non-empty directory: (.*)$")
 
 
-def decode_name(text):
+def decode_name(text: str) -> str:
     """A path as rsync printed it -> the real name (str; bytes that are not UTF-8 kept as surrogates, reversible)."""
     if "\\#" not in text:  # the common case: nothing escaped, nothing to decode
         return text
@@ -50,7 +52,7 @@ def decode_name(text):
     return ESCAPE_RE.sub(lambda match: bytes([int(match.group(1), 8)]), raw).decode("utf-8", "surrogateescape")
 
 
-def encode_name(name):
+def encode_name(name: str) -> bytes:
     """The bytes of a name decoded by :func:`decode_name`, for a --files-from list."""
     return name.encode("utf-8", "surrogateescape")
 
@@ -58,13 +60,13 @@ def encode_name(name):
 class Location(object):
     """One side of the synchronisation: local path, remote shell (host:path) or rsync daemon."""
 
-    def __init__(self, label, spec):
+    def __init__(self, label: str, spec: str) -> None:
         self.label = label
         self.spec = spec
         self.kind, self.host, self.path = self._parse(spec)
 
     @staticmethod
-    def _parse(spec):
+    def _parse(spec: str) -> tuple[str, Any, str]:
         if spec.startswith("rsync://"):
             rest = spec[len("rsync://"):]
             host, _sep, path = rest.partition("/")
@@ -78,10 +80,10 @@ class Location(object):
         return "local", None, spec
 
     @property
-    def remote(self):
+    def remote(self) -> bool:
         return self.kind != "local"
 
-    def validate(self, expect_suffix):
+    def validate(self, expect_suffix: str | None) -> None:
         if self.spec.startswith("-"):
             # rsync would read it as an option (and a remote shell would read a host '-o...' as one): never passed.
             raise PathScopeError("%s '%s' starts with '-': it would be read as an option" % (self.label, self.spec))
@@ -95,7 +97,7 @@ class Location(object):
         label = self.label if not self.remote else "%s path on %s" % (self.label, self.host)
         check_path_scope(self.path, label, expect_suffix=expect_suffix, absolute=self.kind != "daemon")
 
-    def as_content(self):
+    def as_content(self) -> str:
         """The rsync argument that means 'the content of this directory'."""
         return self.spec + "/"
 
@@ -103,17 +105,17 @@ class Location(object):
 class RsyncPlan(object):
     """What an itemized rsync run did or would do. Names are decoded (see :func:`decode_name`)."""
 
-    def __init__(self):
-        self.items = []
-        self.changed = []
-        self.transferred = []
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.changed: list[str] = []
+        self.transferred: list[str] = []
         self.created_files = 0
-        self.deleted_files = []
-        self.deleted_dirs = []
-        self.source_files = None
+        self.deleted_files: list[str] = []
+        self.deleted_dirs: list[str] = []
+        self.source_files: int | None = None  # None until rsync's statistics are read
 
     @classmethod
-    def parse(cls, stdout):
+    def parse(cls, stdout: str) -> RsyncPlan:
         plan = cls()
         item_match = ITEM_RE.match
         for line in stdout.splitlines():
@@ -140,7 +142,7 @@ class RsyncPlan(object):
                 plan.source_files = _count_non_dirs(stats.group(1), stats.group(2))
         return plan
 
-    def add(self, other):
+    def add(self, other: RsyncPlan) -> RsyncPlan:
         """Fold another run's outcome into this one (the real run is a transfer pass and deletion passes)."""
         self.items.extend(other.items)
         self.changed.extend(other.changed)
@@ -150,11 +152,11 @@ class RsyncPlan(object):
         return self
 
     @property
-    def dest_files(self):
+    def dest_files(self) -> int:
         """Files at the destination in scope: those the source also has, plus those to delete."""
-        return max(0, self.source_files - self.created_files) + len(self.deleted_files)
+        return max(0, (self.source_files or 0) - self.created_files) + len(self.deleted_files)
 
-    def transfer_list(self):
+    def transfer_list(self) -> list[str]:
         """The planned creations and updates as a --files-from list, without a directory's trailing '/'.
 
         With --files-from, a directory listed as 'dir/' (or '.') would have its immediate content sent too, planned
@@ -163,28 +165,28 @@ class RsyncPlan(object):
         """
         return [name.rstrip("/") or "." for name in self.changed]
 
-    def deletion_passes(self):
+    def deletion_passes(self) -> list[list[str]]:
         """The planned deletions as --files-from lists: the files first, then the directories, deepest first.
 
         rsync deletes only an empty directory here, so a directory goes after everything planned inside it;
         a directory that something unplanned still fills stays.
         """
         passes = [list(self.deleted_files)] if self.deleted_files else []
-        by_depth = {}
+        by_depth: dict[int, list[str]] = {}
         for name in self.deleted_dirs:
             name = name.rstrip("/")
             by_depth.setdefault(name.count("/"), []).append(name)
         passes.extend(by_depth[depth] for depth in sorted(by_depth, reverse=True))
         return passes
 
-    def parent_dirs(self):
+    def parent_dirs(self) -> list[str]:
         """The directories that hold planned deletions and stay: their times change with each deletion, and a last
         pass gives them the source's times again (else the next dry run would plan a change)."""
         deleted = set(name.rstrip("/") for name in self.deleted_files + self.deleted_dirs)
         parents = set(os.path.dirname(name) or "." for name in deleted)
         return sorted(parents - deleted)
 
-    def summary(self):
+    def summary(self) -> dict[str, Any]:
         return {
             "source_files": self.source_files,
             "dest_files": self.dest_files,
@@ -195,7 +197,7 @@ class RsyncPlan(object):
         }
 
 
-def not_deleted_dirs(stderr):
+def not_deleted_dirs(stderr: str) -> list[str]:
     """Directories rsync kept because they were not empty (something unplanned is in them)."""
     found = []
     for line in stderr.splitlines():
@@ -205,7 +207,7 @@ def not_deleted_dirs(stderr):
     return found
 
 
-def write_files_from(directory, names):
+def write_files_from(directory: str, names: Iterable[str]) -> str:
     """A NUL-separated --files-from list of ``names`` in ``directory``; returns its path."""
     fd, path = tempfile.mkstemp(prefix="safe_sync-planned-deletions.", dir=directory)
     with os.fdopen(fd, "wb") as handle:
@@ -214,11 +216,11 @@ def write_files_from(directory, names):
     return path
 
 
-def _number(text):
+def _number(text: str) -> int:
     return int(re.sub(r"[,.]", "", text))
 
 
-def _count_non_dirs(total, breakdown):
+def _count_non_dirs(total: str, breakdown: str | None) -> int:
     """'Number of files: 4 (reg: 1, dir: 2, link: 1)' -> 2: every entry that is not a directory."""
     count = _number(total)
     for part in (breakdown or "").split(","):

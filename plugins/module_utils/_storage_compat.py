@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 from collections import namedtuple
+from collections.abc import Callable, Iterable
+from typing import Any
 
 SUPPORTED = "supported"
 RISKY = "risky"
@@ -28,7 +30,7 @@ OVERLAY2_FILESYSTEMS = ("ext4", "xfs")
 Rule = namedtuple("Rule", ["rule_id", "drivers", "verdict", "applies", "reason"])
 
 
-def version_tuple(text):
+def version_tuple(text: object) -> tuple[int, ...] | None:
     """'6.1.0-18-amd64' -> (6, 1, 0); '2.2.0-pve1' -> (2, 2, 0); None or garbage -> None."""
     if not text:
         return None
@@ -38,8 +40,8 @@ def version_tuple(text):
     return tuple(int(part or 0) for part in match.groups())
 
 
-def _get(facts, *path):
-    value = facts
+def _get(facts: dict[str, Any], *path: str) -> Any:
+    value: Any = facts
     for key in path:
         if not isinstance(value, dict):
             return None
@@ -47,98 +49,98 @@ def _get(facts, *path):
     return value
 
 
-def _container(facts):
+def _container(facts: dict[str, Any]) -> Any:
     return _get(facts, "virtualization", "container")
 
 
-def _fs(facts):
+def _fs(facts: dict[str, Any]) -> Any:
     return _get(facts, "data_root", "filesystem")
 
 
-def _zfs_version(facts):
+def _zfs_version(facts: dict[str, Any]) -> tuple[int, ...] | None:
     return version_tuple(_get(facts, "data_root", "zfs_version") or _get(facts, "zfs", "version"))
 
 
-def _kernel(facts):
+def _kernel(facts: dict[str, Any]) -> tuple[int, ...] | None:
     return version_tuple(_get(facts, "kernel", "release"))
 
 
-def _in_lxc(facts):
+def _in_lxc(facts: dict[str, Any]) -> bool:
     return _container(facts) in ("lxc", "lxc-libvirt")
 
 
-def _on_zfs(facts):
+def _on_zfs(facts: dict[str, Any]) -> bool:
     return _fs(facts) == "zfs"
 
 
-def _fs_unknown(facts):
+def _fs_unknown(facts: dict[str, Any]) -> bool:
     return not _fs(facts)
 
 
-def _overlay2_zfs_old(facts):
+def _overlay2_zfs_old(facts: dict[str, Any]) -> bool:
     version = _zfs_version(facts)
     return _on_zfs(facts) and (version is None or version < (2, 2, 0))
 
 
-def _overlay2_zfs_new(facts):
+def _overlay2_zfs_new(facts: dict[str, Any]) -> bool:
     version = _zfs_version(facts)
     return _on_zfs(facts) and version is not None and version >= (2, 2, 0)
 
 
-def _xfs_ftype(facts, wanted):
+def _xfs_ftype(facts: dict[str, Any], wanted: int | None) -> bool:
     return _fs(facts) == "xfs" and _get(facts, "data_root", "xfs_ftype") == wanted
 
 
-def _overlay2_btrfs_old_kernel(facts):
+def _overlay2_btrfs_old_kernel(facts: dict[str, Any]) -> bool:
     kernel = _kernel(facts)
     return _fs(facts) == "btrfs" and (kernel is None or kernel < (5, 19, 0))
 
 
-def _overlay2_other_fs(facts):
+def _overlay2_other_fs(facts: dict[str, Any]) -> bool:
     return _fs(facts) not in (None, "", "ext4", "xfs", "zfs", "btrfs", "overlay", "tmpfs", "fuse.fuse-overlayfs")
 
 
-def _kernel_below(major, minor):
-    def check(facts):
+def _kernel_below(major: int, minor: int) -> Callable[[dict[str, Any]], bool]:
+    def check(facts: dict[str, Any]) -> bool:
         kernel = _kernel(facts)
         return kernel is not None and kernel < (major, minor, 0)
 
     return check
 
 
-def _no_dev_fuse(facts):
+def _no_dev_fuse(facts: dict[str, Any]) -> bool:
     return _get(facts, "fuse", "dev_fuse") is False
 
 
-def _no_fuse_binary(facts):
+def _no_fuse_binary(facts: dict[str, Any]) -> bool:
     return isinstance(_get(facts, "fuse"), dict) and not _get(facts, "fuse", "fuse_overlayfs")
 
 
-def _no_dev_zfs(facts):
+def _no_dev_zfs(facts: dict[str, Any]) -> bool:
     return _on_zfs(facts) and _get(facts, "zfs", "dev_zfs") is False
 
 
-def _containerd_store(facts):
+def _containerd_store(facts: dict[str, Any]) -> bool:
     return bool(_get(facts, "docker", "containerd_image_store"))
 
 
-def _docker_unreachable(facts):
+def _docker_unreachable(facts: dict[str, Any]) -> bool:
     return _get(facts, "docker", "reachable") is False
 
 
-def _always(_facts):
+def _always(_facts: dict[str, Any]) -> bool:
     return True
 
 
-def _backing_is(name):
-    def check(facts):
+def _backing_is(name: str) -> Callable[[dict[str, Any]], bool]:
+    def check(facts: dict[str, Any]) -> bool:
         return _fs(facts) == name
 
     return check
 
 
-def _backing_is_not(name):
-    def check(facts):
+def _backing_is_not(name: str) -> Callable[[dict[str, Any]], bool]:
+    def check(facts: dict[str, Any]) -> bool:
         return _fs(facts) not in (None, "", name)
 
     return check
@@ -203,13 +205,13 @@ RULES = (
 )
 
 
-def worst(verdicts):
+def worst(verdicts: Iterable[str]) -> str:
     """The most severe verdict of a collection; supported when it is empty."""
     rank = max([VERDICTS.index(v) for v in verdicts] or [0])
     return VERDICTS[rank]
 
 
-def findings(driver, facts):
+def findings(driver: str, facts: dict[str, Any]) -> list[dict[str, str]]:
     """Every table row that applies to the driver on this host, in table order."""
     if driver in REMOVED_DRIVERS:
         return [dict(rule="removed_driver", verdict=UNSUPPORTED,
@@ -225,7 +227,7 @@ def findings(driver, facts):
     ]
 
 
-def hidden_data(driver, facts):
+def hidden_data(driver: str, facts: dict[str, Any]) -> dict[str, Any] | None:
     """What a switch to `driver` hides from Docker: the old driver's images and containers, or None."""
     current = _get(facts, "docker", "storage_driver")
     if not current or current == driver:
@@ -238,7 +240,7 @@ def hidden_data(driver, facts):
     return dict(driver=current, images=images, containers=containers, path="%s/%s" % (data_root, current))
 
 
-def hidden_data_reason(hidden, driver):
+def hidden_data_reason(hidden: dict[str, Any], driver: str) -> str:
     return (
         "switching from %s to %s hides %d image(s) and %d container(s) from Docker; they are not deleted and "
         "still use disk under %s, and they come back only if %s is selected again"
@@ -251,12 +253,13 @@ ALLOW_RISKY_FLAG = "docker_storage_driver_allow_risky"
 ACCEPT_HIDDEN_FLAG = "docker_storage_driver_accept_hidden_data"
 
 
-def cited(found, verdict):
+def cited(found: Iterable[dict[str, str]], verdict: str) -> str:
     """The reasons of one verdict, each followed by its table row: 'reason [rule]; reason [rule]'."""
     return "; ".join("%s [%s]" % (item["reason"], item["rule"]) for item in found if item["verdict"] == verdict)
 
 
-def refusal(driver, found, hidden, allow_risky=False, accept_hidden_data=False):
+def refusal(driver: str, found: list[dict[str, str]], hidden: dict[str, Any] | None, allow_risky: bool = False,
+            accept_hidden_data: bool = False) -> list[str]:
     """Why a switch to `driver` must not go ahead, one sentence per cause; an empty list lets it go ahead.
 
     unsupported is always refused (any risky rows are quoted with it); risky unless allowed; hiding the old
@@ -275,7 +278,8 @@ def refusal(driver, found, hidden, allow_risky=False, accept_hidden_data=False):
     return sentences
 
 
-def assess(driver, facts, allow_risky=False, accept_hidden_data=False):
+def assess(driver: str, facts: dict[str, Any], allow_risky: bool = False, accept_hidden_data: bool = False,
+           ) -> dict[str, Any]:
     """The assessment docker_host_info returns for assess_storage_driver=driver, with the refusal decision."""
     found = findings(driver, facts)
     hidden = hidden_data(driver, facts)

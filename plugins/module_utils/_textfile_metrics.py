@@ -19,11 +19,17 @@ import math
 import os
 import re
 import time
+from typing import TYPE_CHECKING, Any
 
 try:
     from ._files import write_atomically
 except ImportError:  # copied beside the docker_signals collector (roles/docker_signals): a flat directory, no package
     from _files import write_atomically  # type: ignore[no-redef]
+
+if TYPE_CHECKING:  # for the checker only: the docker_signals collector runs this file without Ansible
+    from ansible.module_utils.basic import AnsibleModule
+
+    from ._deletion_guard import Check, Verdict
 
 METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -44,15 +50,15 @@ class MetricsError(ValueError):
 class Family(object):
     """One metric family: name, help text, type and its samples (a dict of labels and a number each)."""
 
-    def __init__(self, name, help_text, kind="gauge"):
+    def __init__(self, name: str, help_text: str, kind: str = "gauge") -> None:
         if not METRIC_NAME_RE.match(name):
             raise MetricsError("invalid metric name %r" % (name,))
         self.name = name
         self.help_text = help_text
         self.kind = kind
-        self.samples = []
+        self.samples: list[tuple[dict[str, Any], float]] = []
 
-    def add(self, value, **labels):
+    def add(self, value: float, **labels: Any) -> Family:
         for label in labels:
             if not LABEL_NAME_RE.match(label) or label.startswith("__"):
                 raise MetricsError("invalid label name %r in %s" % (label, self.name))
@@ -60,12 +66,12 @@ class Family(object):
         return self
 
 
-def escape_label_value(value):
+def escape_label_value(value: object) -> str:
     """Backslash, double quote and newline escaped as the text exposition format requires."""
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def format_value(value):
+def format_value(value: float) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, int):
@@ -80,7 +86,7 @@ def format_value(value):
     return repr(value)
 
 
-def render(families):
+def render(families: list[Family]) -> str:
     """The text exposition of ``families``: HELP and TYPE once per family, samples sorted by their labels."""
     lines = []
     for family in families:
@@ -95,7 +101,8 @@ def render(families):
 
 
 # -- the guard outcome of safe_sync and guarded_cleanup --------------------------------------------------------------
-def guard_families(guard, name, unit, timestamp, refused, planned, deleted, reference_healthy=None):
+def guard_families(guard: str | None, name: str, unit: str, timestamp: float, refused: bool, planned: int, deleted: int,
+                   reference_healthy: bool | None = None) -> list[Family]:
     """pmr_guard_* families for one run of a guarded job, each with labels guard, name and unit."""
     if guard not in GUARDS:
         raise MetricsError("unknown guard %r (one of %s)" % (guard, ", ".join(GUARDS)))
@@ -117,7 +124,8 @@ def guard_families(guard, name, unit, timestamp, refused, planned, deleted, refe
     return families
 
 
-def guard_outcome(guard, allowed, checks, result, check_mode=False):
+def guard_outcome(guard: str, allowed: bool, checks: list[Check], result: dict[str, Any], check_mode: bool = False,
+                  ) -> tuple[int, int, bool | None]:
     """(planned, deleted, reference_healthy) of one run, read from the module's verdict checks and result.
 
     safe_sync: planned = files the dry run would delete; deleted = files the real run deleted.
@@ -137,7 +145,7 @@ def guard_outcome(guard, allowed, checks, result, check_mode=False):
     return planned, deleted, healthy
 
 
-def write_guard_metrics(module, guard, verdict, result):
+def write_guard_metrics(module: AnsibleModule, guard: str, verdict: Verdict, result: dict[str, Any]) -> None:
     """Write the pmr_guard_* metrics of this run to the module's metrics_file, when one is given.
 
     Never in check mode (nothing on the host changes). A file that cannot be written is a warning and a

@@ -126,6 +126,8 @@ new_id:
   type: str
 """
 
+from typing import Any
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.postmortem.remediation.plugins.module_utils._container_logs import classify
@@ -139,13 +141,14 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._container_
     refusals,
 )
 from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import (
+    DockerAPI,
     DockerAPIError,
     docker_api_argument_spec,
     docker_api_from_module,
 )
 
 
-def daemon_log_config(api, container):
+def daemon_log_config(api: DockerAPI, container: dict[str, Any]) -> dict[str, Any]:
     """What the daemon gives a new container: create a probe (never started), read its LogConfig, remove it."""
     probe = api.post("/containers/create", {"name": "%s-pmr-logprobe" % container_name(container)}, body={
         "Image": container["Image"], "Entrypoint": ["/pmr-log-probe"], "Cmd": [],
@@ -157,7 +160,7 @@ def daemon_log_config(api, container):
         api.delete("/containers/%s" % probe["Id"], {"force": True})
 
 
-def image_reference(api, container):
+def image_reference(api: DockerAPI, container: dict[str, Any]) -> str:
     """The image name the container was created with if it still names the same image, else the image ID."""
     name = (container.get("Config") or {}).get("Image") or ""
     try:
@@ -168,7 +171,7 @@ def image_reference(api, container):
     return container["Image"]
 
 
-def run(module, api):
+def run(module: AnsibleModule, api: DockerAPI) -> dict[str, Any]:
     params = module.params
     container = api.inspect_container(params["name"])
     name = container_name(container)
@@ -184,7 +187,7 @@ def run(module, api):
     log_after, source = bounded_log_config(log_before, daemon_config, params["max_size"], params["max_file"])
     if log_after is None:
         reasons.append("%s: no bounded log options to give it: %s" % (name, source))
-    if reasons:
+    if reasons or log_after is None:  # a missing log_after is among the reasons
         result.update(refused=True, reasons=reasons,
                       msg="REFUSED to re-create %s (its log stays unbounded): %s" % (name, "; ".join(reasons)))
         return result
@@ -202,7 +205,7 @@ def run(module, api):
     return result
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             name=dict(type="str", required=True),

@@ -39,9 +39,12 @@ author:
   - Postmortem Remediation Maintainers (@postmortem-remediation)
 options:
   path:
-    description: The daemon configuration file.
+    description:
+      - The daemon configuration file.
+      - Its alias O(daemon_config) is the name the other modules of the collection give this file.
     type: path
     default: /etc/docker/daemon.json
+    aliases: [daemon_config]
   settings:
     description:
       - Settings to merge into the file. With O(exclusive=true), the whole content of the file.
@@ -155,6 +158,7 @@ validated_with:
 
 import os
 import tempfile
+from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes, to_native
@@ -176,7 +180,7 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._files impo
 
 
 class DaemonConfig:
-    def __init__(self, module):
+    def __init__(self, module: AnsibleModule) -> None:
         self.module = module
         self.params = module.params
         self.path = self.params["path"]
@@ -186,7 +190,7 @@ class DaemonConfig:
         except WriteTargetError as exc:
             module.fail_json(msg="Refusing to write %s: %s" % (self.path, exc), path=self.path)
 
-    def read_current(self):
+    def read_current(self) -> tuple[str | None, dict[str, Any]]:
         if not os.path.exists(self.target):
             return None, {}
         try:
@@ -196,7 +200,7 @@ class DaemonConfig:
             self.module.fail_json(msg="Cannot read %s: %s" % (self.path, to_native(exc)))
         return text, parse_existing(text, self.path)
 
-    def unit_exec_start(self):
+    def unit_exec_start(self) -> str:
         systemctl = self.module.get_bin_path("systemctl")
         if not systemctl:
             return ""
@@ -213,7 +217,7 @@ class DaemonConfig:
                 return part[len("argv[]="):]
         return out.strip()
 
-    def dockerd(self):
+    def dockerd(self) -> str | None:
         given = self.params["dockerd_path"]
         if given and not os.access(given, os.X_OK):
             self.module.fail_json(
@@ -221,11 +225,11 @@ class DaemonConfig:
             )
         return given or self.module.get_bin_path("dockerd")
 
-    def dockerd_validates(self, dockerd):
+    def dockerd_validates(self, dockerd: str) -> bool:
         rc, out, err = self.module.run_command([dockerd, "--help"], environ_update={"LANG": "C"})
         return rc == 0 and "--validate" in (out + err)
 
-    def write_candidate(self, text):
+    def write_candidate(self, text: str) -> str:
         # Same directory as the target so the final move is atomic; check mode may run before it exists.
         directory = os.path.dirname(self.target) or "."
         if not os.path.isdir(directory):
@@ -239,7 +243,7 @@ class DaemonConfig:
             raise
         return tmp
 
-    def validate_with_dockerd(self, tmp):
+    def validate_with_dockerd(self, tmp: str) -> str:
         dockerd = self.dockerd()
         if not self.params["validate"] or not dockerd or not self.dockerd_validates(dockerd):
             return "rules"
@@ -251,7 +255,7 @@ class DaemonConfig:
             )
         return "dockerd --validate"
 
-    def run(self):
+    def run(self) -> dict[str, Any]:
         if self.module.check_mode:
             return self.plan_and_write()
         directory = os.path.dirname(self.target) or "."
@@ -267,14 +271,14 @@ class DaemonConfig:
         finally:
             lock.close()
 
-    def apply_mode(self, created):
+    def apply_mode(self, created: bool) -> bool:
         """The mode only when asked for; an existing file keeps its own, a new one gets 0644."""
         mode = self.params["mode"]
         if mode is None:
             return self.module.set_mode_if_different(self.target, "0644", False) if created else False
         return self.module.set_mode_if_different(self.target, mode, False)
 
-    def plan_and_write(self):
+    def plan_and_write(self) -> dict[str, Any]:
         params = self.params
         try:
             before_text, current = self.read_current()
@@ -332,10 +336,10 @@ class DaemonConfig:
         return result
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            path=dict(type="path", default="/etc/docker/daemon.json"),
+            path=dict(type="path", default="/etc/docker/daemon.json", aliases=["daemon_config"]),
             settings=dict(type="dict", default={}),
             remove_keys=dict(type="list", elements="str", default=[], no_log=False),
             exclusive=dict(type="bool", default=False),

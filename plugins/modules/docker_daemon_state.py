@@ -204,6 +204,8 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterable
+from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -224,12 +226,12 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api
 
 
 class DaemonState:
-    def __init__(self, module):
+    def __init__(self, module: AnsibleModule) -> None:
         self.module = module
         self.params = module.params
         self.api = docker_api_from_module(module)
 
-    def read_config(self):
+    def read_config(self) -> tuple[dict[str, Any], dict[str, Any]]:
         path = self.params["daemon_config"]
         try:
             with open(path, "rb") as handle:
@@ -246,7 +248,7 @@ class DaemonState:
             config = {}
         return dict(path=path, exists=True, mtime=mtime, checksum=hashlib.sha1(raw).hexdigest()), config
 
-    def unit_process(self):
+    def unit_process(self) -> tuple[int, float | None]:
         """(main PID, Unix start time) of the unit's main process, from systemd's monotonic start stamp."""
         systemctl = self.module.get_bin_path("systemctl")
         if not systemctl:
@@ -264,7 +266,7 @@ class DaemonState:
         # systemd stamps with CLOCK_MONOTONIC: carry it over to wall-clock time, to the microsecond.
         return pid, round(time.time() - (time.monotonic() - monotonic / 1e6), 3)
 
-    def read_record(self):
+    def read_record(self) -> dict[str, Any]:
         try:
             with open(self.params["record_file"]) as handle:
                 record = json.load(handle)
@@ -272,7 +274,7 @@ class DaemonState:
             return {}
         return record if isinstance(record, dict) else {}
 
-    def journal_since(self, since):
+    def journal_since(self, since: float) -> list[str]:
         journalctl = self.module.get_bin_path("journalctl")
         if not journalctl:
             return []
@@ -292,7 +294,7 @@ class DaemonState:
             lines.append(rest)
         return lines
 
-    def containers(self):
+    def containers(self) -> dict[str, dict[str, Any]]:
         """Every container docker lists now, by ID, summarised."""
         result = {}
         for item in self.api.containers(all=True):
@@ -304,9 +306,10 @@ class DaemonState:
         return result
 
     @staticmethod
-    def leftover_processes(ids):
+    def leftover_processes(ids: Iterable[str]) -> set[str]:
         """IDs among these that still have a containerd-shim or a process in their cgroup on this host."""
-        wanted, found = set(ids), set()
+        wanted = set(ids)
+        found: set[str] = set()
         if not wanted:
             return found
         for entry in os.listdir("/proc"):
@@ -323,7 +326,7 @@ class DaemonState:
                 found.update(container_id for container_id in wanted if container_id in text)
         return found
 
-    def run(self):
+    def run(self) -> dict[str, Any]:
         params = self.params
         config_info, file_config = self.read_config()
         expected = params["expected"] if params["expected"] is not None else file_config
@@ -334,9 +337,9 @@ class DaemonState:
             info = self.api.info()
             all_containers = self.containers()
         except DockerAPIError as exc:
-            info, all_containers = None, None
+            info, all_containers = None, {}
             unreachable = str(exc)
-        result = dict(
+        result: dict[str, Any] = dict(
             changed=False, config=config_info, pending="", pending_reasons=[], checks=[], mismatched=[],
             unverified=[], reload_errors=[], reload_applied=False, running=[], will_stop=[], may_stop=[],
             will_return=[], came_back=[], stopped=[], orphans=[],
@@ -383,7 +386,7 @@ class DaemonState:
         return result
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             daemon_config=dict(type="path", default="/etc/docker/daemon.json"),

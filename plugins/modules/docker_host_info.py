@@ -246,6 +246,7 @@ assessment:
 
 import os
 import platform
+from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
@@ -279,7 +280,7 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._storage_co
 
 # ---- the host -------------------------------------------------------------------------------------------------
 
-def read_text(path, binary=False):
+def read_text(path: str, binary: bool = False) -> Any:
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -289,15 +290,15 @@ def read_text(path, binary=False):
 
 
 class HostFacts:
-    def __init__(self, module):
+    def __init__(self, module: AnsibleModule) -> None:
         self.module = module
         self.params = module.params
 
-    def run(self, args):
+    def run(self, args: list[str]) -> tuple[int, str, str]:
         rc, out, err = self.module.run_command(args, environ_update={"LANG": "C", "LC_ALL": "C"})
         return rc, out, err
 
-    def virtualization(self):
+    def virtualization(self) -> dict[str, Any]:
         detect = self.module.get_bin_path("systemd-detect-virt")
         detect_container = detect_vm = None
         if detect:
@@ -309,12 +310,12 @@ class HostFacts:
             detect_container, detect_vm, run_container, environ.get("container") or None, os.path.exists("/.dockerenv")
         )
 
-    def kernel(self):
+    def kernel(self) -> dict[str, Any]:
         release = platform.release()
         version = version_tuple(release)
         return dict(release=release, version=list(version) if version else None)
 
-    def filesystem(self, path):
+    def filesystem(self, path: str) -> dict[str, Any]:
         """Filesystem facts of the mount that holds path (the nearest existing parent when path is missing)."""
         probe = path
         while probe and not os.path.exists(probe):
@@ -355,21 +356,22 @@ class HostFacts:
             facts["zfs_version"] = self.zfs()["version"]
         return facts
 
-    def zfs(self):
+    def zfs(self) -> dict[str, Any]:
         version = (read_text("/sys/module/zfs/version") or "").strip() or None
         return dict(version=version, dev_zfs=os.path.exists("/dev/zfs"))
 
-    def fuse(self):
+    def fuse(self) -> dict[str, Any]:
         return dict(
             dev_fuse=os.path.exists("/dev/fuse"),
             fuse_overlayfs=self.module.get_bin_path("fuse-overlayfs"),
         )
 
-    def docker(self):
+    def docker(self) -> dict[str, Any]:
         api = docker_api_from_module(self.module)
-        facts = dict(reachable=False, error=None, server_version=None, api_version=None, storage_driver=None,
-                     driver_status={}, images=None, containers=None, containers_running=None,
-                     data_root=None, containerd_image_store=False)
+        facts: dict[str, Any] = dict(
+            reachable=False, error=None, server_version=None, api_version=None, storage_driver=None,
+            driver_status={}, images=None, containers=None, containers_running=None,
+            data_root=None, containerd_image_store=False)
         try:
             info = api.info()
             version = api.version()
@@ -390,7 +392,7 @@ class HostFacts:
         )
         return facts
 
-    def gather(self):
+    def gather(self) -> dict[str, Any]:
         docker = self.docker()
         data_root_path = (
             self.params["data_root"]
@@ -432,7 +434,7 @@ class HostFacts:
         return facts
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             assess_storage_driver=dict(type="str"),

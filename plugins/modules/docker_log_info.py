@@ -87,17 +87,20 @@ unbounded_log_bytes:
   type: int
 """
 
+from typing import Any
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.postmortem.remediation.plugins.module_utils._container_logs import classify, log_bytes
 from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import (
+    DockerAPI,
     DockerAPIError,
     docker_api_argument_spec,
     docker_api_from_module,
 )
 
 
-def inspect_all(api, listed):
+def inspect_all(api: DockerAPI, listed: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Inspect each listed container; one removed since the listing is skipped, not an error."""
     inspected = []
     for item in listed:
@@ -109,7 +112,7 @@ def inspect_all(api, listed):
     return inspected
 
 
-def describe(container, data_root):
+def describe(container: dict[str, Any], data_root: str) -> dict[str, Any]:
     log_config = container["HostConfig"]["LogConfig"]
     driver = log_config.get("Type") or ""
     options = log_config.get("Config") or {}
@@ -126,7 +129,7 @@ def describe(container, data_root):
     )
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             include_stopped=dict(type="bool", default=True),

@@ -249,6 +249,8 @@ estimated_free_after:
 
 import os
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_guard import (
@@ -283,8 +285,11 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._prune_poli
 )
 
 
+T = TypeVar("T")
+
+
 class ReclaimManager:
-    def __init__(self, module):
+    def __init__(self, module: AnsibleModule) -> None:
         self.module = module
         params = module.params
         self.tiers = self._option("tiers", lambda tiers: select_tiers(tiers, params["volumes"]))
@@ -308,13 +313,13 @@ class ReclaimManager:
             log_max_size=log_max_size, log_keep_tail=log_keep_tail, containers=params["containers"],
         )
 
-    def _option(self, name, parse):
+    def _option(self, name: str, parse: Callable[[Any], T]) -> T:
         try:
             return parse(self.module.params[name])
         except PolicyError as exc:
             self.module.fail_json(msg="docker_reclaim: invalid option %s: %s" % (name, exc))
 
-    def _data_root(self):
+    def _data_root(self) -> str:
         try:
             engine_root = self.api.info().get("DockerRootDir") or "/var/lib/docker"
         except DockerAPIError as exc:
@@ -329,13 +334,13 @@ class ReclaimManager:
             self.module.fail_json(msg="docker_reclaim: cannot stat the data-root %s: %s" % (wanted, exc))
         return wanted
 
-    def run(self):
+    def run(self) -> dict[str, Any]:
         free_before, size = filesystem_usage(self.data_root)
         # No target (logs only): every log above log_max_size is cut; the reclaimer never stops early.
         target = None if self.target is None else target_bytes(self.target, size)
-        result = dict(changed=False, target_free_bytes=target or 0, free_before=free_before, free_after=free_before,
-                      size=size, data_root=self.data_root, reclaimed={}, removed={}, tiers=[], refused=False,
-                      reason="")
+        result: dict[str, Any] = dict(
+            changed=False, target_free_bytes=target or 0, free_before=free_before, free_after=free_before, size=size,
+            data_root=self.data_root, reclaimed={}, removed={}, tiers=[], refused=False, reason="")
         if target is not None and target >= size:
             # Refused like any plan that cannot work: whoever reads refused/reason learns why nothing ran.
             reason = ("target %s (%s) is more than the %s filesystem holding %s: it can never be met"
@@ -351,7 +356,7 @@ class ReclaimManager:
             return self._estimate(result, target, plan, free_after)
         return self._reclaim(result, target)
 
-    def _plan(self, result, target):
+    def _plan(self, result: dict[str, Any], target: int | None) -> tuple[list[dict], int]:
         """Plan first: read the engine's whole state and estimate every tier, under the shared deletion guard."""
         verdict = Verdict("reclaim on %s" % self.data_root)
         try:
@@ -369,7 +374,8 @@ class ReclaimManager:
             self.module.fail_json(**result)
         return self.reclaimer.estimate(state, target)
 
-    def _estimate(self, result, target, plan, free_after):
+    def _estimate(self, result: dict[str, Any], target: int | None, plan: list[dict], free_after: int,
+                  ) -> dict[str, Any]:
         would = dict((t["tier"], t["would_remove"]) for t in plan if t["would_run"])
         result.update(changed=bool(would), plan=plan, estimated_free_after=free_after,
                       target_met=target is None and not would, protected=largest_protected(plan),
@@ -380,7 +386,7 @@ class ReclaimManager:
             result["diff"] = self._diff(result["free_before"], free_after, would)
         return result
 
-    def _reclaim(self, result, target):
+    def _reclaim(self, result: dict[str, Any], target: int | None) -> dict[str, Any]:
         lock = acquire_lock(self.module.params["lock_file"], self.module.params["lock_timeout"])
         if lock is None:
             self.module.fail_json(msg="docker_reclaim: another prune holds %s after %ss; try again when it ends"
@@ -412,7 +418,7 @@ class ReclaimManager:
             result["diff"] = self._diff(result["free_before"], result["free_after"], result["removed"])
         return result
 
-    def _record(self, result, reports, target, started):
+    def _record(self, result: dict[str, Any], reports: list[dict], target: int | None, started: float) -> None:
         free_after = filesystem_usage(self.data_root)[0]
         removed = dict((r["tier"], r["removed"]) for r in reports if r["removed"])
         result.update(
@@ -423,14 +429,14 @@ class ReclaimManager:
         )
 
     @staticmethod
-    def _target_text(target):
+    def _target_text(target: int | None) -> str:
         return "none (logs only)" if target is None else human_bytes(target)
 
     @staticmethod
-    def _removed_summary(removed):
+    def _removed_summary(removed: dict[str, list[str]]) -> str:
         return ", ".join("%s x%d" % (tier, len(names)) for tier, names in removed.items()) or "nothing"
 
-    def _diff(self, free_before, free_after, removed):
+    def _diff(self, free_before: int, free_after: int, removed: dict[str, list[str]]) -> dict[str, str]:
         after = ["free: %s" % human_bytes(free_after)]
         for tier in TIERS:
             for name in removed.get(tier, []):
@@ -439,7 +445,7 @@ class ReclaimManager:
                 "before_header": "%s (before)" % self.data_root, "after_header": "%s (after)" % self.data_root}
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             target_free=dict(type="str"),

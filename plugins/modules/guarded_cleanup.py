@@ -317,6 +317,7 @@ guard:
 
 import os
 import re
+from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.postmortem.remediation.plugins.module_utils._cleanup_items import ItemRules
@@ -352,7 +353,7 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._quarantine
 
 
 class GuardedCleanup(object):
-    def __init__(self, module):
+    def __init__(self, module: AnsibleModule) -> None:
         self.module = module
         self.params = module.params
         self.path = os.path.abspath(self.params["path"])
@@ -364,16 +365,17 @@ class GuardedCleanup(object):
                                (self.quarantine_dir, self.state_file, self.state_file + ".prev"))
         self.verdict = Verdict("cleanup of %s" % self.path)
         self.ledger = Ledger()
-        self.result = {"changed": False, "refused": False, "reason": "", "quarantine_dir": self.quarantine_dir,
-                       "quarantined": [], "purged": [], "restored": []}
+        self.result: dict[str, Any] = {"changed": False, "refused": False, "reason": "",
+                                       "quarantine_dir": self.quarantine_dir,
+                                       "quarantined": [], "purged": [], "restored": []}
 
-    def list_items(self):
+    def list_items(self) -> list[str]:
         if not os.path.isdir(self.path):
             self.module.fail_json(msg="directory %s does not exist; nothing to reconcile" % self.path)
         return self.items.names()
 
     # -- paths and the lock ---------------------------------------------------------------------------------------
-    def check_paths(self):
+    def check_paths(self) -> bool:
         """The same rules as safe_sync's for every path this module moves, deletes or writes under; then the lock."""
         for name in ("path", "quarantine_dir", "state_file"):
             if self.params[name] is not None:
@@ -389,7 +391,7 @@ class GuardedCleanup(object):
         self.quarantine.open(self.path, self.params["lock_timeout"])
         return True
 
-    def check_same_filesystem(self):
+    def check_same_filesystem(self) -> None:
         probe = self.quarantine_dir
         while not os.path.exists(probe):
             probe = os.path.dirname(probe)
@@ -398,11 +400,11 @@ class GuardedCleanup(object):
                                       "atomic renames; choose a quarantine_dir next to the items"
                                       % (self.quarantine_dir, self.path))
 
-    def close(self):
+    def close(self) -> None:
         self.quarantine.close()
 
     # -- reconcile ------------------------------------------------------------------------------------------------
-    def reconcile(self):
+    def reconcile(self) -> None:
         if not self.check_paths():
             return self.finish()
         quarantine = self.quarantine
@@ -454,7 +456,7 @@ class GuardedCleanup(object):
         self.result.update(changed=changed, purged=purge, restored=restore, quarantined=quarantined)
         return self.finish()
 
-    def find_orphans(self, names, keys):
+    def find_orphans(self, names: list[str], keys: set[str]) -> list[str]:
         """The items whose key the reference does not name; locked and unreadable names are kept."""
         orphans, referenced, seen_keys = [], 0, set()
         for name in names:
@@ -476,7 +478,7 @@ class GuardedCleanup(object):
         return orphans
 
     # -- restore ----------------------------------------------------------------------------------------------------
-    def restore(self):
+    def restore(self) -> None:
         if not self.check_paths():
             return self.finish()
         self.result["items"] = len(self.list_items())
@@ -488,7 +490,7 @@ class GuardedCleanup(object):
         return self.finish()
 
     # -- result -----------------------------------------------------------------------------------------------------
-    def finish(self):
+    def finish(self) -> None:
         limit = self.params["list_limit"]
         for key in ("quarantined", "purged", "restored"):
             names = self.result[key]
@@ -511,7 +513,7 @@ class GuardedCleanup(object):
         exit_with_verdict(self.module, self.verdict, self.result, self.params["on_refusal"])
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             path=dict(type="path", required=True),

@@ -253,6 +253,7 @@ cmd:
 """
 
 import os
+from typing import Any, NoReturn
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_guard import (
@@ -281,19 +282,19 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._rsync impo
 
 
 class SafeSync(object):
-    def __init__(self, module):
+    def __init__(self, module: AnsibleModule) -> None:
         self.module = module
         self.params = module.params
         self.src = Location("src", self.params["src"])
         self.dest = Location("dest", self.params["dest"])
         self.verdict = Verdict("sync of %s to %s" % (self.params["src"], self.params["dest"]))
-        self.result = {
+        self.result: dict[str, Any] = {
             "changed": False, "refused": False, "reason": "", "transferred": 0, "transferred_files": [],
             "deleted": 0, "deleted_files": [], "deleted_dirs": 0, "lists_truncated": False,
         }
 
     # -- steps ------------------------------------------------------------------------------------------------
-    def run(self):
+    def run(self) -> None:
         if self.validate_scope() and self.check_local_source():
             plan = self.dry_run()
             self.judge(plan)
@@ -306,7 +307,7 @@ class SafeSync(object):
                     self.report(self.real_run(plan))
         self.finish()
 
-    def validate_scope(self):
+    def validate_scope(self) -> bool:
         expect_suffix = self.params["expect_suffix"]
         try:
             check_path_scope(expect_suffix, "expect_suffix")
@@ -329,20 +330,21 @@ class SafeSync(object):
                 self.verdict.require(location.label, True, "", location.spec, expect_suffix)
         return self.verdict.allowed
 
-    def check_local_source(self):
+    def check_local_source(self) -> bool:
         if self.src.remote:
             return True
         return self.verdict.require(
             "source exists", os.path.isdir(self.src.path),
             "source directory %s does not exist (or is not a directory)" % self.src.path, self.src.path)
 
-    def judge(self, plan):
-        self.verdict.require_at_least("source files", plan.source_files, self.params["min_source_files"], "files")
+    def judge(self, plan: RsyncPlan) -> None:
+        # dry_run failed the run when rsync printed no count: source_files is known here.
+        self.verdict.require_at_least("source files", plan.source_files or 0, self.params["min_source_files"], "files")
         if self.params["delete"]:
             guard = DeletionGuard(self.params["max_delete"], self.params["max_delete_ratio"], unit="files")
             guard.check(self.verdict, len(plan.deleted_files), plan.dest_files, label="deletions at " + self.dest.spec)
 
-    def dry_run(self):
+    def dry_run(self) -> RsyncPlan:
         argv = self.command(dry_run=True)
         rc, out, err = self.rsync(argv)
         if rc not in RSYNC_OK:
@@ -357,7 +359,7 @@ class SafeSync(object):
         self.result["plan"] = plan.summary()
         return plan
 
-    def real_run(self, plan):
+    def real_run(self, plan: RsyncPlan) -> RsyncPlan:
         """Transfer without deleting, then delete the planned paths that are still extraneous, and nothing else."""
         done = RsyncPlan()
         if plan.changed:  # the planned paths only: the dry run has compared the trees already (see _rsync)
@@ -379,7 +381,7 @@ class SafeSync(object):
                                  len(left), self.dest.spec, ", ".join(printable(n) for n in left[:10])))
         return done
 
-    def rsync_pass(self, argv, done, what):
+    def rsync_pass(self, argv: list[str], done: RsyncPlan, what: str) -> None:
         """One real rsync run, folded into ``done``; a failure reports what the passes before it did."""
         rc, out, err = self.rsync(argv)
         done.add(RsyncPlan.parse(out))
@@ -396,7 +398,7 @@ class SafeSync(object):
                              % (printable(name), self.dest.spec))
 
     # -- rsync ------------------------------------------------------------------------------------------------
-    def command(self, dry_run, listed=None, delete=False):
+    def command(self, dry_run: bool, listed: list[str] | None = None, delete: bool = False) -> list[str]:
         """The dry run (with --delete: the plan), or a pass over the ``listed`` paths only: the transfer of the planned
         creations and updates (never deletes), a deletion pass (``delete``), or the pass that gives the parents of the
         deletions their times back."""
@@ -430,11 +432,11 @@ class SafeSync(object):
         self.result["cmd"] = argv
         return argv
 
-    def rsync(self, argv):
+    def rsync(self, argv: list[str]) -> tuple[int, str, str]:
         return self.module.run_command(argv, environ_update={"LC_ALL": "C", "LANG": "C"})
 
     # -- results ----------------------------------------------------------------------------------------------
-    def report(self, plan):
+    def report(self, plan: RsyncPlan) -> None:
         limit = self.params["list_limit"]
         transferred, cut_t = bounded([printable(name) for name in plan.transferred], limit)
         deleted, cut_d = bounded([printable(name) for name in plan.deleted_files], limit)
@@ -442,25 +444,25 @@ class SafeSync(object):
                            deleted=len(plan.deleted_files), deleted_files=deleted,
                            deleted_dirs=len(plan.deleted_dirs), lists_truncated=cut_t or cut_d)
 
-    def diff(self, plan):
+    def diff(self, plan: RsyncPlan) -> dict[str, str]:
         lines, cut = bounded([printable(line) for line in plan.items], self.params["list_limit"])
         if cut:
             lines.append("... and %d more changes" % (len(plan.items) - len(lines)))
         return {"before_header": self.dest.spec, "after_header": self.src.spec,
                 "prepared": "\n".join(lines) + ("\n" if lines else "")}
 
-    def fail_or_refuse(self, refuse, message, argv, rc):
+    def fail_or_refuse(self, refuse: bool, message: str, argv: list[str], rc: int) -> NoReturn:
         if refuse:
             self.verdict.require("source readable", False, message)
             self.finish()
         self.module.fail_json(msg=message, rc=rc, **self.result)
 
-    def finish(self):
+    def finish(self) -> NoReturn:
         write_guard_metrics(self.module, "safe_sync", self.verdict, self.result)
         exit_with_verdict(self.module, self.verdict, self.result, self.params["on_refusal"])
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             src=dict(type="str", required=True),
