@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ast
 import datetime
+import re
 import subprocess
 import sys
 import tempfile
@@ -102,9 +103,21 @@ def hard_breaks(markdown: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary(names: list[str]) -> str:
+    """One row per benchmark: its last recorded run and whether it met its targets (its exit status)."""
+    rows = ["| benchmark | last recorded run | exit status (0: targets met) |", "|---|---|---|"]
+    for name in names:
+        record = RESULTS / name.replace(".py", ".md")
+        found = re.search(r"^Last run: `([^`]*)`, ([^,]*), exit status (\d+)", record.read_text(), re.M) \
+            if record.exists() else None
+        rows.append(f"| `{name}` | `{found.group(1)}`, {found.group(2)} | {found.group(3)} |" if found
+                    else f"| `{name}` | not recorded yet | |")
+    return "\n".join(rows) + "\n"
+
+
 def render() -> str:
     names = sorted({p.name for p in BENCH.glob("bench_*.py")} | set(EXPECTED))
-    return INTRO + "\n" + "\n".join(section(name) for name in names)
+    return INTRO + "\n" + summary(names) + "\n" + "\n".join(section(name) for name in names)
 
 
 def main(argv: list[str] | None = None) -> int:

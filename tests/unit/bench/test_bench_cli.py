@@ -37,11 +37,14 @@ def test_sides_are_interleaved_and_each_goes_first_as_often() -> None:
 def test_readme_has_a_section_per_benchmark_and_a_placeholder_for_those_to_come(tmp_path: Path,
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(readme, "RESULTS", tmp_path)
-    (tmp_path / "bench_safe_sync.md").write_text(readme.RECORD_MARK + "\nLast run: `x`\n\n| a | b |\n")
+    (tmp_path / "bench_safe_sync.md").write_text(
+        readme.RECORD_MARK + "\nLast run: `bench/bench_safe_sync.py`, 2026-01-01 00:00 UTC, exit status 1.\n\n| a |\n")
     text = readme.render()
     for path in BENCH.glob("bench_*.py"):
         assert f"## `{path.name}`" in text
-    assert "Last run: `x`" in text and readme.RECORD_MARK not in text
+    assert "| `bench_safe_sync.py` | `bench/bench_safe_sync.py`, 2026-01-01 00:00 UTC | 1 |" in text  # a missed target
+    assert "| `bench_reclaim.py` | not recorded yet | |" in text
+    assert "Last run: `bench/bench_safe_sync.py`" in text and readme.RECORD_MARK not in text
     assert "## `bench_reclaim.py`" in text and "Not recorded yet" in text
     for name in readme.EXPECTED:
         assert f"## `{name}`" in text
