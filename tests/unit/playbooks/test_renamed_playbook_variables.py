@@ -69,14 +69,14 @@ def test_new_names_old_names_and_none(tmp_path):
         "__log_growth_service": "dockerd", "__log_growth_docker": ["docker", "--host", "unix:///run/new.sock"],
         "__docker_daemon_service": "dockerd", "__docker_daemon_json": "/etc/new.json",
         "__docker_daemon_docker": ["docker", "--host", "unix:///run/new.sock"],
-        "__storage_driver_docker_host": "/run/new.sock", "__storage_driver_docker": ["docker", "--host",
-                                                                                    "unix:///run/new.sock"],
+        "__storage_driver_docker_host": "/run/new.sock",
+        "__storage_driver_docker": ["docker", "--host", "unix:///run/new.sock"],
     }
     assert got["old"] == {
         "__log_growth_docker_host": "/run/old.sock", "__log_growth_daemon_config": "/etc/old.json",
         "__log_growth_service": "olddocker", "__log_growth_docker": ["docker", "--host", "unix:///run/old.sock"],
         "__docker_daemon_service": "olddocker", "__docker_daemon_json": "/etc/old.json",
         "__docker_daemon_docker": ["docker", "--host", "unix:///run/old.sock"],
-        "__storage_driver_docker_host": "/run/old.sock", "__storage_driver_docker": ["docker", "--host",
-                                                                                    "unix:///run/old.sock"],
+        "__storage_driver_docker_host": "/run/old.sock",
+        "__storage_driver_docker": ["docker", "--host", "unix:///run/old.sock"],
     }
