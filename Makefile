@@ -57,7 +57,7 @@ lab-down:  ## Remove the lab hosts named exactly LAB_PREFIX-N (default pmr-lab),
 	bash tests/lab/lab.sh down $(LAB_PREFIX)
 
 .PHONY: demo
-demo: venv image collection-link  ## The closed loop on lab hosts: five incidents, alert to verified fix (README)
+demo: venv image collection-link  ## The closed loop on lab hosts: five incidents, alert to verified fix (docs/demo.md)
 	$(BIN)/python -m demo run
 
 .PHONY: demo-down
@@ -65,11 +65,22 @@ demo-down:  ## Remove what `make demo` started (its lab hosts, processes and sta
 	if [ -x $(BIN)/python ]; then $(BIN)/python -m demo down; else bash tests/lab/lab.sh down $${LAB_PREFIX:-pmr-demo}; fi
 
 .PHONY: lint
-lint: venv collection-link  ## ruff, mypy (plugins and receiver), ansible-lint (production profile), the documented commands
+lint: venv collection-link  ## ruff, mypy, ansible-lint (production profile), the documented commands (static check), role READMEs current, changelog fragments
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/ansible-lint --profile production --offline
 	$(BIN)/python tests/docs/check_commands.py --static
+	$(BIN)/python tests/docs/role_readmes.py --check
+	$(BIN)/antsibull-changelog lint
+	$(BIN)/antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml
+
+.PHONY: docs
+docs: venv  ## Regenerate the variable tables of roles/*/README.md from meta/argument_specs.yml
+	$(BIN)/python tests/docs/role_readmes.py
+
+.PHONY: changelog
+changelog: venv  ## Regenerate CHANGELOG.md from changelogs/changelog.yaml (a release: see README, "Releasing")
+	$(BIN)/antsibull-changelog generate
 
 .PHONY: rules
 rules:  ## promtool check and unit tests of the alert rules in extensions/prometheus (installs Debian's prometheus)
@@ -97,8 +108,12 @@ sanity: venv  ## ansible-test sanity on a copy at ansible_collections/postmortem
 	printf "tests/output/\n" >.gitignore && git init -q . && git add -A >/dev/null
 	$(BIN)/ansible-test sanity --venv --python 3.11 --color no
 
+.PHONY: postgresql
+postgresql:  ## PostgreSQL 15 from Debian's packages (the receiver tests start their own server from its binaries)
+	test -x /usr/lib/postgresql/15/bin/initdb || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15; }
+
 .PHONY: unit
-unit: venv collection-link image  ## pytest unit tests (some run modules on the real engine with the workload image)
+unit: venv collection-link image postgresql  ## pytest unit tests (some run modules on the real engine with the workload image)
 	$(BIN)/pytest -q tests/unit
 
 .PHONY: build
@@ -126,12 +141,14 @@ molecule: venv image collection-link  ## Every Molecule scenario in extensions/m
 	done
 
 .PHONY: e2e
-e2e: venv image collection-link  ## End-to-end tests (real Alertmanager, receiver, ansible-runner, lab hosts)
+e2e: venv image collection-link postgresql  ## End-to-end tests (real Alertmanager, receiver, ansible-runner, lab hosts)
 	if ls tests/integration/test_*.py >/dev/null 2>&1; then $(BIN)/pytest -q tests/integration; else echo "no e2e tests"; fi
 
 .PHONY: bench
-bench: venv image collection-link  ## Benchmarks: print figures and ratios
-	for b in bench/bench_*.py; do [ -e "$$b" ] && $(BIN)/python $$b; done
+bench: venv image collection-link postgresql  ## Benchmarks: print figures, record them in bench/results, rebuild bench/README.md
+	failed=""
+	for b in bench/bench_*.py; do $(BIN)/python bench/readme.py --run "$${b#bench/}" || failed="$$failed $$b"; done
+	if [ -n "$$failed" ]; then echo "missed a target or failed:$$failed" >&2; exit 1; fi
 
 .PHONY: test
 test: lint rules sanity unit build molecule e2e  ## Every check

@@ -1,1 +1,1 @@
-"""`make demo`: the closed loop on lab hosts, on loopback (see the README's first section and demo/README.md)."""
+"""`make demo`: the closed loop on lab hosts, on loopback (docs/demo.md)."""

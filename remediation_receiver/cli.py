@@ -16,11 +16,11 @@ from typing import Any
 
 import yaml
 
-from .config import DEFAULT_CONFIG, Config, ConfigError, load_config, read_token
+from .config import DEFAULT_CONFIG, Config, ConfigError, is_postgresql_url, journal_password, load_config, read_token
 from .guards import CANCEL_PREFIX, PAUSE_KEY
 from .ingress import PayloadError, parse_payload
-from .journal import ACTIVE, WAITING, AlertRecord, Journal, RunRecord, storable_text
-from .redact import SECRET_NAME
+from .journal import ACTIVE, WAITING, AlertRecord, Journal, JournalError, RunRecord, storable_text
+from .redact import SECRET_NAME, redact_url
 from .targets import InventoryCache, InventoryError, load_inventory
 
 
@@ -35,9 +35,19 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _journal(cfg: Config, *, write: bool = False) -> Journal:
-    if not os.path.exists(cfg.journal) and not write:
+    """The journal the configuration names: a file, or a PostgreSQL database shared by several receivers (then
+    `pause`, `approve` and `cancel` act on every receiver, whichever one's CLI runs them)."""
+    postgresql = is_postgresql_url(cfg.journal)
+    if not postgresql and not os.path.exists(cfg.journal) and not write:
         raise SystemExit(f"no journal at {cfg.journal} (has the receiver run yet?)")
-    return Journal(cfg.journal, readonly=not write)
+    try:
+        return Journal(cfg.journal, readonly=not write, password=journal_password(cfg))  # type: ignore[abstract]
+    except (JournalError, ConfigError) as exc:
+        raise SystemExit(f"cannot open the journal: {_error_text(exc)}") from None
+
+
+def _error_text(exc: Exception) -> str:
+    return "; ".join(exc.errors) if isinstance(exc, ConfigError) else str(exc)
 
 
 def _text(value: str) -> str:
@@ -64,8 +74,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         service = Service(cfg)
-    except ConfigError as exc:
-        print(f"cannot start: {exc}", file=sys.stderr)
+    except (ConfigError, JournalError) as exc:
+        print(f"cannot start: {_error_text(exc)}", file=sys.stderr)
         return 2
     service.serve_forever()
     return 0
@@ -123,7 +133,22 @@ def check_config(cfg: Config, *, syntax: bool = True) -> tuple[list[str], list[s
                               f"{(proc.stderr or proc.stdout).strip()[-500:]}")
                 continue
         ok.append(f"rule {rule.name}: mode {rule.mode}, playbook {rule.playbook}")
-    for directory in (os.path.dirname(cfg.journal), cfg.artifacts_dir):
+    directories = [cfg.artifacts_dir]
+    if is_postgresql_url(cfg.journal):
+        try:
+            journal = Journal(cfg.journal, readonly=True, password=journal_password(cfg))  # type: ignore[abstract]
+            try:
+                version = journal.schema_version()
+                ok.append(f"journal {journal.describe()}: reachable, " + (
+                    f"schema version {version}" if version else "no schema yet (the receiver creates it at start)")
+                    + "; several receivers may share it")
+            finally:
+                journal.close()
+        except Exception as exc:  # JournalError, ConfigError, the driver's error for a missing schema
+            errors.append(f"journal {redact_url(cfg.journal)}: {_error_text(exc)}")
+    else:
+        directories.insert(0, os.path.dirname(cfg.journal))
+    for directory in directories:
         probe = directory
         while probe and not os.path.exists(probe):
             probe = os.path.dirname(probe)
@@ -154,8 +179,11 @@ def exposure_warnings(cfg: Config) -> list[str]:
         files.append(("auth.token_file", cfg.token_file, "it is the bearer token"))
     files += [(f"notify.webhooks[{i}].token_file", cfg.resolve(t.token_file), "it is a credential")
               for i, t in enumerate(cfg.notify) if t.token_file]
-    files += [("journal", cfg.journal, "it holds alert data and run output"),
-              ("artifacts.dir", cfg.artifacts_dir, "it holds run output")]
+    if not is_postgresql_url(cfg.journal):
+        files.append(("journal", cfg.journal, "it holds alert data and run output"))
+    if cfg.journal_password_file:
+        files.append(("journal_password_file", cfg.journal_password_file, "it is the journal's password"))
+    files.append(("artifacts.dir", cfg.artifacts_dir, "it holds run output"))
     for what, path, why in files:
         mode = _readable_by_everyone(path)
         if mode:
@@ -203,8 +231,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 1
     with tempfile.TemporaryDirectory() as scratch:
         # Guards read the live journal when there is one; nothing is ever written to it.
-        journal = Journal(cfg.journal, readonly=True) if os.path.exists(cfg.journal) else \
-            Journal(os.path.join(scratch, "empty.sqlite"))
+        journal = _journal(cfg) if is_postgresql_url(cfg.journal) or os.path.exists(cfg.journal) else None
+        if journal is not None and not journal.schema_version():  # a database no receiver has used yet
+            journal.close()
+            journal = None
+        if journal is None:
+            journal = Journal(os.path.join(scratch, "empty.sqlite"))  # type: ignore[abstract]
         inventory = InventoryCache(cfg.inventory)
         out: list[dict[str, Any]] = []
         for index, alert in enumerate(alerts):

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
 import jmespath
 import jmespath.exceptions
 import yaml
+
+from .redact import url_has_password
 
 DEFAULT_CONFIG = "/etc/remediation-receiver/config.yml"
 MODES = ("auto", "observe", "approve")
@@ -74,6 +77,11 @@ class Config:
     max_body_bytes: int = 1_048_576
     journal: str = "/var/lib/remediation-receiver/journal.sqlite"
     journal_retention_days: float = 90.0
+    # PostgreSQL journal: the password's file (else libpq's passfile or PGPASSWORD), the run lease, this receiver's
+    # name in the journal (default: host name and process id).
+    journal_password_file: str | None = None
+    journal_lease: float = 30.0
+    receiver_id: str = ""
     artifacts_dir: str = "/var/lib/remediation-receiver/runs"
     keep_runs: int = 200
     max_artifact_age_days: float = 30.0
@@ -197,8 +205,9 @@ def parse_config(data: Any, path: str) -> Config:
     cfg = Config(path=os.path.abspath(path))
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: expected a mapping at the top level"])
-    known = {"listen", "auth", "max_body_bytes", "journal", "journal_retention_days", "artifacts", "inventory",
-             "project_dir", "target", "executor", "guards", "notify", "redact", "rules"}
+    known = {"listen", "auth", "max_body_bytes", "journal", "journal_retention_days", "journal_password_file",
+             "journal_lease", "receiver_id", "artifacts", "inventory", "project_dir", "target", "executor", "guards",
+             "notify", "redact", "rules"}
     _unknown(errors, "config", data, known)
 
     listen = _mapping(errors, "listen", data.get("listen"))
@@ -228,6 +237,20 @@ def parse_config(data: Any, path: str) -> Config:
                 errors.append(f"{key}: expected a path")
             else:
                 setattr(cfg, key, data[key])
+    if "journal_lease" in data:
+        cfg.journal_lease = _number(errors, "journal_lease", data["journal_lease"], minimum=3)
+    for key in ("journal_password_file", "receiver_id"):
+        if key in data:
+            if not isinstance(data[key], str) or not data[key]:
+                errors.append(f"{key}: expected a string")
+            else:
+                setattr(cfg, key, data[key])
+    if is_postgresql_url(cfg.journal):
+        if url_has_password(cfg.journal):
+            errors.append("journal: the URL holds a password: put it in journal_password_file (or a libpq "
+                          "passfile, or PGPASSWORD in the service's environment)")
+    elif cfg.journal_password_file:
+        errors.append("journal_password_file: only for a postgresql:// journal")
 
     artifacts = _mapping(errors, "artifacts", data.get("artifacts"))
     _unknown(errors, "artifacts", artifacts, {"dir", "keep_runs", "max_age_days"})
@@ -299,11 +322,42 @@ def parse_config(data: Any, path: str) -> Config:
         cfg.rules.append(rule)
     if errors:
         raise ConfigError(errors)
-    for key in ("journal", "inventory", "project_dir", "artifacts_dir"):
+    for key in ("inventory", "project_dir", "artifacts_dir"):
         setattr(cfg, key, cfg.resolve(getattr(cfg, key)))
+    if not is_postgresql_url(cfg.journal):
+        cfg.journal = cfg.resolve(cfg.journal)
+    if cfg.journal_password_file:
+        cfg.journal_password_file = cfg.resolve(cfg.journal_password_file)
     if cfg.token_file:
         cfg.token_file = cfg.resolve(cfg.token_file)
     return cfg
+
+
+def is_postgresql_url(journal: str) -> bool:
+    return journal.startswith(("postgresql://", "postgres://"))
+
+
+def receiver_id(cfg: Config) -> str:
+    """This receiver's name in a shared journal (the owner of the runs it claims)."""
+    return cfg.receiver_id or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def journal_password(cfg: Config, environ: dict[str, str] | None = None) -> str | None:
+    """The PostgreSQL journal's password: from journal_password_file, else PGPASSWORD (None: libpq's passfile or no
+    password). Never logged."""
+    if not is_postgresql_url(cfg.journal):
+        return None
+    if cfg.journal_password_file:
+        try:
+            with open(cfg.journal_password_file, encoding="utf-8") as handle:
+                password = handle.read().strip()
+        except OSError as exc:
+            raise ConfigError([f"journal_password_file {cfg.journal_password_file}: cannot read: "
+                               f"{exc.strerror}"]) from exc
+        if not password:
+            raise ConfigError([f"journal_password_file {cfg.journal_password_file}: is empty"])
+        return password
+    return (os.environ if environ is None else environ).get("PGPASSWORD") or None
 
 
 def load_config(path: str) -> Config:

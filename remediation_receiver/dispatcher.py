@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import guards
-from .config import Config, Rule
+from .config import Config, Rule, receiver_id
 from .executor import Executor, kill_run_processes
 from .journal import ACTIVE, AlertRecord, Journal, RunRecord
 from .metrics import RUN_BUCKETS, Metrics
@@ -156,6 +156,8 @@ class Dispatcher:
         self.last_loop = time.time()
         self._last_prune = 0.0
         self._last_decided = 0.0
+        self.owner = receiver_id(cfg)
+        self._last_takeover = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -193,10 +195,23 @@ class Dispatcher:
             # Decide in small transactions: one fsync per chunk, and ingress waits at most one chunk.
             for start in range(0, len(batch), 25):
                 self.decide_chunk(batch[start:start + 25])
+            if self.journal.shared and time.monotonic() - self._last_takeover > 1.0:
+                self.take_over()  # a storm must not delay taking over a dead receiver's runs
         self.apply_cancel_requests()
         self.expire_approvals()
-        self.handle_finished()
-        self.schedule()
+        if self.journal.shared:
+            # Several receivers: take over the runs of a receiver whose lease expired, then handle every
+            # interrupted run once (under the dispatchers' lock), and claim queued runs the same way.
+            self.take_over()
+            self._last_takeover = time.monotonic()
+            if self.journal.unhandled(("successful", "failed", "timeout", "error", "canceled")):
+                with self.journal.transaction():
+                    self.handle_finished()
+            if self.journal.runs_in(("queued",)):
+                self.decide_chunk([])
+        else:
+            self.handle_finished()
+            self.schedule()
         if self.journal.checkpoint_due():
             self.journal.checkpoint()
         if time.time() - self._last_prune > 3600:
@@ -213,8 +228,11 @@ class Dispatcher:
         claimed: list[RunRecord] = []
         try:
             with self.journal.transaction():
+                # Another receiver may have decided some of them since they were read (a shared journal).
+                still = self.journal.lock_undecided([alert.id for alert in alerts])
                 for alert in alerts:
-                    self.decide_or_record(alert)
+                    if alert.id in still:
+                        self.decide_or_record(alert)
                 self.schedule(claimed)
         except BaseException:
             for run in claimed:
@@ -258,28 +276,35 @@ class Dispatcher:
     def schedule(self, claimed: list[RunRecord] | None = None) -> None:
         """Start the queued runs the scheduling guards allow. Given a list, only claim them and append them to it
         (inside the caller's transaction): the caller launches them after its commit, or releases them."""
-        queued = self.journal.runs_in(("queued",))
+        queued = self.journal.claimable_runs()
         if not queued:
             return
         if guards.is_paused(self.journal):
             for run in queued:
                 self._hold(run, "paused: the receiver is paused")
             return
-        busy = {run.host: run.id for run in self.journal.runs_in(ACTIVE)}
+        active = self.journal.runs_in(ACTIVE)
+        busy = {run.host: run.id for run in active}
         for run_id, host in self.executor.active().items():
             busy.setdefault(host, run_id)
+        # On a shared journal the cap counts every receiver's runs (the journal's), not only this one's.
+        running = len(active) if self.journal.shared else 0
         for run in queued:
             if run.host in busy:
                 self._hold(run, f"host_busy: run {busy[run.host]} is running on {run.host}")
                 continue
-            if not self.executor.has_capacity():
-                self._hold(run, f"concurrency_cap: {self.executor.capacity} runs already running")
+            if not self.executor.has_capacity() or running >= self.cfg.max_concurrent_runs:
+                cap = self.cfg.max_concurrent_runs if running >= self.cfg.max_concurrent_runs else \
+                    self.executor.capacity
+                self._hold(run, f"concurrency_cap: {cap} runs already running")
                 continue
             if claimed is None:
                 if self.executor.submit(run):
                     busy[run.host] = run.id
+                    running += 1
             elif self.executor.claim(run):
                 busy[run.host] = run.id
+                running += 1
                 claimed.append(run)
 
     def apply_cancel_requests(self) -> None:
@@ -334,18 +359,40 @@ class Dispatcher:
     def recover(self) -> list[str]:
         """Runs found 'starting'/'running' at start were cut off by a crash: mark them interrupted, stop what they
         left behind, then handle every unhandled interrupted run by its rule (escalate or run again)."""
-        handled: list[str] = []
-        for run in self.journal.runs_in(ACTIVE):
+        for run in self.journal.orphaned_runs(self.owner):
             leftovers = kill_run_processes(run.id)
             reason = "the receiver stopped during the run (found running at start)"
             if leftovers:
                 reason += f"; stopped {len(leftovers)} leftover process(es)"
-            self.journal.set_run_status(run.id, "interrupted", reason=reason, finished_at=time.time(),
-                                        expect=ACTIVE)
-            self.journal.add_run_events(run.id, [{"event": "interrupted", "data": {"reason": reason}}])
-        for run in self.journal.unhandled(("interrupted",)):
-            handled.append(self._handle_interrupted(run))
-        return handled
+            if self.journal.set_run_status(run.id, "interrupted", reason=reason, finished_at=time.time(),
+                                           expect=ACTIVE):
+                self.journal.add_run_events(run.id, [{"event": "interrupted", "data": {"reason": reason}}])
+        return self.handle_interrupted()
+
+    def handle_interrupted(self) -> list[str]:
+        """Handle every unhandled interrupted run by its rule, once: on a shared journal under the dispatchers' lock,
+        so two receivers never both re-run one."""
+        if not self.journal.shared:
+            return [self._handle_interrupted(run) for run in self.journal.unhandled(("interrupted",))]
+        if not self.journal.unhandled(("interrupted",)):
+            return []
+        with self.journal.transaction():
+            return [self._handle_interrupted(run) for run in self.journal.unhandled(("interrupted",))]
+
+    def take_over(self) -> list[str]:
+        """A shared journal: the runs whose lease expired (their receiver died, or lost the journal and stopped them)
+        become interrupted here and are handled by their rule (re-run or escalate)."""
+        reason = "lease expired: its receiver stopped renewing it (it died or lost the journal); taken over by " \
+                 f"{self.owner}"
+        self._last_takeover = time.monotonic()
+        taken = self.journal.take_over_expired(self.owner, reason, keep=list(self.executor.active()))
+        for run in taken:
+            leftovers = kill_run_processes(run.id)  # what it left behind, when it ran on this machine
+            log.warning("run %s (%s on %s): lease expired, taken over as interrupted%s", run.id, run.rule, run.host,
+                        f"; stopped {len(leftovers)} leftover process(es)" if leftovers else "")
+            self.journal.add_run_events(run.id, [{"event": "interrupted", "data": {"reason": reason,
+                                                                                   "leftovers": leftovers}}])
+        return self.handle_interrupted()
 
     def _handle_interrupted(self, run: RunRecord) -> str:
         rule = self.cfg.rule(run.rule)

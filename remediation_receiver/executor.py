@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from .config import Config
+from .config import Config, receiver_id
 from .journal import Journal, RunRecord
 from .redact import MASK, Redactor
 
@@ -241,7 +241,13 @@ class Executor:
         self._lock = threading.Lock()
         self._active: dict[str, str] = {}  # run id -> host
         self._cancel: dict[str, str] = {}  # run id -> reason
+        self._fenced: set[str] = set()  # runs stopped because their lease could not be renewed
         self._shutdown = threading.Event()
+        # On a shared journal, the runs this receiver claims carry its name and a lease it renews (lease thread).
+        self.owner = receiver_id(cfg)
+        self.lease = cfg.journal_lease
+        self._lease_thread: threading.Thread | None = None
+        self.lease_renewed = time.monotonic()
         # Imported now, not in the first run: the first alert after a start would wait for it (a few hundred ms).
         import ansible_runner  # noqa: F401
 
@@ -264,8 +270,7 @@ class Executor:
     def claim(self, run: RunRecord) -> bool:
         """Write 'starting' and count the run as active, without starting it. Inside a journal transaction the
         caller launches it only after the commit (or releases it if the transaction fails)."""
-        if not self.journal.set_run_status(run.id, "starting", expect=("queued",), started_at=time.time(),
-                                           held=None):
+        if not self.journal.claim_run(run.id, self.owner, self.lease):
             return False
         with self._lock:
             self._active[run.id] = run.host
@@ -284,6 +289,42 @@ class Executor:
             if run_id in self._active:
                 self._cancel[run_id] = reason
 
+    # -- leases (a shared journal) -----------------------------------------------------------------------------
+    def start_leases(self) -> None:
+        """Renew the leases of this receiver's runs every third of the lease; stop the runs when they cannot be
+        renewed for half the lease (another receiver takes them over once the lease has expired: never twice at
+        once)."""
+        if not self.journal.shared:
+            return
+        self.lease_renewed = time.monotonic()
+        self._lease_thread = threading.Thread(target=self._lease_loop, name="leases", daemon=True)
+        self._lease_thread.start()
+
+    def _lease_loop(self) -> None:
+        while not self._shutdown.wait(self.lease / 3):
+            self.renew_leases()
+
+    def renew_leases(self) -> None:
+        attempt = time.monotonic()
+        try:
+            self.journal.renew_leases(self.owner, self.lease)
+            self.lease_renewed = attempt
+        except Exception as exc:
+            lost = time.monotonic() - self.lease_renewed
+            log.error("could not renew the leases of this receiver's runs for %.0fs: %s", lost, exc)
+            if lost > self.lease / 2:
+                self.fence(f"lease lost: the journal could not be reached for {lost:.0f}s (lease "
+                           f"{self.lease:.0f}s); another receiver takes the run over")
+
+    def fence(self, reason: str) -> None:
+        """Stop every run of this receiver: they end interrupted."""
+        with self._lock:
+            for run_id in self._active:
+                if run_id not in self._fenced:
+                    log.error("run %s: %s", run_id, reason)
+                self._cancel.setdefault(run_id, reason)
+                self._fenced.add(run_id)
+
     def shutdown(self, grace: float) -> None:
         """Let running playbooks finish for `grace` seconds, then cancel them (they become interrupted)."""
         deadline = time.time() + grace
@@ -298,12 +339,16 @@ class Executor:
             self._execute(run)
         except Exception as exc:  # a bug or a broken environment must still end the run in the journal
             log.exception("run %s failed to execute", run.id)
-            self.journal.set_run_status(run.id, "error", reason=f"executor error: {exc}", finished_at=time.time(),
-                                        expect=("starting", "running"))
+            try:
+                self.journal.set_run_status(run.id, "error", reason=f"executor error: {exc}",
+                                            finished_at=time.time(), expect=("starting", "running"))
+            except Exception:  # the journal is unreachable: the run's lease expires and recovery takes it over
+                log.exception("run %s: could not record its end", run.id)
         finally:
             with self._lock:
                 self._active.pop(run.id, None)
                 self._cancel.pop(run.id, None)
+                self._fenced.discard(run.id)
             try:
                 prune_artifacts(self.cfg.artifacts_dir, self.cfg.keep_runs, self.cfg.max_artifact_age_days,
                                 set(self.active()))
@@ -388,8 +433,11 @@ class Executor:
         status, reason = runner.status, ""
         with self._lock:
             cancel_reason = self._cancel.get(run.id)
+            fenced = run.id in self._fenced
         if status == "canceled":
-            if cancel_reason:
+            if fenced:
+                status, reason = "interrupted", cancel_reason or "lease lost"
+            elif cancel_reason:
                 reason = cancel_reason
             else:
                 status, reason = "interrupted", "the receiver shut down during the run"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import urllib.parse
 from typing import Any
 
 MASK = "********"
@@ -42,3 +43,32 @@ class Redactor:
 def secret_env_values(env: dict[str, str]) -> list[str]:
     """Values of environment variables whose name says they are secret."""
     return [v for k, v in env.items() if SECRET_NAME.search(k) and v]
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (userinfo or `password=` parameter): what logs, errors and `check` print. A URL
+    without a password is returned as it is."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "postgresql://[unparsable URL]"
+    if not url_has_password(url):
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{host}"
+    query = "&".join("password=***" if item.split("=", 1)[0].lower() == "password" else item
+                     for item in parts.query.split("&")) if parts.query else ""
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def url_has_password(url: str) -> bool:
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return True  # cannot tell: never print it
+    userinfo = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
+    return ":" in userinfo or any(item.split("=", 1)[0].lower() == "password" for item in parts.query.split("&"))

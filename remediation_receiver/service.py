@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any
 
-from .config import Config, read_token
+from .config import Config, journal_password, read_token
 from .dispatcher import Dispatcher
 from .executor import Executor
 from .guards import PAUSE_KEY
@@ -93,7 +93,12 @@ class Service:
         if cfg.token_env:
             # Children (ansible-playbook) must not inherit the token; runner writes their environment to disk.
             os.environ.pop(cfg.token_env, None)
+        password = journal_password(cfg)
+        # Children (ansible-playbook) must not inherit the journal's password either.
+        os.environ.pop("PGPASSWORD", None)
         secrets = [token, *secret_env_values(cfg.envvars), *secret_env_values(dict(os.environ))]
+        if password:
+            secrets.append(password)
         for target in cfg.notify:
             if target.token_file:
                 try:
@@ -103,7 +108,7 @@ class Service:
                     raise SystemExit(f"notify token_file {target.token_file}: {exc.strerror}") from exc
         self.redactor = Redactor(secrets, cfg.redact_patterns)
         self.metrics = Metrics()
-        self.journal = Journal(cfg.journal)
+        self.journal = Journal(cfg.journal, password=password)  # type: ignore[abstract]
         self.notifier = Notifier(cfg, self.journal, self.redactor)
         self.executor = Executor(cfg, self.journal, self.redactor,
                                  on_finished=lambda run_id: self.dispatcher.wake.set())
@@ -121,12 +126,14 @@ class Service:
         return int(self.server.server_address[1])
 
     def start(self) -> None:
+        self.executor.start_leases()
         self.notifier.start()
         self.dispatcher.start()
         self._http = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
                                       name="http", daemon=True)
         self._http.start()
-        log.info("listening on %s:%d (journal %s)", self.cfg.listen_host, self.port, self.cfg.journal)
+        log.info("listening on %s:%d (journal %s%s)", self.cfg.listen_host, self.port, self.journal.describe(),
+                 f", shared, as {self.executor.owner}" if self.journal.shared else "")
 
     def stop(self) -> None:
         if self._stopped.is_set():

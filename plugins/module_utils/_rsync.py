@@ -13,6 +13,11 @@
 # at the destination only if it is still missing from the source at that moment (a planned deletion that came back
 # is transferred instead), and never recurses into a directory (a directory that is not empty stays).
 #
+# Why the transfer is a list too: the dry run has already walked and compared both trees; walking them again for
+# the transfer doubled the cost of a sync whose plan is small. The transfer pass sends the planned paths only
+# (--files-from, not recursive; implied parent directories keep the source's attributes). A path that changed after
+# the plan is sent as it is now; a path that appeared after the plan waits for the next run (and its plan).
+#
 # Standard library only: this code runs on managed hosts.
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ NOT_EMPTY_RE = re.compile(r"^cannot delete non-empty directory: (.*)$")
 
 def decode_name(text: str) -> str:
     """A path as rsync printed it -> the real name (str; bytes that are not UTF-8 kept as surrogates, reversible)."""
+    if "\\#" not in text:  # the common case: nothing escaped, nothing to decode
+        return text
     raw = text.encode("utf-8", "surrogateescape")
     return ESCAPE_RE.sub(lambda match: bytes([int(match.group(1), 8)]), raw).decode("utf-8", "surrogateescape")
 
@@ -100,6 +107,7 @@ class RsyncPlan(object):
 
     def __init__(self) -> None:
         self.items: list[str] = []
+        self.changed: list[str] = []
         self.transferred: list[str] = []
         self.created_files = 0
         self.deleted_files: list[str] = []
@@ -109,19 +117,21 @@ class RsyncPlan(object):
     @classmethod
     def parse(cls, stdout: str) -> RsyncPlan:
         plan = cls()
+        item_match = ITEM_RE.match
         for line in stdout.splitlines():
             if line.startswith(DELETING_PREFIX):
                 name = decode_name(line[len(DELETING_PREFIX):].lstrip(" "))
                 plan.items.append(decode_name(line))
                 (plan.deleted_dirs if name.endswith("/") else plan.deleted_files).append(name)
                 continue
-            match = ITEM_RE.match(line)
+            match = item_match(line)
             if match:
                 update, kind, attrs, name = match.groups()
                 name = decode_name(name)
                 plan.items.append(decode_name(line))
                 if kind == "L" and " -> " in name:
                     name = name.split(" -> ", 1)[0]
+                plan.changed.append(name)
                 if update in "<>" and kind == "f":
                     plan.transferred.append(name)
                 if kind != "d" and attrs == "+" * 9:
@@ -135,6 +145,7 @@ class RsyncPlan(object):
     def add(self, other: RsyncPlan) -> RsyncPlan:
         """Fold another run's outcome into this one (the real run is a transfer pass and deletion passes)."""
         self.items.extend(other.items)
+        self.changed.extend(other.changed)
         self.transferred.extend(other.transferred)
         self.deleted_files.extend(other.deleted_files)
         self.deleted_dirs.extend(other.deleted_dirs)
@@ -144,6 +155,15 @@ class RsyncPlan(object):
     def dest_files(self) -> int:
         """Files at the destination in scope: those the source also has, plus those to delete."""
         return max(0, (self.source_files or 0) - self.created_files) + len(self.deleted_files)
+
+    def transfer_list(self) -> list[str]:
+        """The planned creations and updates as a --files-from list, without a directory's trailing '/'.
+
+        With --files-from, a directory listed as 'dir/' (or '.') would have its immediate content sent too, planned
+        or not; listed as 'dir' only the directory itself is (its times and permissions). The transfer root can only
+        be listed as '.', so when the plan changes the root itself, the root's immediate content is compared again.
+        """
+        return [name.rstrip("/") or "." for name in self.changed]
 
     def deletion_passes(self) -> list[list[str]]:
         """The planned deletions as --files-from lists: the files first, then the directories, deepest first.

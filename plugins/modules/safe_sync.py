@@ -19,9 +19,11 @@ description:
   - An itemized dry run (C(--dry-run --itemize-changes --delete --stats)) then plans the transfer. The module
     refuses when the source is missing or holds fewer than O(min_source_files) files, or when the planned
     deletions exceed O(max_delete) files or O(max_delete_ratio) of the destination's files.
-  - Only then rsync runs for real, in two steps. The transfer never deletes anything (no C(--delete)). Then the
-    planned deletions, and only those, are made by rsync from the list of planned paths (C(--files-from) with
-    C(--delete-missing-args)). A planned path is deleted only if the source still lacks it, files first, then
+  - Only then rsync runs for real, in two steps, both from lists of planned paths (C(--files-from)), so that the
+    trees are walked once, by the dry run. The transfer sends the planned creations and updates and never deletes
+    anything (no C(--delete)); a file that appeared in the source after the dry run is not planned and may wait for
+    the next run. Then the planned deletions, and only those, are made by rsync from the list of planned paths
+    (C(--delete-missing-args)). A planned path is deleted only if the source still lacks it, files first, then
     directories deepest first and only when empty (a last pass gives the directories that held them the source's
     times again, without deleting anything). A file that no plan listed is never deleted, whatever happened
     to the source or the destination since the dry run; RV(deleted_files) names what was really deleted.
@@ -360,7 +362,8 @@ class SafeSync(object):
     def real_run(self, plan: RsyncPlan) -> RsyncPlan:
         """Transfer without deleting, then delete the planned paths that are still extraneous, and nothing else."""
         done = RsyncPlan()
-        self.rsync_pass(self.command(dry_run=False), done, "transfer")
+        if plan.changed:  # the planned paths only: the dry run has compared the trees already (see _rsync)
+            self.rsync_pass(self.command(dry_run=False, listed=plan.transfer_list()), done, "transfer")
         if self.params["delete"] and (plan.deleted_files or plan.deleted_dirs):
             for names in plan.deletion_passes():
                 self.rsync_pass(self.command(dry_run=False, listed=names, delete=True), done, "planned deletions")
@@ -396,8 +399,9 @@ class SafeSync(object):
 
     # -- rsync ------------------------------------------------------------------------------------------------
     def command(self, dry_run: bool, listed: list[str] | None = None, delete: bool = False) -> list[str]:
-        """The dry run (with --delete: the plan), the transfer (never deletes), or a pass over the ``listed`` paths
-        only: a deletion pass (``delete``), or the pass that gives the parents of the deletions their times back."""
+        """The dry run (with --delete: the plan), or a pass over the ``listed`` paths only: the transfer of the planned
+        creations and updates (never deletes), a deletion pass (``delete``), or the pass that gives the parents of the
+        deletions their times back."""
         argv = [self.module.get_bin_path("rsync", required=True), "--archive", "--itemize-changes", "--stats"]
         if dry_run:
             argv.append("--dry-run")

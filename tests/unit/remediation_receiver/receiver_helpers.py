@@ -14,6 +14,9 @@ from remediation_receiver.config import Config, load_config
 REPO = Path(__file__).resolve().parents[3]
 PLAYBOOKS = REPO / "tests" / "integration" / "playbooks"
 TOKEN = "unit-test-token-0123456789"
+# The journal write_config names: the SQLite file by default; a PostgreSQL URL while a test runs on that backend
+# (the journal_backend fixture in conftest.py sets it).
+JOURNAL: str | None = None
 
 INVENTORY = f"""
 [web]
@@ -37,7 +40,7 @@ def write_config(tmp: Path, rules: list[dict[str, Any]] | None = None, **extra: 
     data: dict[str, Any] = {
         "listen": {"host": "127.0.0.1", "port": 0},
         "auth": {"token_file": "token"},
-        "journal": "state/journal.sqlite",
+        "journal": JOURNAL or "state/journal.sqlite",
         "artifacts": {"dir": "state/runs", "keep_runs": 20},
         "inventory": "inventory.ini",
         "project_dir": str(PLAYBOOKS),

@@ -40,3 +40,15 @@ def test_parse_reads_deletions_transfers_and_the_file_count() -> None:
 def test_kept_directories_are_read_from_rsync_errors() -> None:
     err = "cannot delete non-empty directory: old\nfile has vanished: \"/src/old\"\n"
     assert _rsync.not_deleted_dirs(err) == ["old/"]
+
+
+def test_transfer_list_names_each_planned_path_and_no_directory_content() -> None:
+    """--files-from sends the content of 'dir/' or '.' one level deep: a directory is listed bare, the root as '.'."""
+    out = "\n".join([
+        ".d..t...... ./", "cd+++++++++ new/", ">f+++++++++ new/a.deb", ".d..t...... old/", ">f.st...... old/b.deb",
+        "cL+++++++++ new/link -> a.deb", "*deleting   old/c.deb", "paquet-\\#303\\#274.deb is not an item line",
+        ">f+++++++++ paquet-\\#303\\#274.deb",
+    ])
+    plan = _rsync.RsyncPlan.parse(out)
+    assert plan.transfer_list() == [".", "new", "new/a.deb", "old", "old/b.deb", "new/link", "paquet-ü.deb"]
+    assert plan.deleted_files == ["old/c.deb"]  # never on the transfer list

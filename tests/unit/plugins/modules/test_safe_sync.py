@@ -169,6 +169,55 @@ def test_sync_within_bounds_touches_only_that_architecture(mirror: Path, monkeyp
     assert "--dry-run" in again["cmd"]  # nothing planned: the real run is skipped
 
 
+def in_sync(src: Path, dest: Path) -> list[str]:
+    """What rsync itself still finds different (content, times, permissions, extra files): [] when in sync."""
+    out = subprocess.run([RSYNC, "--archive", "--delete", "--dry-run", "--itemize-changes", f"{src}/", f"{dest}/"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.splitlines()
+
+
+def test_the_real_run_walks_only_the_planned_paths(mirror: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13.4: the dry run walks the trees once; the transfer sends the planned list, not the whole tree again."""
+    build, dest = mirror / "build/debian/amd64", mirror / "mirror/debian/amd64"
+    for directory in ("pool/main/h", "pool/main/z/zsh", "dists/stable"):
+        (build / directory).mkdir(parents=True)
+    (build / "pool/main/h/hello.deb").write_text("hello")
+    (build / "pool/main/z/zsh/zsh.deb").write_text("zsh")
+    (build / "dists/stable/Release").write_text("Release")
+    (build / "pkg3_amd64.deb").write_text("amd64 3, rebuilt")
+    (build / "pkg4_amd64.deb").chmod(0o600)
+    (dest / "old/deeper").mkdir(parents=True)
+    (dest / "old/deeper/gone.deb").write_text("gone")
+    for side in (build, dest):
+        os.utime(side, (1_700_000_000, 1_700_000_000))
+    commands = recorded_commands(monkeypatch)
+    result = run_module(safe_sync, sync_args(mirror, max_delete_ratio=0.5))
+    assert result.get("failed", False) is False, result.get("msg")
+    assert sorted(result["transferred_files"]) == ["dists/stable/Release", "pkg20_amd64.deb", "pkg3_amd64.deb",
+                                                    "pool/main/h/hello.deb", "pool/main/z/zsh/zsh.deb"]
+    assert sorted(result["deleted_files"]) == ["old/deeper/gone.deb", "pkg0_amd64.deb"]
+    walks = [argv for argv in commands if not any(arg.startswith("--files-from=") for arg in argv)]
+    assert len(walks) == 1 and "--dry-run" in walks[0]  # every real pass is a list of planned paths
+    assert in_sync(build, dest) == []  # content, permissions and every directory's times, as plain rsync leaves them
+    assert run_module(safe_sync, sync_args(mirror))["changed"] is False
+
+
+def test_a_file_added_to_the_source_after_the_plan_waits_for_the_next_plan(mirror: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    build, dest = mirror / "build/debian/amd64", mirror / "mirror/debian/amd64"
+    (build / "pool").mkdir()
+    (build / "pool/planned.deb").write_text("planned")
+    racing(monkeypatch, lambda: (build / "pool/late.deb").write_text("added after the plan"))
+    result = run_module(safe_sync, sync_args(mirror))
+    assert result.get("failed", False) is False, result.get("msg")
+    assert sorted(result["transferred_files"]) == ["pkg20_amd64.deb", "pool/planned.deb"]
+    assert not (dest / "pool/late.deb").exists()  # not on the plan: not sent by this run
+    monkeypatch.undo()
+    again = run_module(safe_sync, sync_args(mirror))
+    assert again["transferred_files"] == ["pool/late.deb"]
+    assert in_sync(build, dest) == []
+
+
 def test_backup_dir_keeps_what_was_deleted_or_replaced(mirror: Path) -> None:
     (mirror / "build/debian/amd64/pkg5_amd64.deb").write_text("rebuilt 5")
     attic = mirror / "attic/debian/amd64"

@@ -1,0 +1,278 @@
+"""The PostgreSQL journal: credentials never shown, schema versions, and two receivers (two dispatchers, two journals,
+two executors) on one database: guards hold across them, a run whose lease expired is taken over once."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import receiver_helpers
+import yaml
+from receiver_helpers import alert, write_config
+
+from remediation_receiver.cli import main
+from remediation_receiver.config import ConfigError, load_config
+from remediation_receiver.dispatcher import Dispatcher
+from remediation_receiver.executor import Executor
+from remediation_receiver.journal import SCHEMA, SCHEMA_VERSION, Journal, JournalError, RunRecord
+from remediation_receiver.metrics import Metrics
+from remediation_receiver.notify import Notifier
+from remediation_receiver.redact import Redactor, redact_url
+
+
+class RecordingExecutor(Executor):
+    """The real executor's claims and leases, without ansible-runner."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started: list[str] = []
+
+    def launch(self, run: RunRecord) -> None:
+        self.started.append(run.id)
+
+
+def receiver(tmp_path: Path, name: str, rules: list[dict[str, Any]] | None = None,
+             **extra: Any) -> tuple[Dispatcher, Journal, RecordingExecutor]:
+    d = tmp_path / name
+    d.mkdir(exist_ok=True)
+    cfg = write_config(d, rules=rules, receiver_id=name, **extra)
+    journal = Journal(cfg.journal)
+    executor = RecordingExecutor(cfg, journal, Redactor([]), on_finished=lambda run_id: None)
+    return Dispatcher(cfg, journal, executor, Notifier(cfg, journal), Metrics()), journal, executor
+
+
+def deliver(journal: Journal, *alerts: dict[str, Any]) -> None:
+    journal.store_delivery(remote="127.0.0.1", payload={"receiver": "r"}, raw_sha256="x", alerts=list(alerts))
+
+
+def pg_only(backend: str) -> None:
+    if backend != "postgresql":
+        pytest.skip("several receivers share a PostgreSQL journal only")
+
+
+def test_two_receivers_decide_a_firing_once_and_share_the_host_lock_and_the_cap(tmp_path: Path,
+                                                                                journal_backend: str) -> None:
+    pg_only(journal_backend)
+    a, ja, ea = receiver(tmp_path, "a", guards={"max_concurrent_runs": 2})
+    b, jb, eb = receiver(tmp_path, "b", guards={"max_concurrent_runs": 2})
+    # Alertmanager sends the same firing to both receivers (one webhook each), and three more hosts' alerts.
+    deliver(ja, alert(fingerprint="f1", instance="web1:9100"))
+    deliver(jb, alert(fingerprint="f1", instance="web1:9100"))
+    deliver(jb, alert(fingerprint="f2", instance="web2:9100"), alert(fingerprint="f3", instance="db1:9100"))
+    a.step()
+    b.step()
+    runs = ja.list_runs()
+    assert sorted(r.fingerprint for r in runs) == ["f1", "f2", "f3"], "one run per firing, whoever decided it"
+    outcomes = sorted(d["outcome"] for d in ja.query("SELECT outcome FROM decisions"))
+    assert outcomes == ["deduplicated", "run", "run", "run"]
+    # The global cap (2) counts both receivers' runs.
+    assert len(ea.started) + len(eb.started) == 2
+    assert sorted(r.status for r in runs) == ["queued", "starting", "starting"]
+    held = next(r for r in runs if r.status == "queued")
+    assert held.held is not None and held.held.startswith("concurrency_cap: 2")
+    started = ja.query("SELECT owner FROM runs WHERE status='starting'")
+    assert {row["owner"] for row in started} <= {"a", "b"} and len(started) == 2
+
+
+def test_the_fleet_breaker_counts_hosts_seen_by_both_receivers(tmp_path: Path, journal_backend: str) -> None:
+    pg_only(journal_backend)
+    rules = [{"name": "probe", "when": "labels.alertname == 'ReceiverProbe'", "playbook": "receiver_probe.yml",
+              "fleet_breaker": {"max_hosts": 2, "window": 600}}]
+    a, ja, _ = receiver(tmp_path, "a", rules)
+    b, jb, _ = receiver(tmp_path, "b", rules)
+    deliver(ja, alert(fingerprint="f1", instance="web1:9100"))
+    a.step()
+    deliver(jb, alert(fingerprint="f2", instance="web2:9100"))
+    b.step()
+    deliver(ja, alert(fingerprint="f3", instance="db1:9100"))
+    a.step()
+    outcomes = {d["host"]: d["outcome"] for d in ja.query("SELECT host, outcome FROM decisions")}
+    assert outcomes == {"web1": "run", "web2": "run", "db1": "breaker"}
+
+
+def test_a_run_whose_lease_expired_is_taken_over_once_and_rerun(tmp_path: Path, journal_backend: str) -> None:
+    pg_only(journal_backend)
+    rules = [{"name": "probe", "when": "labels.alertname == 'ReceiverProbe'", "playbook": "receiver_probe.yml",
+              "on_interrupted": "rerun"}]
+    a, ja, ea = receiver(tmp_path, "a", rules, journal_lease=3)
+    b, jb, eb = receiver(tmp_path, "b", rules, journal_lease=3)
+    c, _jc, ec = receiver(tmp_path, "c", rules, journal_lease=3)
+    deliver(ja, alert(fingerprint="f1", instance="web1:9100"))
+    a.step()
+    [run_id] = ea.started
+    ea.renew_leases()
+    b.step()
+    c.step()
+    assert jb.get_run(run_id).status == "starting", "a live lease is never taken over"
+    # Receiver a dies: nobody renews its lease. After it expires, b and c both try; one takes it over and re-runs it.
+    time.sleep(3.2)
+    b.step()
+    c.step()
+    b.step()
+    old = jb.get_run(run_id)
+    assert old.status == "interrupted" and old.reason.startswith("lease expired")
+    reruns = [r for r in jb.list_runs() if r.parent_run == run_id]
+    assert len(reruns) == 1 and reruns[0].attempt == 2
+    assert len(eb.started) + len(ec.started) == 1 and reruns[0].status == "starting"
+    # The dead receiver's late final status cannot overwrite the takeover.
+    assert not ja.set_run_status(run_id, "successful", expect=("starting", "running"))
+
+
+def test_a_receiver_that_cannot_renew_its_leases_stops_its_runs(tmp_path: Path, journal_backend: str) -> None:
+    pg_only(journal_backend)
+    _a, ja, ea = receiver(tmp_path, "a", journal_lease=4)
+    with ea._lock:
+        ea._active["r1"] = "web1"
+    ea.lease_renewed = time.monotonic() - 3  # renewed last 3 s ago: more than half the lease
+
+    def unreachable(owner: str, lease: float) -> int:
+        raise JournalError("journal unreachable")
+
+    ja.renew_leases = unreachable  # type: ignore[method-assign]
+    ea.renew_leases()
+    assert "r1" in ea._fenced and ea._cancel["r1"].startswith("lease lost")
+
+
+def test_pause_approve_and_cancel_from_another_receivers_cli(tmp_path: Path, journal_backend: str,
+                                                              capsys: Any) -> None:
+    pg_only(journal_backend)
+    rules = [{"name": "probe", "when": "labels.alertname == 'ReceiverProbe'", "playbook": "receiver_probe.yml",
+              "mode": "approve"}]
+    a, ja, ea = receiver(tmp_path, "a", rules)
+    deliver(ja, alert(fingerprint="f1"))
+    a.step()
+    [run] = ja.list_runs()
+    other = tmp_path / "b" / "config.yml"
+    receiver(tmp_path, "b", rules)
+    assert main(["approve", "--config", str(other), run.id]) == 0
+    a.step()
+    assert ea.started == [run.id]
+    assert main(["pause", "--config", str(other), "--reason", "maintenance"]) == 0
+    assert ja.get_state("paused") is not None
+    assert main(["cancel", "--config", str(other), run.id]) == 0
+    assert ja.get_state(f"cancel:{run.id}") is not None
+
+
+def test_the_password_comes_from_a_file_and_is_never_shown(tmp_path: Path, journal_backend: str, capsys: Any,
+                                                           caplog: Any, pg_server: Any) -> None:
+    pg_only(journal_backend)
+    import pgserver
+
+    url = receiver_helpers.JOURNAL.replace(f"{pgserver.SUPERUSER}@", f"{pgserver.PASSWORD_ROLE}@")
+    (tmp_path / "pgpass").write_text(pgserver.PASSWORD + "\n")
+    (tmp_path / "pgpass").chmod(0o600)
+    cfg = write_config(tmp_path, journal=url, journal_password_file="pgpass")
+    assert main(["check", "--no-syntax-check", "--config", cfg.path]) == 0
+    out = capsys.readouterr()
+    assert f"journal {url}: reachable" in out.out
+    (tmp_path / "pgpass").write_text("wrong-password-0123\n")
+    assert main(["check", "--no-syntax-check", "--config", cfg.path]) == 1
+    out = capsys.readouterr()
+    assert "password authentication failed" in out.err and "wrong-password-0123" not in out.out + out.err
+    # A password written in the URL is refused (it would end up in logs and `ps`), and never echoed.
+    inline = url.replace(f"{pgserver.PASSWORD_ROLE}@", f"{pgserver.PASSWORD_ROLE}:{pgserver.PASSWORD}@")
+    data = yaml.safe_load(Path(cfg.path).read_text())
+    data["journal"] = inline
+    del data["journal_password_file"]
+    Path(cfg.path).write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as refused:
+        load_config(cfg.path)
+    assert "journal: the URL holds a password" in str(refused.value.errors)
+    assert pgserver.PASSWORD not in str(refused.value.errors)
+    assert pgserver.PASSWORD not in redact_url(inline) and redact_url(inline).count("***") == 1
+    assert redact_url(url + "&password=" + pgserver.PASSWORD).endswith("password=***")
+    # PGPASSWORD works too, and a wrong one is reported without it.
+    journal = Journal(url, password=pgserver.PASSWORD)
+    assert journal.schema_version() == SCHEMA_VERSION
+    with pytest.raises(JournalError) as failed:
+        Journal(url, password="not-the-password-42")
+    assert "not-the-password-42" not in str(failed.value) and "cannot connect" in str(failed.value)
+
+
+def test_schema_versions_migrate_an_old_journal_and_refuse_a_newer_one(tmp_path: Path, journal_backend: str) -> None:
+    if journal_backend == "sqlite":
+        path = tmp_path / "old.sqlite"
+        db = sqlite3.connect(path)
+        db.executescript(SCHEMA)  # the first release's schema, version 1 in `meta`
+        db.execute("INSERT INTO meta(key, value) VALUES ('schema_version', '1')")
+        db.execute("INSERT INTO state(key, value, updated_at) VALUES ('paused', 'kept', 0)")
+        db.commit()
+        db.close()
+        journal = Journal(str(path))
+        assert journal.schema_version() == SCHEMA_VERSION and journal.get_state("paused") == "kept"
+        assert "lease_until" in {r["name"] for r in journal.query("PRAGMA table_info(runs)")}
+        with sqlite3.connect(path) as db:
+            db.execute("INSERT INTO schema_version(version, applied_at) VALUES (99, 0)")
+        with pytest.raises(JournalError, match="schema version 99, newer than this receiver knows"):
+            Journal(str(path))
+        return
+    url = receiver_helpers.JOURNAL
+    journal = Journal(url)
+    second = Journal(url)  # a second receiver starting finds the schema current and changes nothing
+    assert second.schema_version() == SCHEMA_VERSION
+    assert [r["version"] for r in journal.query("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("INSERT INTO schema_version(version, applied_at) VALUES (99, 0)")
+    with pytest.raises(JournalError, match="schema version 99, newer"):
+        Journal(url)
+
+
+def test_a_unique_key_allows_one_run_per_attempt_whatever_receiver_writes_it(tmp_path: Path,
+                                                                            journal_backend: str) -> None:
+    pg_only(journal_backend)
+    journal = Journal(receiver_helpers.JOURNAL)
+    run = {"id": "r1", "rule": "probe", "playbook": "p.yml", "host": "web1", "fingerprint": "f", "starts_at": "s",
+           "dedup_key": "f|s|probe", "attempt": 1, "mode": "auto", "status": "queued", "extravars": {}}
+    journal.add_run(run)
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        journal.add_run({**run, "id": "r2"})
+    assert json.dumps([r.id for r in journal.list_runs()]) == '["r1"]'
+
+
+def test_a_serving_receiver_takes_pgpassword_and_never_logs_or_passes_it_on(tmp_path: Path, journal_backend: str,
+                                                                            caplog: Any, monkeypatch: Any) -> None:
+    pg_only(journal_backend)
+    import logging
+    import os
+
+    import pgserver
+
+    from remediation_receiver.service import Service
+
+    url = receiver_helpers.JOURNAL.replace(f"{pgserver.SUPERUSER}@", f"{pgserver.PASSWORD_ROLE}@")
+    cfg = write_config(tmp_path, journal=url)
+    monkeypatch.setenv("PGPASSWORD", pgserver.PASSWORD)
+    caplog.set_level(logging.DEBUG)
+    service = Service(cfg)
+    try:
+        assert "PGPASSWORD" not in os.environ, "playbooks must not inherit the journal's password"
+        service.start()
+        assert service.journal.shared and service.journal.schema_version() == SCHEMA_VERSION
+        assert service.redactor.text(f"x {pgserver.PASSWORD} y") == "x ******** y"
+    finally:
+        service.stop()
+    assert f"journal {url}, shared, as " in caplog.text
+    assert pgserver.PASSWORD not in caplog.text
+
+
+def test_a_bad_delivery_in_a_group_commit_costs_the_others_nothing(tmp_path: Path, journal_backend: str) -> None:
+    from remediation_receiver.journal import _Pending
+
+    journal = Journal(write_config(tmp_path).journal)
+    good = [_Pending("127.0.0.1", {"receiver": "r"}, "a", [alert(fingerprint="aa01")]),
+            _Pending("127.0.0.1", {"receiver": "r"}, "b", [alert(fingerprint="aa02"), alert(fingerprint="aa03")]),
+            _Pending("127.0.0.1", {"receiver": "r"}, "c", [])]
+    bad = _Pending("127.0.0.1", {"receiver": "r"}, "d", [{**alert(fingerprint="aa04"), "fingerprint": None}])
+    journal._store_batch([good[0], bad, good[1], good[2]])
+    assert bad.error is not None and all(item.error is None and item.delivery_id for item in good)
+    stored = journal.query("SELECT d.id, d.alert_count, a.fingerprint, a.labels FROM deliveries d LEFT JOIN alerts a"
+                           " ON a.delivery_id = d.id ORDER BY d.id, a.id")
+    assert [(r["alert_count"], r["fingerprint"]) for r in stored] == [(1, "aa01"), (2, "aa02"), (2, "aa03"),
+                                                                       (0, None)]
+    assert json.loads(stored[0]["labels"])["instance"] == "web1:9100"
+    assert {r["id"] for r in stored} == {item.delivery_id for item in good}
