@@ -65,7 +65,7 @@ demo-down:  ## Remove what `make demo` started (its lab hosts, processes and sta
 	if [ -x $(BIN)/python ]; then $(BIN)/python -m demo down; else bash tests/lab/lab.sh down $${LAB_PREFIX:-pmr-demo}; fi
 
 .PHONY: lint
-lint: venv collection-link  ## ruff, mypy, ansible-lint (production profile), the documented commands (static check), role READMEs current, changelog fragments
+lint: venv collection-link  ## ruff, mypy (plugins and receiver), ansible-lint (production profile), the documented commands (static check), role READMEs current, changelog fragments
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/ansible-lint --profile production --offline

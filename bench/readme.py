@@ -55,7 +55,7 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
-def run(name: str, extra: list[str]) -> int:
+def run(name: str, extra: list[str], note_text: str = "") -> int:
     """Run one benchmark with the interpreter running this script; record its output; return its exit status."""
     path = BENCH / name
     if not path.is_file():
@@ -72,9 +72,10 @@ def run(name: str, extra: list[str]) -> int:
         body = figures.read_text() if figures.exists() else "```text\n" + proc.stdout.rstrip() + "\n```\n"
     shown = " ".join(["bench/" + name, *extra])
     RESULTS.mkdir(exist_ok=True)
+    note = f"Note: {note_text}\n" if note_text else ""
     (RESULTS / name.replace(".py", ".md")).write_text(
         f"{RECORD_MARK}\nLast run: `{shown}`, {started}, exit status {proc.returncode}.\n"
-        f"Load before: `{before}`; after: `{uptime()}`.\n\n{body.rstrip()}\n")
+        f"Load before: `{before}`; after: `{uptime()}`.\n{note}\n{body.rstrip()}\n")
     return proc.returncode
 
 
@@ -87,8 +88,18 @@ def section(name: str) -> str:
                       "appear here once it is recorded with `bench/readme.py --run`.\n"
     text = head + description(path) + "\n\n### Last recorded run\n\n"
     if record.exists():
-        return text + record.read_text().replace(RECORD_MARK + "\n", "")
+        return text + hard_breaks(record.read_text().replace(RECORD_MARK + "\n", ""))
     return text + f"Not recorded yet: `.venv/bin/python bench/readme.py --run {name}`.\n"
+
+
+def hard_breaks(markdown: str) -> str:
+    """Each printed line stays a line (markdown would join consecutive lines of text into one paragraph)."""
+    lines, fenced = [], False
+    for line in markdown.splitlines():
+        fenced = fenced != line.startswith("```")
+        plain = line and not fenced and not line.startswith(("|", "```"))
+        lines.append(line + "  " if plain else line)
+    return "\n".join(lines) + "\n"
 
 
 def render() -> str:
@@ -99,9 +110,10 @@ def render() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", metavar="BENCHMARK", help="run bench/BENCHMARK and record it first")
+    parser.add_argument("--note", default="", help="a line recorded with the run (what else shared the machine)")
     parser.add_argument("args", nargs="*", help="arguments for the benchmark (after --)")
     args = parser.parse_args(argv)
-    status = run(args.run, args.args) if args.run else 0
+    status = run(args.run, args.args, args.note) if args.run else 0
     README.write_text(render())
     print(f"wrote {README.relative_to(BENCH.parent)}", file=sys.stderr)
     return status

@@ -195,8 +195,8 @@ class Dispatcher:
             # Decide in small transactions: one fsync per chunk, and ingress waits at most one chunk.
             for start in range(0, len(batch), 25):
                 self.decide_chunk(batch[start:start + 25])
-            if self.journal.shared and time.monotonic() - self._last_takeover > 1.0:
-                self.take_over()  # a storm must not delay taking over a dead receiver's runs
+                if self.journal.shared and time.monotonic() - self._last_takeover > 1.0:
+                    self.take_over()  # a storm must not delay taking over a dead receiver's runs
         self.apply_cancel_requests()
         self.expire_approvals()
         if self.journal.shared:
@@ -216,7 +216,11 @@ class Dispatcher:
             self.journal.checkpoint()
         if time.time() - self._last_prune > 3600:
             self._last_prune = time.time()
-            removed = self.journal.prune(retention_cutoff(self.cfg, time.time()))
+            if self.journal.shared:  # receivers prune one at a time (two DELETE passes could deadlock)
+                with self.journal.transaction():
+                    removed = self.journal.prune(retention_cutoff(self.cfg, time.time()))
+            else:
+                removed = self.journal.prune(retention_cutoff(self.cfg, time.time()))
             if any(removed.values()):
                 log.info("journal retention (%.0f days): removed %s", self.cfg.journal_retention_days, removed)
 

@@ -309,6 +309,11 @@ class Executor:
         try:
             self.journal.renew_leases(self.owner, self.lease)
             self.lease_renewed = attempt
+            # A renewal that came too late (this process starved, the journal slow): another receiver may have
+            # taken a run over already. Stop it here at once, so it never runs in two places for longer.
+            for run_id in self.journal.runs_taken_from(self.owner, list(self.active())):
+                self.fence("taken over by another receiver (this receiver's lease had expired): stopped here",
+                           run_ids=[run_id])
         except Exception as exc:
             lost = time.monotonic() - self.lease_renewed
             log.error("could not renew the leases of this receiver's runs for %.0fs: %s", lost, exc)
@@ -316,10 +321,10 @@ class Executor:
                 self.fence(f"lease lost: the journal could not be reached for {lost:.0f}s (lease "
                            f"{self.lease:.0f}s); another receiver takes the run over")
 
-    def fence(self, reason: str) -> None:
-        """Stop every run of this receiver: they end interrupted."""
+    def fence(self, reason: str, run_ids: list[str] | None = None) -> None:
+        """Stop the runs of this receiver (`run_ids`, or every one): they end interrupted."""
         with self._lock:
-            for run_id in self._active:
+            for run_id in self._active if run_ids is None else [r for r in run_ids if r in self._active]:
                 if run_id not in self._fenced:
                     log.error("run %s: %s", run_id, reason)
                 self._cancel.setdefault(run_id, reason)

@@ -306,7 +306,7 @@ def is_postgresql(target: str) -> bool:
     return target.startswith(("postgresql://", "postgres://"))
 
 
-class Journal(abc.ABC):  # Journal(target) is a factory (__new__); mypy is told so where it is called
+class Journal(abc.ABC):
     """The journal interface: what the receiver (ingress, dispatcher, executor, notifier, CLI) reads and writes.
 
     `Journal(target)` opens the implementation the target names: a `postgresql://` URL opens PostgresJournal
@@ -391,6 +391,10 @@ class Journal(abc.ABC):  # Journal(target) is a factory (__new__); mypy is told 
     def renew_leases(self, owner: str, lease: float) -> int:
         """Extend the leases of `owner`'s active runs; return how many."""
         return 0
+
+    def runs_taken_from(self, owner: str, run_ids: list[str]) -> list[str]:
+        """Of `run_ids` (running here), those another receiver has taken over (or that are no longer `owner`'s)."""
+        return []
 
     def take_over_expired(self, owner: str, reason: str, keep: list[str] | None = None) -> list[RunRecord]:
         """Active runs whose lease expired (their receiver died or lost the journal), except `keep` (this receiver's

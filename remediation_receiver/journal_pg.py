@@ -40,6 +40,13 @@ NOW = "extract(epoch from clock_timestamp())::double precision"
 NOTIFY_CLAIM = 120.0
 CONNECT_TIMEOUT = 5
 
+# An alert's decisions and its mark as decided in one statement (the common case: no run queued or canceled).
+DECIDE = (
+    "WITH d AS (INSERT INTO decisions(alert_id, created_at, rule, host, outcome, reason, run_id)"
+    " SELECT ?, ?, u.rule, u.host, u.outcome, u.reason, u.run_id FROM unnest(?::text[], ?::text[], ?::text[],"
+    " ?::text[], ?::text[]) WITH ORDINALITY AS u(rule, host, outcome, reason, run_id, n) ORDER BY u.n)"
+    " UPDATE alerts SET decided_at=? WHERE id=?")
+
 # A delivery and its alerts in one statement (what Journal._insert_delivery does in two and more).
 INSERT_DELIVERY = (
     "WITH d AS (INSERT INTO deliveries(received_at, remote, receiver, group_key, status, truncated_alerts,"
@@ -320,10 +327,7 @@ class PostgresJournal(Journal):
         per delivery. When the batch fails, each delivery is tried again in its own transaction: one bad delivery
         never costs the others their 202."""
         try:
-            with self._delivery_write() as db:
-                with db.conn.pipeline():
-                    cursors = [db.execute(INSERT_DELIVERY, self._delivery_params(item)) for item in batch]
-                ids = [int(cur.fetchone()[0]) for cur in cursors]
+            ids = self._pipelined_batch(batch)
             for item, delivery_id in zip(batch, ids, strict=True):
                 item.delivery_id = delivery_id
             return
@@ -342,6 +346,33 @@ class PostgresJournal(Journal):
             except self.errors as exc:
                 item.error = exc
 
+    def _pipelined_batch(self, batch: list[_Pending]) -> list[int]:
+        """BEGIN, the batch's statements and COMMIT in one pipeline: one round trip, one WAL flush."""
+        if self.readonly:
+            raise JournalError("journal opened read-only")
+        if getattr(self._local, "in_tx", False):  # a caller's own transaction (tests): join it
+            with self._write() as db:
+                return [int(db.execute(INSERT_DELIVERY, self._delivery_params(item)).fetchone()[0])
+                        for item in batch]
+        with self._delivery_lock:
+            if self._delivery_db is None or not self._delivery_db.usable:
+                if self._delivery_db is not None:
+                    self._delivery_db.close()
+                self._delivery_db = None
+                self._delivery_db = self._open()
+            db = self._delivery_db
+            try:
+                with db.conn.pipeline():
+                    db.execute("BEGIN")
+                    cursors = [db.execute(INSERT_DELIVERY, self._delivery_params(item)) for item in batch]
+                    db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    db.execute("ROLLBACK")
+                raise
+            self.commits["full"] += 1
+            return [int(cur.fetchone()[0]) for cur in cursors]
+
     @staticmethod
     def _delivery_params(item: _Pending) -> list[Any]:
         now = time.time()
@@ -356,6 +387,33 @@ class PostgresJournal(Journal):
         return [now, item.remote, payload.get("receiver"), payload.get("groupKey"), payload.get("status"),
                 int(payload.get("truncatedAlerts") or 0), len(alerts), item.raw_sha256,
                 json.dumps(payload, sort_keys=True), now, *columns]
+
+    # -- deciding: an alert that queues nothing costs one round trip -----------------------------------------------
+    def record_decisions(self, alert_id: int, decisions: list[dict[str, Any]], runs: list[dict[str, Any]],
+                         cancel_runs: list[tuple[str, str]] | None = None, close: str | None = None) -> None:
+        """Inside the dispatcher's transaction, decisions that queue, cancel and close nothing (most alerts in a
+        storm) go in one statement within a savepoint, pipelined: one round trip instead of four. Anything else is
+        the shared implementation."""
+        if runs or cancel_runs or close is not None or not getattr(self._local, "in_tx", False):
+            super().record_decisions(alert_id, decisions, runs, cancel_runs, close)
+            return
+        now = time.time()
+        columns: list[list[Any]] = [[], [], [], [], []]
+        for d in decisions:
+            for column, value in zip(columns, (d.get("rule"), d.get("host"), d["outcome"], d["reason"],
+                                               d.get("run_id")), strict=True):
+                column.append(_param(value))
+        db: _Conn = self._local.db
+        try:
+            with db.conn.pipeline():
+                db.execute("SAVEPOINT nested")
+                db.execute(DECIDE, [alert_id, now, *columns, now, alert_id])
+                db.execute("RELEASE nested")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                db.execute("ROLLBACK TO nested")
+                db.execute("RELEASE nested")
+            raise
 
     def checkpoint(self) -> None:
         """PostgreSQL checkpoints by itself."""
@@ -388,6 +446,15 @@ class PostgresJournal(Journal):
         with self._write(durable=False) as db:
             return int(db.execute(f"UPDATE runs SET lease_until={NOW} + ? WHERE owner=? AND status IN ({active})",
                                   (float(lease), owner)).rowcount)
+
+    def runs_taken_from(self, owner: str, run_ids: list[str]) -> list[str]:
+        if not run_ids:
+            return []
+        active = ",".join(f"'{s}'" for s in ACTIVE)
+        rows = self._read().execute(
+            f"SELECT id FROM runs WHERE id = ANY(?) AND (status = 'interrupted' OR (status IN ({active})"
+            " AND owner IS DISTINCT FROM ?))", (list(run_ids), owner)).fetchall()
+        return [r[0] for r in rows]
 
     def take_over_expired(self, owner: str, reason: str, keep: list[str] | None = None) -> list[RunRecord]:
         active = ",".join(f"'{s}'" for s in ACTIVE)

@@ -108,7 +108,7 @@ class Service:
                     raise SystemExit(f"notify token_file {target.token_file}: {exc.strerror}") from exc
         self.redactor = Redactor(secrets, cfg.redact_patterns)
         self.metrics = Metrics()
-        self.journal = Journal(cfg.journal, password=password)  # type: ignore[abstract]
+        self.journal = Journal(cfg.journal, password=password)  # type: ignore[abstract]  # Journal.__new__ picks the backend
         self.notifier = Notifier(cfg, self.journal, self.redactor)
         self.executor = Executor(cfg, self.journal, self.redactor,
                                  on_finished=lambda run_id: self.dispatcher.wake.set())

@@ -39,9 +39,12 @@ author:
   - Postmortem Remediation Maintainers (@postmortem-remediation)
 options:
   path:
-    description: The daemon configuration file.
+    description:
+      - The daemon configuration file.
+      - Its alias O(daemon_config) is the name the other modules of the collection give this file.
     type: path
     default: /etc/docker/daemon.json
+    aliases: [daemon_config]
   settings:
     description:
       - Settings to merge into the file. With O(exclusive=true), the whole content of the file.
@@ -336,7 +339,7 @@ class DaemonConfig:
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            path=dict(type="path", default="/etc/docker/daemon.json"),
+            path=dict(type="path", default="/etc/docker/daemon.json", aliases=["daemon_config"]),
             settings=dict(type="dict", default={}),
             remove_keys=dict(type="list", elements="str", default=[], no_log=False),
             exclusive=dict(type="bool", default=False),

@@ -23,6 +23,8 @@ RUNTIME = yaml.safe_load((REPO / "meta" / "runtime.yml").read_text())
 def play(tmp_path: Path, tasks: list[dict[str, Any]], module_defaults: dict[str, Any]) -> tuple[int, str, dict]:
     """Run tasks on localhost under module_defaults; return rc, the output and the registered results by name."""
     results = tmp_path / "results.json"
+    results.unlink(missing_ok=True)
+    content = "{{ {" + ", ".join(f"'{t['register']}': {t['register']}" for t in tasks) + "} | to_json }}"
     playbook = [{
         "name": "Shared options set once",
         "hosts": "localhost",
@@ -30,9 +32,7 @@ def play(tmp_path: Path, tasks: list[dict[str, Any]], module_defaults: dict[str,
         "module_defaults": module_defaults,
         "tasks": [*tasks, {
             "name": "Write what the tasks returned",
-            "ansible.builtin.copy": {"dest": str(results), "mode": "0600",
-                                     "content": "{{ {" + ", ".join(f"'{t['register']}': {t['register']}"
-                                                                   for t in tasks) + "} | to_json }}"},
+            "ansible.builtin.copy": {"dest": str(results), "mode": "0600", "content": content},
         }],
     }]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(playbook))
@@ -76,8 +76,9 @@ def test_the_deletion_guard_group_sets_on_refusal_once(tmp_path):
     assert registered["cleanup"]["refused"] is True
     assert "reference" in registered["cleanup"]["reason"], registered["cleanup"]["reason"]
     assert (items / "a.bak").exists()
-    rc, output, _registered = play(tmp_path, tasks, {})
+    rc, output, registered = play(tmp_path, tasks, {})
     assert rc != 0 and "refused" in output, output  # without the group, the module's own default: fail
+    assert registered == {}  # the play stopped at the refusal
 
 
 def test_the_old_name_docker_host_facts_still_runs_and_warns(fake_engine, tmp_path):

@@ -77,6 +77,7 @@ def test_one_host_passes_the_guard_and_reaches_the_reclaim(inventory, tmp_path, 
     # ci-1 is this machine, pointed at a socket where no engine listens: the guard lets the one host through and
     # the module then fails naming the socket, which proves the one-host path reaches the reclaim and no further.
     socket_path = tmp_path / "no-engine.sock"
+    # The name before 1.0.0 on purpose: it is read until 2.0.0 (disk_pressure_docker_host is the name now).
     result = play(inventory, *args, "-e", f"disk_pressure_docker_socket={socket_path}")
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0

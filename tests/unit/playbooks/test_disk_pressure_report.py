@@ -21,7 +21,7 @@ def play(tmp_path: Path, *args: str) -> tuple[int, str]:
                ANSIBLE_HOME=str(REPO / "build" / "ansible-home"), ANSIBLE_LOCALHOST_WARNING="false",
                ANSIBLE_FORCE_COLOR="false")
     proc = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(PLAYBOOK), "-e", "target_host=ci-1",
-                           "-e", f"disk_pressure_docker_socket={tmp_path / 'docker.sock'}", *args],
+                           "-e", f"disk_pressure_docker_host={tmp_path / 'docker.sock'}", *args],
                           capture_output=True, text=True, env=env, timeout=120, check=False)
     return proc.returncode, " ".join((proc.stdout + proc.stderr).split())
 

@@ -36,7 +36,8 @@ def test_changelog_md_is_what_antsibull_changelog_generates(release_tree: Path) 
 
 
 def _announced() -> str:
-    """Every name changelog.yaml announces as new, and the text of the fragments still to be released."""
+    """Every name changelog.yaml announces as new, the text of its releases (playbooks in subdirectories, such as
+    remediate.disk_pressure, cannot be objects: antsibull-changelog refuses a dotted name), and the fragments."""
     releases = yaml.safe_load((REPO / "changelogs" / "changelog.yaml").read_text())["releases"]
     names = []
     for release in releases.values():
@@ -45,6 +46,8 @@ def _announced() -> str:
             names += [entry["name"] for entry in entries]
         for entries in (release.get("objects") or {}).values():
             names += [entry["name"] for entry in entries]
+        for entries in (release.get("changes") or {}).values():
+            names += entries if isinstance(entries, list) else [entries]
     fragments = [path.read_text() for path in (REPO / "changelogs" / "fragments").glob("*.y*ml")]
     return "\n".join(names + fragments)
 

@@ -119,7 +119,11 @@ def test_a_run_whose_lease_expired_is_taken_over_once_and_rerun(tmp_path: Path, 
     reruns = [r for r in jb.list_runs() if r.parent_run == run_id]
     assert len(reruns) == 1 and reruns[0].attempt == 2
     assert len(eb.started) + len(ec.started) == 1 and reruns[0].status == "starting"
-    # The dead receiver's late final status cannot overwrite the takeover.
+    # Receiver a was only starved, not dead: its next renewal finds the run taken over and stops it at once.
+    assert run_id not in ea._fenced
+    ea.renew_leases()
+    assert run_id in ea._fenced and ea._cancel[run_id].startswith("taken over by another receiver")
+    # Its late final status cannot overwrite the takeover.
     assert not ja.set_run_status(run_id, "successful", expect=("starting", "running"))
 
 
@@ -276,3 +280,20 @@ def test_a_bad_delivery_in_a_group_commit_costs_the_others_nothing(tmp_path: Pat
                                                                        (0, None)]
     assert json.loads(stored[0]["labels"])["instance"] == "web1:9100"
     assert {r["id"] for r in stored} == {item.delivery_id for item in good}
+
+
+def test_decisions_in_one_statement_keep_their_order_and_a_failure_leaves_the_transaction_usable(
+        tmp_path: Path, journal_backend: str) -> None:
+    journal = Journal(write_config(tmp_path).journal)
+    deliver(journal, alert(fingerprint="bb01"), alert(fingerprint="bb02"))
+    first, second = journal.undecided_alerts()
+    with journal.transaction():
+        with pytest.raises(journal.errors):
+            journal.record_decisions(first.id, [{"outcome": "no_rule", "reason": "x"},
+                                                {"outcome": None, "reason": "NOT NULL"}], [])
+        journal.record_decisions(second.id, [{"outcome": "rule_error", "reason": "a \x00 b"},
+                                             {"outcome": "no_rule", "reason": "second"}], [])
+    assert [a.id for a in journal.undecided_alerts()] == [first.id]
+    assert [(d["outcome"], d["reason"]) for d in journal.decisions_for_alert(second.id)] == [
+        ("rule_error", "a \\x00 b" if journal_backend == "postgresql" else "a \x00 b"), ("no_rule", "second")]
+    assert journal.decisions_for_alert(first.id) == []

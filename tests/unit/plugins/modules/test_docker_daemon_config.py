@@ -350,3 +350,12 @@ def test_two_runs_at_once_lose_no_update(daemon_json, tmp_path):
         result = json.loads(out)
         assert result.get("failed") is not True and result["validated_with"] == "dockerd --validate", (result, err)
     assert json.loads(daemon_json.read_text()) == {"debug": False, "log-level": "warn", "live-restore": True}
+
+
+def test_daemon_config_is_the_same_file_as_path(module_runner, daemon_json):
+    """The name the other modules give daemon.json (docs/names.md) works here too, as an alias of path."""
+    arguments = args(daemon_json, settings={"log-driver": "local"})
+    arguments["daemon_config"] = arguments.pop("path")
+    result = module_runner("docker_daemon_config", arguments)
+    assert result["changed"] is True, result
+    assert json.loads(daemon_json.read_text()) == {"log-driver": "local"}

@@ -1,0 +1,517 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: timer_bundle
+short_description: Install a script run by a systemd timer (directories, files, units) and start the timer, in one call
+version_added: 0.1.0
+description:
+  - Puts in place everything a script run by a systemd timer needs - its directories, its files (the script, the
+    helper files beside it, its configuration), its unit files and drop-ins - and enables and starts (or stops and
+    disables) the timer, in one module call. A role that did this with one task per file paid one round trip to the
+    host per file and per directory on every run, even when nothing had changed.
+  - Says what changed, file by file. An idempotent run reads the files and the timer's state and writes nothing.
+  - Each file and unit is written atomically (a temporary file in the same directory, then a rename), with a backup
+    of the file it replaces. A file with O(files[].validate) is checked before it replaces anything; a rejected file
+    is not written and the module fails naming the file and what the command said.
+  - Unit files that change are checked with C(systemd-analyze verify) before they are installed (copies under their
+    own names in a temporary directory), and any warning about them fails the run, because systemd ignores a line
+    it cannot parse and verify only warns. Units that did not change are not verified again.
+  - C(systemctl daemon-reload) runs only when a unit or drop-in changed; the timer is enabled, started, restarted
+    (its own unit changed while it ran) or stopped and disabled only when its state is not the wanted one.
+  - Files are written in the order given, units after the files, so a validation command may run a file written
+    earlier in the same call.
+author:
+  - Postmortem Remediation Maintainers (@postmortem-remediation)
+options:
+  directories:
+    description:
+      - Directories to create (with their parents) and keep at O(directory_mode), O(owner) and O(group).
+      - The parent directory of each file and of each drop-in is created too when it is missing.
+    type: list
+    elements: path
+    default: []
+  directory_mode:
+    description: Mode of the directories.
+    type: raw
+    default: "0755"
+  files:
+    description: Files to install, in this order.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      dest:
+        description: Absolute path of the file.
+        type: path
+        required: true
+      content:
+        description: The exact text of the file.
+        type: str
+        required: true
+      mode:
+        description: Mode of the file.
+        type: raw
+        default: "0644"
+      validate:
+        description:
+          - Command that checks the new file before it is installed; C(%s) stands for the path of the candidate.
+          - Split like a shell would (no shell runs it). A non-zero exit refuses the file.
+        type: str
+  units:
+    description:
+      - Unit files and drop-ins to install under O(unit_dir), after the files.
+      - O(units[].name) is a unit file name (C(docker-prune.timer)) or a drop-in (C(docker.service.d/extra.conf)).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Unit file name, or C(<unit>.d/<name>.conf) for a drop-in.
+        type: str
+        required: true
+      content:
+        description: The exact text of the unit file.
+        type: str
+        required: true
+  unit_dir:
+    description: Directory of the unit files.
+    type: path
+    default: /etc/systemd/system
+  daemon_reload:
+    description:
+      - Run C(systemctl daemon-reload) when a unit or drop-in changed. Turn it off only where systemd does not run
+        (a root file system being prepared for an image).
+    type: bool
+    default: true
+  verify_units:
+    description:
+      - Check unit files that change with C(systemd-analyze verify) before installing them (drop-ins are not
+        verified on their own). Any warning that names one of them refuses them all.
+    type: bool
+    default: true
+  timer:
+    description:
+      - Name of the timer unit to enable and start (O(timer_active=true)), or to stop and disable
+        (O(timer_active=false)).
+      - Left alone when not given.
+    type: str
+  timer_active:
+    description: Whether O(timer) should be enabled and running.
+    type: bool
+    default: true
+  owner:
+    description: Owner of the directories, files and units.
+    type: str
+    default: root
+  group:
+    description: Group of the directories, files and units.
+    type: str
+    default: root
+  backup:
+    description: Keep a timestamped copy (C(<file>.<pid>.<date>~)) of every file and unit it replaces.
+    type: bool
+    default: true
+notes:
+  - The roles C(postmortem.remediation.docker_prune_timer) and C(postmortem.remediation.docker_signals) install their
+    scripts with it.
+extends_documentation_fragment:
+  - postmortem.remediation.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Reports what would change (files, units, the timer's enablement and state) and writes nothing. Changed units
+        are still verified. O(files[].validate) commands are not run, since they may need files not yet written.
+  diff_mode:
+    support: full
+    details: Returns the text before and after of every file and unit that changes, and mode and owner changes.
+  idempotent:
+    support: full
+    details: A second run with the same arguments reports no change and runs no command that changes anything."""
+
+EXAMPLES = r"""
+- name: Install a collector, its configuration and its units, and start its timer
+  postmortem.remediation.timer_bundle:
+    directories: [/usr/local/lib/collector, /etc/collector]
+    files:
+      - dest: /usr/local/lib/collector/collector.py
+        content: "{{ lookup('ansible.builtin.file', 'collector.py', rstrip=false) }}"
+      - dest: /etc/collector/config.json
+        content: "{{ {'interval': 60} | to_nice_json }}\n"
+        validate: /usr/bin/python3 /usr/local/lib/collector/collector.py --check-config --config %s
+    units:
+      - name: collector.service
+        content: "{{ lookup('ansible.builtin.template', 'collector.service.j2') }}"
+      - name: collector.timer
+        content: "{{ lookup('ansible.builtin.template', 'collector.timer.j2') }}"
+    timer: collector.timer
+  register: collector
+
+- name: Say what changed
+  ansible.builtin.debug:
+    msg: "{{ collector.changed_files + collector.changed_units }}"
+"""
+
+RETURN = r"""
+changed_files:
+  description: Files whose content, mode or owner changed (or would change in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [/usr/local/lib/docker-prune/_prune_policy.py]
+changed_units:
+  description: Unit files and drop-ins whose content, mode or owner changed (or would change).
+  returned: always
+  type: list
+  elements: str
+  sample: [docker-prune.timer]
+created_directories:
+  description: Directories created (or that would be created).
+  returned: always
+  type: list
+  elements: str
+verified_units:
+  description: Units checked with C(systemd-analyze verify) in this run; empty when no unit changed.
+  returned: always
+  type: list
+  elements: str
+daemon_reloaded:
+  description: Whether C(systemctl daemon-reload) ran (or would run).
+  returned: always
+  type: bool
+backup_files:
+  description: Backup copy of each file or unit replaced, by path.
+  returned: always
+  type: dict
+  sample: {/etc/docker-prune/config.json: /etc/docker-prune/config.json.1234.2026-11-30@12:00:00~}
+timer:
+  description: The timer's state before, the actions taken (or planned) and a one-line plan.
+  returned: when O(timer) is given
+  type: dict
+  contains:
+    name:
+      description: The timer unit.
+      type: str
+    enabled_before:
+      description: Its C(UnitFileState) before the run (C(not-found) for a unit systemd did not know).
+      type: str
+    active_before:
+      description: Its C(ActiveState) before the run.
+      type: str
+    actions:
+      description: The systemctl verbs run (or planned), in order, such as C(enable), C(start), C(restart).
+      type: list
+      elements: str
+    plan:
+      description: A sentence saying what the run does or would do to the timer; empty when nothing.
+      type: str
+"""
+
+import os
+import re
+import shlex
+import shutil
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_bytes, to_native, to_text
+
+from ansible_collections.postmortem.remediation.plugins.module_utils._files import (
+    WriteTargetError,
+    write_target,
+)
+
+_UNIT = r"[A-Za-z0-9:_.@\\-]+\.(?:service|timer|socket|path|target|mount|slice)"
+UNIT_NAME = re.compile(r"^%s$" % _UNIT)
+DROP_IN_NAME = re.compile(r"^%s\.d/[A-Za-z0-9:_.@\\-]+\.conf$" % _UNIT)
+
+
+def read_bytes(path: str) -> bytes | None:
+    """The content of ``path``, or None when it does not exist."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def verify_warnings(stderr: str, names: list[str]) -> list[str]:
+    """The lines of systemd-analyze verify output that are about one of ``names`` (other units' noise is ignored)."""
+    return [line for line in stderr.splitlines() if any(name in line for name in names)]
+
+
+class TimerBundle:
+    """Plans every directory, file, unit and the timer first, then changes only what differs."""
+
+    def __init__(self, module: AnsibleModule) -> None:
+        self.module = module
+        self.params = module.params
+        self.check = module.check_mode
+        self.result: dict = dict(changed=False, changed_files=[], changed_units=[], created_directories=[],
+                                 verified_units=[], daemon_reloaded=False, backup_files={})
+        self.diffs: list[dict] = []
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+    def fail(self, msg: str) -> None:
+        self.module.fail_json(msg=msg, **self.result)
+
+    def attributes(self, path: str, mode: object) -> dict:
+        return self.module.load_file_common_arguments(
+            dict(mode=mode, owner=self.params["owner"], group=self.params["group"]), path=path)
+
+    def fix_attributes(self, path: str, mode: object) -> bool:
+        """Mode and owner put right (check mode: only reported); the changes go into the diff."""
+        diff: dict = dict(before={"path": path}, after={"path": path})
+        changed = self.module.set_fs_attributes_if_different(self.attributes(path, mode), False, diff)
+        if changed and self.module._diff:
+            self.diffs.append(diff)
+        return changed
+
+    def ensure_directory(self, path: str, mode: object) -> bool:
+        """``path`` as a directory with ``mode`` and the owner; True when it was (or would be) created or fixed."""
+        if os.path.isdir(path):
+            return self.fix_attributes(path, mode)
+        if path in self.result["created_directories"]:
+            return True  # check mode: already planned
+        if os.path.lexists(path):
+            self.fail("%s exists and is not a directory: cannot install into it; move it away and run again" % path)
+        self.result["created_directories"].append(path)
+        if self.check:
+            return True
+        try:
+            os.makedirs(path, 0o755)
+        except OSError as exc:
+            self.fail("Cannot create the directory %s: %s" % (path, to_native(exc)))
+        self.fix_attributes(path, mode)
+        return True
+
+    def candidate(self, target: str, content: bytes, mode: object) -> str:
+        """``content`` in a temporary file beside ``target``, with the final mode and owner."""
+        fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(target), dir=os.path.dirname(target))
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+            self.module.set_fs_attributes_if_different(self.attributes(tmp, mode), False)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return tmp
+
+    def validate(self, dest: str, tmp: str, command: str) -> None:
+        try:
+            argv = [tmp if word == "%s" else word.replace("%s", tmp) for word in shlex.split(command)]
+        except ValueError as exc:
+            self.fail("Cannot read the validate command of %s (%s): %s" % (dest, command, exc))
+        rc, out, err = self.module.run_command(argv)
+        if rc != 0:
+            self.fail("%s was not written: %s refused it (exit %s): %s"
+                      % (dest, command.replace("%s", "<candidate>"), rc, (err or out).strip()))
+
+    def install(self, path: str, content: bytes, mode: object, validate: str | None = None) -> bool:
+        """Write ``content`` at ``path`` when it differs (atomically, with a backup), then fix mode and owner."""
+        try:
+            target = write_target(path)
+        except WriteTargetError as exc:
+            self.fail("Refusing to write %s: %s" % (path, exc))
+        parent = os.path.dirname(target)
+        if not os.path.isdir(parent):  # a missing parent is created; an existing one is not this module's to change
+            self.ensure_directory(parent, self.params["directory_mode"])
+        if os.path.isdir(target):
+            self.fail("%s is a directory: cannot write a file there; move it away and run again" % path)
+        before = read_bytes(target)
+        changed = before != content
+        if changed and self.module._diff:
+            self.diffs.append(dict(before_header=path, after_header=path,
+                                   before=to_text(before or b"", errors="surrogate_or_replace"),
+                                   after=to_text(content, errors="surrogate_or_replace")))
+        if changed and not self.check:
+            tmp = self.candidate(target, content, mode)
+            try:  # the candidate never outlives the run, whatever fails
+                if validate:
+                    self.validate(path, tmp, validate)
+                if before is not None and self.params["backup"]:
+                    self.result["backup_files"][path] = self.module.backup_local(target)
+                try:
+                    self.module.atomic_move(tmp, target)
+                except Exception as exc:  # ansible-core raises a bare Exception when the final rename fails
+                    self.fail("Cannot replace %s: %s; it was left as it was" % (path, exc))
+            finally:
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
+        if before is None and self.check:
+            return True  # nothing to compare mode and owner with yet
+        return self.fix_attributes(target, mode) or changed
+
+    # -- the steps ---------------------------------------------------------------------------------------------
+    def check_names(self) -> None:
+        for unit in self.params["units"]:
+            name = unit["name"]
+            if not (UNIT_NAME.match(name) or DROP_IN_NAME.match(name)):
+                self.fail("Unit %r is neither a unit file name (name.service, name.timer...) nor a drop-in "
+                          "(unit.service.d/name.conf)" % name)
+        timer = self.params["timer"]
+        if timer is not None and not (UNIT_NAME.match(timer) and timer.endswith(".timer")):
+            self.fail("timer %r is not the name of a timer unit (name.timer)" % timer)
+        for entry in self.params["files"]:
+            if not os.path.isabs(entry["dest"]):
+                self.fail("files: dest %r is not an absolute path" % entry["dest"])
+            if entry.get("validate") is not None and "%s" not in entry["validate"]:
+                self.fail("The validate command of %s must name the candidate as %%s: %s"
+                          % (entry["dest"], entry["validate"]))
+
+    def directories(self) -> None:
+        for path in self.params["directories"]:
+            if self.ensure_directory(path, self.params["directory_mode"]):
+                self.result["changed"] = True
+
+    def files(self) -> None:
+        for entry in self.params["files"]:
+            if self.install(entry["dest"], to_bytes(entry["content"]), entry["mode"], entry.get("validate")):
+                self.result["changed_files"].append(entry["dest"])
+
+    def changed_unit_contents(self) -> list[dict]:
+        unit_dir = self.params["unit_dir"]
+        return [unit for unit in self.params["units"]
+                if read_bytes(os.path.join(unit_dir, unit["name"])) != to_bytes(unit["content"])]
+
+    def verify(self, units: list[dict]) -> None:
+        """systemd-analyze verify on copies under their own names, before anything replaces the installed units."""
+        whole = [unit for unit in units if "/" not in unit["name"]]
+        if not whole or not self.params["verify_units"]:
+            return
+        analyze = self.module.get_bin_path("systemd-analyze")
+        if not analyze:
+            self.fail("systemd-analyze is not installed, so the units %s cannot be verified; nothing of them was "
+                      "written (verify_units: false skips the check)" % ", ".join(u["name"] for u in whole))
+        workdir = tempfile.mkdtemp(prefix="timer-bundle-verify.")
+        try:
+            paths = []
+            for unit in whole:
+                path = os.path.join(workdir, unit["name"])
+                with open(path, "wb") as handle:
+                    handle.write(to_bytes(unit["content"]))
+                paths.append(path)
+            rc, out, err = self.module.run_command([analyze, "verify", *paths], environ_update={"LANG": "C"})
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        names = [unit["name"] for unit in whole]
+        self.result["verified_units"] = names
+        warnings = verify_warnings(err.replace(workdir + "/", ""), names)
+        if rc != 0 or warnings:
+            self.fail("systemd-analyze verify refused %s (exit %s), so no unit was written: %s"
+                      % (", ".join(names), rc, "; ".join(warnings) or (err or out).strip()))
+
+    def units(self) -> None:
+        self.verify(self.changed_unit_contents())
+        unit_dir = self.params["unit_dir"]
+        reload_needed = False
+        for unit in self.params["units"]:
+            path = os.path.join(unit_dir, unit["name"])
+            before = read_bytes(path)
+            if self.install(path, to_bytes(unit["content"]), "0644"):
+                self.result["changed_units"].append(unit["name"])
+                reload_needed = reload_needed or before != to_bytes(unit["content"])
+        if reload_needed and self.params["daemon_reload"]:
+            self.result["daemon_reloaded"] = True
+            if not self.check:
+                self.systemctl("daemon-reload")
+
+    def systemctl(self, *argv: str) -> str:
+        systemctl = self.module.get_bin_path("systemctl", required=False)
+        if not systemctl:
+            self.fail("systemctl is not installed: cannot %s" % " ".join(argv))
+        rc, out, err = self.module.run_command([systemctl, *argv], environ_update={"LANG": "C"})
+        if rc != 0:
+            self.fail("systemctl %s failed (exit %s): %s" % (" ".join(argv), rc, (err or out).strip()))
+        return out
+
+    def timer_state(self, name: str) -> dict:
+        out = self.systemctl("show", name, "--property=LoadState,UnitFileState,ActiveState")
+        state = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        return dict(load=state.get("LoadState", ""), enabled=state.get("UnitFileState", "") or "not-found",
+                    active=state.get("ActiveState", ""))
+
+    def timer(self) -> None:
+        name = self.params["timer"]
+        if name is None:
+            return
+        state = self.timer_state(name)
+        unknown = state["load"] == "not-found"
+        if unknown and not self.check and self.params["timer_active"]:
+            self.fail("systemd does not know %s (LoadState not-found): install its unit with units, or in an earlier "
+                      "run" % name)
+        actions = []
+        if self.params["timer_active"]:
+            if state["enabled"] not in ("enabled", "static"):
+                actions.append("enable")
+            if state["active"] != "active":
+                actions.append("start")
+            elif name in self.result["changed_units"]:
+                actions.append("restart")  # a running timer keeps the schedule it started with
+        else:
+            if state["active"] in ("active", "activating"):
+                actions.append("stop")
+            if state["enabled"] == "enabled":
+                actions.append("disable")
+        plan = ""
+        if actions:
+            plan = "%s %s %s" % ("would" if self.check else "did", " and ".join(actions), name)
+            if unknown:
+                plan += " (check mode: the unit is not installed yet)"
+        self.result["timer"] = dict(name=name, enabled_before=state["enabled"], active_before=state["active"],
+                                    actions=actions, plan=plan)
+        if not self.check:
+            for action in actions:
+                self.systemctl(action, name)
+
+    def run(self) -> dict:
+        self.check_names()
+        self.directories()
+        self.files()
+        self.units()
+        self.timer()
+        result = self.result
+        result["changed"] = bool(result["changed"] or result["changed_files"] or result["changed_units"]
+                                 or result["created_directories"] or result["daemon_reloaded"]
+                                 or result.get("timer", {}).get("actions"))
+        if self.module._diff:
+            result["diff"] = self.diffs
+        return result
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            directories=dict(type="list", elements="path", default=[]),
+            directory_mode=dict(type="raw", default="0755"),
+            files=dict(type="list", elements="dict", default=[], options=dict(
+                dest=dict(type="path", required=True),
+                content=dict(type="str", required=True),
+                mode=dict(type="raw", default="0644"),
+                validate=dict(type="str"),
+            )),
+            units=dict(type="list", elements="dict", default=[], options=dict(
+                name=dict(type="str", required=True),
+                content=dict(type="str", required=True),
+            )),
+            unit_dir=dict(type="path", default="/etc/systemd/system"),
+            daemon_reload=dict(type="bool", default=True),
+            verify_units=dict(type="bool", default=True),
+            timer=dict(type="str"),
+            timer_active=dict(type="bool", default=True),
+            owner=dict(type="str", default="root"),
+            group=dict(type="str", default="root"),
+            backup=dict(type="bool", default=True),
+        ),
+        supports_check_mode=True,
+    )
+    module.exit_json(**TimerBundle(module).run())
+
+
+if __name__ == "__main__":
+    main()
