@@ -34,8 +34,8 @@ def test_sides_are_interleaved_and_each_goes_first_as_often() -> None:
     assert order == ["A", "B", "B", "A", "A", "B", "B", "A"]
 
 
-def test_readme_has_a_section_per_benchmark_and_a_placeholder_for_those_to_come(tmp_path: Path,
-                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readme_has_a_section_per_benchmark_and_a_placeholder_for_those_to_come(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(readme, "RESULTS", tmp_path)
     (tmp_path / "bench_safe_sync.md").write_text(
         readme.RECORD_MARK + "\nLast run: `bench/bench_safe_sync.py`, 2026-01-01 00:00 UTC, exit status 1.\n\n| a |\n")

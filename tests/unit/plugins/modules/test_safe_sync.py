@@ -193,8 +193,8 @@ def test_the_real_run_walks_only_the_planned_paths(mirror: Path, monkeypatch: py
     commands = recorded_commands(monkeypatch)
     result = run_module(safe_sync, sync_args(mirror, max_delete_ratio=0.5))
     assert result.get("failed", False) is False, result.get("msg")
-    assert sorted(result["transferred_files"]) == ["dists/stable/Release", "pkg20_amd64.deb", "pkg3_amd64.deb",
-                                                    "pool/main/h/hello.deb", "pool/main/z/zsh/zsh.deb"]
+    assert sorted(result["transferred_files"]) == [
+        "dists/stable/Release", "pkg20_amd64.deb", "pkg3_amd64.deb", "pool/main/h/hello.deb", "pool/main/z/zsh/zsh.deb"]
     assert sorted(result["deleted_files"]) == ["old/deeper/gone.deb", "pkg0_amd64.deb"]
     walks = [argv for argv in commands if not any(arg.startswith("--files-from=") for arg in argv)]
     assert len(walks) == 1 and "--dry-run" in walks[0]  # every real pass is a list of planned paths

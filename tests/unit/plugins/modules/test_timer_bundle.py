@@ -44,12 +44,12 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_installs_everything_then_an_idempotent_run_changes_and_verifies_nothing(module_runner: Runner,
-                                                                                  tmp_path: Path) -> None:
+def test_installs_everything_then_an_idempotent_run_changes_and_verifies_nothing(
+        module_runner: Runner, tmp_path: Path) -> None:
     first = module_runner("timer_bundle", bundle(tmp_path))
     assert first["changed"] is True, first
-    assert first["created_directories"] == [str(tmp_path / d) for d in ("lib", "etc", "metrics", "units",
-                                                                          "units/docker.service.d")]
+    assert first["created_directories"] == [
+        str(tmp_path / d) for d in ("lib", "etc", "metrics", "units", "units/docker.service.d")]
     assert first["changed_files"] == [str(tmp_path / f) for f in ("lib/script.py", "lib/helper.py", "etc/config.json")]
     assert first["changed_units"] == ["pmr-t.service", "pmr-t.timer", "docker.service.d/pmr-t.conf"]
     assert first["verified_units"] == ["pmr-t.service", "pmr-t.timer"]  # a drop-in is not a unit of its own
