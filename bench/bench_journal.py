@@ -107,13 +107,7 @@ class JournalBench(br.Bench):
                 latencies[i] = (time.perf_counter() - due) * 1000
             conn.close()
 
-        threads = [threading.Thread(target=sender, args=(c,)) for c in range(CONNECTIONS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if problems:
-            raise SystemExit(f"{[s.name for s in servers]} at {rate}/s: {len(problems)} problems: {problems[:3]}")
+        br.run_senders(sender, CONNECTIONS, f"{[s.name for s in servers]} at {rate}/s", problems)
         measured = [v for v in latencies if v > 0] or [0.0]
         return {"p50_ms": statistics.median(measured), "p99_ms": br.percentile(measured, 0.99),
                 "max_ms": max(measured), "count": count}

@@ -40,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,18 @@ def wait_runs_handled(port: int, before: int, what: str) -> None:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def run_senders(sender: Callable[[int], None], connections: int, what: str, problems: list[str]) -> None:
+    """`sender(c)` for every connection c at once, on threads of their own; once all have ended, the benchmark stops
+    if they met `problems` (`what`: the server(s) and the rate, for the message)."""
+    threads = [threading.Thread(target=sender, args=(c,)) for c in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if problems:
+        raise SystemExit(f"{what}: {len(problems)} problems, e.g. {problems[:3]}")
 
 
 # -- processes -----------------------------------------------------------------------------------------------------
@@ -327,13 +340,7 @@ class Bench:
                 latencies[i] = (time.perf_counter() - due) * 1000
             conn.close()
 
-        threads = [threading.Thread(target=sender, args=(c,)) for c in range(CONNECTIONS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if problems:
-            raise SystemExit(f"{server.name} at {rate}/s: {len(problems)} problems, e.g. {problems[:3]}")
+        run_senders(sender, CONNECTIONS, f"{server.name} at {rate}/s", problems)
         return {"p50_ms": statistics.median(latencies), "p99_ms": percentile(latencies, 0.99),
                 "max_ms": max(latencies), "count": count, "reconnects": reconnects[0]}
 

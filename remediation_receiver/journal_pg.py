@@ -312,13 +312,18 @@ class PostgresJournal(Journal):
                 yield db
             return
         with self._delivery_lock:
-            if self._delivery_db is None or not self._delivery_db.usable:
-                if self._delivery_db is not None:
-                    self._delivery_db.close()
-                self._delivery_db = None
-                self._delivery_db = self._open()
-            with self._begun(self._delivery_db, True):
-                yield self._delivery_db
+            db = self._delivery_conn()
+            with self._begun(db, True):
+                yield db
+
+    def _delivery_conn(self) -> _Conn:
+        """The group commit's connection, opened again when the last one broke; called with _delivery_lock held."""
+        if self._delivery_db is None or not self._delivery_db.usable:
+            if self._delivery_db is not None:
+                self._delivery_db.close()
+            self._delivery_db = None
+            self._delivery_db = self._open()
+        return self._delivery_db
 
     # -- ingress: one statement per delivery, the batch pipelined ------------------------------------------------
     def _store_batch(self, batch: list[_Pending]) -> None:
@@ -355,12 +360,7 @@ class PostgresJournal(Journal):
                 return [int(db.execute(INSERT_DELIVERY, self._delivery_params(item)).fetchone()[0])
                         for item in batch]
         with self._delivery_lock:
-            if self._delivery_db is None or not self._delivery_db.usable:
-                if self._delivery_db is not None:
-                    self._delivery_db.close()
-                self._delivery_db = None
-                self._delivery_db = self._open()
-            db = self._delivery_db
+            db = self._delivery_conn()
             try:
                 with db.conn.pipeline():
                     db.execute("BEGIN")

@@ -102,6 +102,16 @@ def write_receiver_config(workdir: Path, port: int, rules: list[dict[str, Any]],
     return path
 
 
+def start_receiver(workdir: Path, lab_host: str, rules: list[dict[str, Any]], **config: Any) -> Receiver:
+    """The usual start of a receiver test: the tools are there, no probe file is left on `lab_host`, and a
+    receiver listens on a free port with `rules` for that one host (`config`: more of write_receiver_config's
+    arguments). The caller stops it."""
+    require_tools()
+    clear_probe_files(lab_host)
+    port = free_port()
+    return Receiver(write_receiver_config(workdir, port, rules, hosts=[lab_host], **config), port).start()
+
+
 class Receiver:
     """`remediation-receiver serve` as a real process (so a test can SIGKILL it)."""
 

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -22,6 +23,9 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "unit" / "plugins" / "modules"))
+from guard_module_runner import make_mirror  # noqa: E402
+
 BIN = ROOT / ".venv" / "bin"
 CUSTOMERS = 120
 ORPHANS = ["cust010.tar.gz", "cust020.tar.gz", "cust030.tar.gz"]
@@ -231,13 +235,7 @@ def test_playbook_refuses_a_path_that_widens_the_scope(tmp_path: Path, backup_pa
 # --- the mirror incident, through the playbook ------------------------------------------------------------------
 @pytest.fixture
 def mirror(tmp_path: Path) -> Path:
-    for side in ("build", "mirror"):
-        for arch in ("amd64", "i386"):
-            directory = tmp_path / side / "debian" / arch
-            directory.mkdir(parents=True)
-            for i in range(10):
-                (directory / f"p{i}.deb").write_text(f"{arch}{i}")
-                os.utime(directory / f"p{i}.deb", (1_700_000_000, 1_700_000_000))
+    make_mirror(tmp_path, ("amd64", "i386"), 10, name="p{i}.deb", content="{arch}{i}", mtime=1_700_000_000)
     (tmp_path / "build/debian/amd64/p10.deb").write_text("new")
     shutil.rmtree(tmp_path / "build/debian/i386")  # this build host builds amd64 only
     return tmp_path

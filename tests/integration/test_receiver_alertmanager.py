@@ -11,15 +11,11 @@ from receiver_e2e import (
     FINAL,
     REPO,
     Alertmanager,
-    Receiver,
-    clear_probe_files,
     ensure_alertmanager,
-    free_port,
     on_host,
     probe_files,
-    require_tools,
+    start_receiver,
     wait_for,
-    write_receiver_config,
 )
 
 
@@ -36,14 +32,10 @@ def iso(moment: dt.datetime) -> str:
 
 
 def test_alert_through_alertmanager_runs_the_playbook_on_the_lab_host(lab_host: str, tmp_path: Path) -> None:
-    require_tools()
-    clear_probe_files(lab_host)
-    port = free_port()
-    config = write_receiver_config(tmp_path / "receiver", port, hosts=[lab_host], rules=[{
+    receiver = start_receiver(tmp_path / "receiver", lab_host, [{
         "name": "probe", "when": "labels.alertname == 'ReceiverProbe' && labels.severity == 'page'",
         "playbook": "receiver_probe.yml", "vars": {"probe_note": "annotations.summary"}}])
-    receiver = Receiver(config, port).start()
-    alertmanager = Alertmanager(tmp_path / "alertmanager", port, config.parent / "token")
+    alertmanager = Alertmanager(tmp_path / "alertmanager", receiver.port, receiver.config.parent / "token")
     labels = {"alertname": "ReceiverProbe", "instance": f"{lab_host}:9100", "severity": "page"}
     try:
         alertmanager.post_alerts([{"labels": labels, "annotations": {"summary": "{{ probe via alertmanager }}"},

@@ -9,29 +9,22 @@ from pathlib import Path
 from receiver_e2e import (
     FINAL,
     Alertmanager,
-    Receiver,
-    clear_probe_files,
-    free_port,
     probe_files,
-    require_tools,
+    start_receiver,
     wait_for,
-    write_receiver_config,
 )
 
 from remediation_receiver.executor import find_run_processes
 
 
 def test_kill_mid_run_then_restart(lab_host: str, tmp_path: Path) -> None:
-    require_tools()
-    clear_probe_files(lab_host)
-    port = free_port()
-    config = write_receiver_config(tmp_path / "receiver", port, hosts=[lab_host], rules=[
+    receiver = start_receiver(tmp_path / "receiver", lab_host, [
         {"name": "slow", "when": "labels.alertname == 'ReceiverSlow'", "playbook": "receiver_probe.yml",
          "vars": {"probe_sleep": "labels.probe_sleep"}, "on_interrupted": "rerun", "cooldown": 0},
         {"name": "probe", "when": "labels.alertname == 'ReceiverProbe'", "playbook": "receiver_probe.yml"},
     ])
-    receiver = Receiver(config, port).start()
-    alertmanager = Alertmanager(tmp_path / "alertmanager", port, config.parent / "token", group_interval="10s")
+    alertmanager = Alertmanager(tmp_path / "alertmanager", receiver.port, receiver.config.parent / "token",
+                                group_interval="10s")
     try:
         alertmanager.post_alerts([{"labels": {"alertname": "ReceiverSlow", "instance": lab_host,
                                               "probe_sleep": "8"}}])

@@ -10,25 +10,18 @@ import pytest
 from receiver_e2e import (
     TOKEN,
     Receiver,
-    clear_probe_files,
-    free_port,
     probe_files,
-    require_tools,
+    start_receiver,
     wait_for,
     webhook_alert,
     webhook_payload,
-    write_receiver_config,
 )
 
 
 @pytest.fixture(scope="module")
 def receiver(lab_host: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
-    require_tools()
-    clear_probe_files(lab_host)
-    port = free_port()
-    config = write_receiver_config(tmp_path_factory.mktemp("hostile"), port, hosts=[lab_host], rules=[
+    rec = start_receiver(tmp_path_factory.mktemp("hostile"), lab_host, [
         {"name": "probe", "when": "labels.alertname == 'ReceiverProbe'", "playbook": "receiver_probe.yml"}])
-    rec = Receiver(config, port).start()
     yield rec
     rec.stop()
 

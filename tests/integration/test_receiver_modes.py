@@ -12,25 +12,18 @@ import pytest
 from receiver_e2e import (
     Pager,
     Receiver,
-    clear_probe_files,
-    free_port,
     on_host,
     probe_files,
-    require_tools,
+    start_receiver,
     wait_for,
     webhook_alert,
     webhook_payload,
-    write_receiver_config,
 )
 
 
 @pytest.fixture
 def receiver(lab_host: str, tmp_path: Path, pager: Pager) -> Iterator[Receiver]:
-    require_tools()
-    clear_probe_files(lab_host)
-    port = free_port()
-    config = write_receiver_config(tmp_path / "receiver", port, hosts=[lab_host],
-                                   notify_url=pager.url, rules=[
+    rec = start_receiver(tmp_path / "receiver", lab_host, notify_url=pager.url, rules=[
         {"name": "gated", "when": "labels.alertname == 'Gated'", "playbook": "receiver_probe.yml",
          "mode": "approve", "approval_ttl": 600, "cooldown": 0},
         {"name": "dry", "when": "labels.alertname == 'Dry'", "playbook": "receiver_probe.yml",
@@ -39,7 +32,6 @@ def receiver(lab_host: str, tmp_path: Path, pager: Pager) -> Iterator[Receiver]:
         {"name": "slow", "when": "labels.alertname == 'Slow'", "playbook": "receiver_probe.yml", "cooldown": 0,
          "vars": {"probe_sleep": "labels.probe_sleep"}},
     ])
-    rec = Receiver(config, port).start()
     yield rec
     rec.stop()
 

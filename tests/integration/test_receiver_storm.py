@@ -12,30 +12,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from receiver_e2e import (
-    Receiver,
-    clear_probe_files,
-    free_port,
     probe_files,
-    require_tools,
+    start_receiver,
     wait_for,
     webhook_alert,
     webhook_payload,
-    write_receiver_config,
 )
 
 SENDER_TIMEOUT = 10.0
 
 
 def test_storm(lab_host: str, tmp_path: Path) -> None:
-    require_tools()
-    clear_probe_files(lab_host)
-    port = free_port()
-    config = write_receiver_config(tmp_path / "receiver", port, hosts=[lab_host], rules=[
+    receiver = start_receiver(tmp_path / "receiver", lab_host, [
         {"name": "probe", "when": "labels.alertname == 'ReceiverProbe'", "playbook": "receiver_probe.yml"},
         {"name": "storm", "when": "labels.alertname == 'ReceiverStorm'", "playbook": "receiver_probe.yml",
          "cooldown": 0, "max_runs_per_hour": 3},
     ])
-    receiver = Receiver(config, port).start()
     same = webhook_payload(webhook_alert("5a4e", instance=f"{lab_host}:9100"))
     bodies = [same] * 100 + [
         webhook_payload(dict(webhook_alert(f"{i:04x}", instance=f"{lab_host}:9100", shard=str(i)),

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 sys.path.insert(0, str(REPO / "tests" / "unit" / "plugins" / "modules"))
-from guard_module_runner import require_program  # noqa: E402
+from guard_module_runner import make_backups, make_mirror, require_program  # noqa: E402
 
 PROMTOOL = require_program("promtool", "prometheus")
 require_program("rsync", "rsync")
@@ -44,12 +43,7 @@ def metrics(path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def mirror(tmp_path: Path) -> Path:
-    for side in ("build", "mirror"):
-        for arch in ("amd64", "i386"):
-            directory = tmp_path / side / "debian" / arch
-            directory.mkdir(parents=True)
-            for i in range(10):
-                (directory / f"pkg{i}.deb").write_text(f"{arch} {i}")
+    make_mirror(tmp_path, ("amd64", "i386"), 10)
     (tmp_path / "textfile").mkdir()
     return tmp_path
 
@@ -103,14 +97,7 @@ def test_check_mode_records_nothing(mirror: Path) -> None:
 
 @pytest.fixture
 def backups(tmp_path: Path) -> Path:
-    directory = tmp_path / "backups"
-    directory.mkdir()
-    names = [f"cust{i:03d}.tar.gz" for i in range(40)]
-    for name in names:
-        (directory / name).write_text(name)
-    with sqlite3.connect(tmp_path / "catalog.db") as conn:
-        conn.execute("CREATE TABLE backups (file_name TEXT)")
-        conn.executemany("INSERT INTO backups VALUES (?)", [(n,) for n in names[:30]])  # ten orphans
+    make_backups(tmp_path, 40, catalogued=30)  # ten orphans
     (tmp_path / "textfile").mkdir()
     return tmp_path
 

@@ -10,6 +10,12 @@ from typing import Any
 import yaml
 
 from remediation_receiver.config import Config, load_config
+from remediation_receiver.dispatcher import Dispatcher
+from remediation_receiver.executor import Executor
+from remediation_receiver.journal import Journal, RunRecord
+from remediation_receiver.metrics import Metrics
+from remediation_receiver.notify import Notifier
+from remediation_receiver.redact import Redactor
 
 REPO = Path(__file__).resolve().parents[3]
 PLAYBOOKS = REPO / "tests" / "integration" / "playbooks"
@@ -73,3 +79,22 @@ def payload(*alerts: dict[str, Any]) -> dict[str, Any]:
 
 
 os.environ.setdefault("ANSIBLE_LOCAL_TEMP", "/tmp/ansible-local-unit")
+
+
+class RecordingExecutor(Executor):
+    """The real executor's claims, leases and bookkeeping, without starting ansible-runner: `started` lists the runs
+    it was asked to launch."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started: list[str] = []
+
+    def launch(self, run: RunRecord) -> None:
+        self.started.append(run.id)
+
+
+def recording_receiver(cfg: Config) -> tuple[Dispatcher, Journal, RecordingExecutor]:
+    """A receiver on `cfg` as `serve` wires one (dispatcher, journal, executor), with a RecordingExecutor."""
+    journal = Journal(cfg.journal)
+    executor = RecordingExecutor(cfg, journal, Redactor([]), on_finished=lambda run_id: None)
+    return Dispatcher(cfg, journal, executor, Notifier(cfg, journal), Metrics()), journal, executor

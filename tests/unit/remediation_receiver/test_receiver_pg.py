@@ -13,37 +13,20 @@ import psycopg
 import pytest
 import receiver_helpers
 import yaml
-from receiver_helpers import alert, write_config
+from receiver_helpers import RecordingExecutor, alert, recording_receiver, write_config
 
 from remediation_receiver.cli import main
 from remediation_receiver.config import ConfigError, load_config
 from remediation_receiver.dispatcher import Dispatcher
-from remediation_receiver.executor import Executor
-from remediation_receiver.journal import SCHEMA, SCHEMA_VERSION, Journal, JournalError, RunRecord
-from remediation_receiver.metrics import Metrics
-from remediation_receiver.notify import Notifier
-from remediation_receiver.redact import Redactor, redact_url
-
-
-class RecordingExecutor(Executor):
-    """The real executor's claims and leases, without ansible-runner."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.started: list[str] = []
-
-    def launch(self, run: RunRecord) -> None:
-        self.started.append(run.id)
+from remediation_receiver.journal import SCHEMA, SCHEMA_VERSION, Journal, JournalError
+from remediation_receiver.redact import redact_url
 
 
 def receiver(tmp_path: Path, name: str, rules: list[dict[str, Any]] | None = None,
              **extra: Any) -> tuple[Dispatcher, Journal, RecordingExecutor]:
     d = tmp_path / name
     d.mkdir(exist_ok=True)
-    cfg = write_config(d, rules=rules, receiver_id=name, **extra)
-    journal = Journal(cfg.journal)
-    executor = RecordingExecutor(cfg, journal, Redactor([]), on_finished=lambda run_id: None)
-    return Dispatcher(cfg, journal, executor, Notifier(cfg, journal), Metrics()), journal, executor
+    return recording_receiver(write_config(d, rules=rules, receiver_id=name, **extra))
 
 
 def deliver(journal: Journal, *alerts: dict[str, Any]) -> None:

@@ -6,32 +6,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from receiver_helpers import write_config
+from receiver_helpers import RecordingExecutor, recording_receiver, write_config
 
 from remediation_receiver.dispatcher import Dispatcher
-from remediation_receiver.executor import Executor
-from remediation_receiver.journal import Journal, RunRecord
-from remediation_receiver.metrics import Metrics
-from remediation_receiver.notify import Notifier
-from remediation_receiver.redact import Redactor
-
-
-class RecordingExecutor(Executor):
-    """The real executor's bookkeeping, without starting ansible-runner (scheduling is what is under test)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.started: list[str] = []
-
-    def launch(self, run: RunRecord) -> None:
-        self.started.append(run.id)
+from remediation_receiver.journal import Journal
 
 
 def setup(tmp_path: Path, cap: int = 2) -> tuple[Dispatcher, Journal, RecordingExecutor]:
-    cfg = write_config(tmp_path, guards={"max_concurrent_runs": cap})
-    journal = Journal(cfg.journal)
-    executor = RecordingExecutor(cfg, journal, Redactor([]), on_finished=lambda run_id: None)
-    return Dispatcher(cfg, journal, executor, Notifier(cfg, journal), Metrics()), journal, executor
+    return recording_receiver(write_config(tmp_path, guards={"max_concurrent_runs": cap}))
 
 
 def queue(journal: Journal, run_id: str, host: str, status: str = "queued", **extra: Any) -> None:
@@ -146,9 +128,7 @@ def test_a_cancel_request_reaches_the_running_run_and_is_forgotten_once_it_ends(
 def test_an_interrupted_run_an_operator_canceled_is_not_run_again(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, rules=[{"name": "probe", "when": "labels.x", "playbook": "receiver_probe.yml",
                                          "on_interrupted": "rerun"}])
-    journal = Journal(cfg.journal)
-    dispatcher = Dispatcher(cfg, journal, RecordingExecutor(cfg, journal, Redactor([]), on_finished=lambda r: None),
-                            Notifier(cfg, journal), Metrics())
+    dispatcher, journal, _executor = recording_receiver(cfg)
     queue(journal, "r1", "web1", status="running")
     journal.set_state("cancel:r1", "canceled by ops")
     assert dispatcher.recover() == ["r1"]

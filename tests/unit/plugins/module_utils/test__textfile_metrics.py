@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "modules"))
 from ansible_collections.postmortem.remediation.plugins.module_utils import _textfile_metrics as tm
-from guard_module_runner import load, require_program, run_module
+from guard_module_runner import load, make_backups, make_mirror, require_program, run_module
 
 PROMTOOL = require_program("promtool", "prometheus")
 RSYNC = require_program("rsync", "rsync")
@@ -109,12 +109,7 @@ guarded_cleanup = load("guarded_cleanup")
 
 @pytest.fixture
 def mirror(tmp_path: Path) -> Path:
-    for side in ("build", "mirror"):
-        for arch in ("amd64", "i386"):
-            directory = tmp_path / side / "debian" / arch
-            directory.mkdir(parents=True)
-            for i in range(20):
-                (directory / f"pkg{i}.deb").write_text(f"{arch} {i}")
+    make_mirror(tmp_path, ("amd64", "i386"), 20)
     (tmp_path / "build/debian/amd64/pkg0.deb").unlink()  # one deletion planned at the mirror
     (tmp_path / "metrics").mkdir()
     return tmp_path
@@ -183,14 +178,7 @@ def test_an_unwritable_metrics_file_is_a_warning_not_a_failure(mirror: Path) -> 
 # --- guarded_cleanup: a real SQLite catalogue -------------------------------------------------------------------
 @pytest.fixture
 def backups(tmp_path: Path) -> Path:
-    directory = tmp_path / "backups"
-    directory.mkdir()
-    names = [f"cust{i:03d}.tar.gz" for i in range(100)]
-    for name in names:
-        (directory / name).write_text(name)
-    with sqlite3.connect(tmp_path / "catalog.db") as conn:
-        conn.execute("CREATE TABLE backups (file_name TEXT)")
-        conn.executemany("INSERT INTO backups VALUES (?)", [(n,) for n in names])
+    make_backups(tmp_path, 100, catalogued=100)
     (tmp_path / "metrics").mkdir()
     return tmp_path
 

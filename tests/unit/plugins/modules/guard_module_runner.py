@@ -12,8 +12,10 @@ import io
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -62,6 +64,36 @@ def run_module(module: ModuleType, args: dict[str, Any], check_mode: bool = Fals
 def tree(root: Path) -> dict[str, str]:
     """Every file under ``root`` with its content: the before/after picture a destructive test compares."""
     return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def make_mirror(root: Path, arches: Sequence[str] = ("amd64", "i386"), packages: int = 10, *,
+                name: str = "pkg{i}.deb", content: str = "{arch} {i}", mtime: float | None = None) -> Path:
+    """The mirror incident's two trees alike: ``root/{build,mirror}/debian/<arch>/`` with ``packages`` files each,
+    named and filled from the templates (``{arch}``, ``{i}``), all dated ``mtime`` when given; ``root``."""
+    for side in ("build", "mirror"):
+        for arch in arches:
+            directory = root / side / "debian" / arch
+            directory.mkdir(parents=True)
+            for i in range(packages):
+                package = directory / name.format(arch=arch, i=i)
+                package.write_text(content.format(arch=arch, i=i))
+                if mtime is not None:
+                    os.utime(package, (mtime, mtime))
+    return root
+
+
+def make_backups(root: Path, count: int, catalogued: int) -> list[str]:
+    """The backup incident's site: ``root/backups`` with ``count`` files cust000.tar.gz, … (each holds its name) and
+    ``root/catalog.db`` whose table ``backups (file_name)`` lists the first ``catalogued`` of them; their names."""
+    directory = root / "backups"
+    directory.mkdir()
+    names = [f"cust{i:03d}.tar.gz" for i in range(count)]
+    for name in names:
+        (directory / name).write_text(name)
+    with sqlite3.connect(root / "catalog.db") as conn:
+        conn.execute("CREATE TABLE backups (file_name TEXT)")
+        conn.executemany("INSERT INTO backups VALUES (?)", [(n,) for n in names[:catalogued]])
+    return names
 
 
 def start_module(name: str, args: dict[str, Any]) -> subprocess.Popen[str]:

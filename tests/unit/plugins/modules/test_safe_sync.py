@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from ansible.module_utils.basic import AnsibleModule
-from guard_module_runner import load, require_program, run_module, tree
+from guard_module_runner import load, make_mirror, require_program, run_module, tree
 
 RSYNC = require_program("rsync", "rsync")
 safe_sync = load("safe_sync")
@@ -24,14 +24,8 @@ FILES_PER_ARCH = 20
 @pytest.fixture
 def mirror(tmp_path: Path) -> Path:
     """A build tree and a published mirror of three architectures; the build of amd64 has moved on by one package."""
-    for side in ("build", "mirror"):
-        for arch in ARCHES:
-            directory = tmp_path / side / "debian" / arch
-            directory.mkdir(parents=True)
-            for i in range(FILES_PER_ARCH):
-                package = directory / f"pkg{i}_{arch}.deb"
-                package.write_text(f"{arch} {i}")
-                os.utime(package, (1_700_000_000, 1_700_000_000))  # published as built: same size, same time
+    # Published as built: same size, same time.
+    make_mirror(tmp_path, ARCHES, FILES_PER_ARCH, name="pkg{i}_{arch}.deb", mtime=1_700_000_000)
     (tmp_path / "build/debian/amd64/pkg0_amd64.deb").unlink()
     (tmp_path / "build/debian/amd64/pkg20_amd64.deb").write_text("amd64 20")
     return tmp_path
