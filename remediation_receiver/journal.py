@@ -433,8 +433,12 @@ class Journal(abc.ABC):
                         pending.done = True
                     self._gc_leader = False
                     self._gc_cond.notify_all()
+        # Acknowledged on evidence only: a delivery id from the commit that holds it. A batch whose leader stopped
+        # half-way (an error no branch expected) leaves items with neither an id nor an error: never a 202.
         if item.error is not None:
             raise JournalError(f"could not store the delivery: {item.error}")
+        if not item.delivery_id:
+            raise JournalError("could not store the delivery: the commit that was to hold it did not finish")
         return item.delivery_id
 
     def _store_batch(self, batch: list[_Pending]) -> None:

@@ -331,14 +331,18 @@ class PostgresJournal(Journal):
         alerts), sent in one pipeline, so a batch costs one round trip and one commit rather than a few round trips
         per delivery. When the batch fails, each delivery is tried again in its own transaction: one bad delivery
         never costs the others their 202."""
+        # What this batch may meet from the database: the driver's errors, and JournalError when the connection
+        # that broke cannot be opened again (PostgreSQL stopping). Each item ends with an id or with an error.
+        expected = (*self.errors, JournalError)
         try:
             ids = self._pipelined_batch(batch)
             for item, delivery_id in zip(batch, ids, strict=True):
                 item.delivery_id = delivery_id
             return
-        except self.errors as exc:
-            if len(batch) == 1:
-                batch[0].error = exc
+        except expected as exc:
+            if len(batch) == 1 or isinstance(exc, JournalError):
+                for item in batch:
+                    item.error = item.error or exc
                 return
         except BaseException as exc:
             for item in batch:
@@ -348,8 +352,13 @@ class PostgresJournal(Journal):
             try:
                 with self._delivery_write() as db:
                     item.delivery_id = int(db.execute(INSERT_DELIVERY, self._delivery_params(item)).fetchone()[0])
-            except self.errors as exc:
+            except expected as exc:
                 item.error = exc
+            except BaseException as exc:
+                for pending in batch:
+                    if not pending.delivery_id:
+                        pending.error = pending.error or exc
+                raise
 
     def _pipelined_batch(self, batch: list[_Pending]) -> list[int]:
         """BEGIN, the batch's statements and COMMIT in one pipeline: one round trip, one WAL flush."""
