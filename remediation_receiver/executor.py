@@ -313,11 +313,13 @@ class Executor:
     def renew_leases(self) -> None:
         attempt = time.monotonic()
         try:
-            self.journal.renew_leases(self.owner, self.lease)
+            # Only the runs running here: one whose end could not be recorded must not keep a lease for good.
+            running = list(self.active())
+            self.journal.renew_leases(self.owner, self.lease, running)
             self.lease_renewed = attempt
             # A renewal that came too late (this process starved, the journal slow): another receiver may have
             # taken a run over already. Stop it here at once, so it never runs in two places for longer.
-            for run_id in self.journal.runs_taken_from(self.owner, list(self.active())):
+            for run_id in self.journal.runs_taken_from(self.owner, running):
                 self.fence("taken over by another receiver (this receiver's lease had expired): stopped here",
                            run_ids=[run_id])
         except Exception as exc:

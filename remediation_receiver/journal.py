@@ -388,8 +388,9 @@ class Journal(abc.ABC):
         """Of `alert_ids`, those still undecided, locked for this transaction."""
         return set(alert_ids)
 
-    def renew_leases(self, owner: str, lease: float) -> int:
-        """Extend the leases of `owner`'s active runs; return how many."""
+    def renew_leases(self, owner: str, lease: float, run_ids: list[str]) -> int:
+        """Extend the leases of `owner`'s active runs among `run_ids` (those running in this process: a run that
+        ended here without its end recorded keeps no lease, and another receiver takes it over); return how many."""
         return 0
 
     def runs_taken_from(self, owner: str, run_ids: list[str]) -> list[str]:

@@ -450,11 +450,13 @@ class PostgresJournal(Journal):
             (list(alert_ids),)).fetchall()
         return {int(r[0]) for r in rows}
 
-    def renew_leases(self, owner: str, lease: float) -> int:
+    def renew_leases(self, owner: str, lease: float, run_ids: list[str]) -> int:
+        if not run_ids:
+            return 0
         active = ",".join(f"'{s}'" for s in ACTIVE)
         with self._write(durable=False) as db:
-            return int(db.execute(f"UPDATE runs SET lease_until={NOW} + ? WHERE owner=? AND status IN ({active})",
-                                  (float(lease), owner)).rowcount)
+            return int(db.execute(f"UPDATE runs SET lease_until={NOW} + ? WHERE owner=? AND id = ANY(?)"
+                                  f" AND status IN ({active})", (float(lease), owner, list(run_ids))).rowcount)
 
     def runs_taken_from(self, owner: str, run_ids: list[str]) -> list[str]:
         if not run_ids:

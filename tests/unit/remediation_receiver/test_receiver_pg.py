@@ -117,7 +117,7 @@ def test_a_receiver_that_cannot_renew_its_leases_stops_its_runs(tmp_path: Path, 
         ea._active["r1"] = "web1"
     ea.lease_renewed = time.monotonic() - 3  # renewed last 3 s ago: more than half the lease
 
-    def unreachable(owner: str, lease: float) -> int:
+    def unreachable(owner: str, lease: float, run_ids: list[str]) -> int:
         raise JournalError("journal unreachable")
 
     ja.renew_leases = unreachable  # type: ignore[method-assign]
@@ -352,3 +352,27 @@ def test_a_delivery_is_acknowledged_only_with_the_id_its_commit_gave_it(tmp_path
     assert sum(isinstance(o, int) and o > 0 for o in outcomes) == 1
     assert sum(isinstance(o, JournalError) for o in outcomes) == 2
     journal.close()
+
+
+def test_a_lease_is_renewed_only_for_a_run_that_runs_here(tmp_path: Path, journal_backend: str) -> None:
+    """Receiver a claimed a run that no longer runs there, its end never recorded (the journal was down when it ended
+    and a stopped there): a's lease renewals must let that lease expire, so that another receiver takes the run over.
+    (Before: a renewed the lease of every active run that named it, for as long as it lived: the run stayed
+    'starting' for good, its host busy.)"""
+    pg_only(journal_backend)
+    a, ja, ea = receiver(tmp_path, "a", journal_lease=3)
+    b, jb, _eb = receiver(tmp_path, "b", journal_lease=3)
+    deliver(ja, alert(fingerprint="f1", instance="web1:9100"))
+    deliver(ja, alert(fingerprint="f2", instance="web2:9100"))
+    a.step()
+    gone, kept = sorted(ea.started)
+    ea.release(jb.get_run(gone))  # no longer running on a; the journal still says 'starting', owner a
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # a lives on and renews, as its lease thread does
+        ea.renew_leases()
+        time.sleep(0.3)
+    b.step()
+    [taken] = jb.query("SELECT status, owner, reason FROM runs WHERE id=?", (gone,))
+    assert (taken["status"], taken["owner"]) == ("interrupted", "b") and taken["reason"].startswith("lease expired")
+    assert jb.get_run(kept).status == "starting", "the lease of the run still running on a was renewed"
+    assert kept not in ea._fenced
