@@ -40,10 +40,24 @@ def _journal(cfg: Config, *, write: bool = False) -> Journal:
     postgresql = is_postgresql_url(cfg.journal)
     if not postgresql and not os.path.exists(cfg.journal) and not write:
         raise SystemExit(f"no journal at {cfg.journal} (has the receiver run yet?)")
+    password = None
     try:
-        return Journal(cfg.journal, readonly=not write, password=journal_password(cfg))  # type: ignore[abstract]  # Journal.__new__ picks the backend
-    except (JournalError, ConfigError) as exc:
-        raise SystemExit(f"cannot open the journal: {_error_text(exc)}") from None
+        password = journal_password(cfg)
+        journal = Journal(cfg.journal, readonly=not write, password=password)  # type: ignore[abstract]  # Journal.__new__ picks the backend
+    except Exception as exc:  # ConfigError, JournalError, the driver's error (a file that is no journal)
+        text = _error_text(exc) if isinstance(exc, ConfigError | JournalError) else f"{type(exc).__name__}: {exc}"
+        if password:
+            text = text.replace(password, "***")
+        name = redact_url(cfg.journal) if postgresql else cfg.journal
+        prefix = "" if text.startswith(f"journal {name}") else f"journal {name}: "
+        raise SystemExit(f"cannot open the journal: {prefix}{text}") from None
+    _opened.append(journal)
+    return journal
+
+
+# The journals this command opened: an error of theirs (the database went away, a file that is no journal) ends the
+# command with a message that names the journal, not with a traceback.
+_opened: list[Journal] = []
 
 
 def _error_text(exc: Exception) -> str:
@@ -401,7 +415,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    del _opened[:]
+    try:
+        return int(args.func(args))
+    except Exception as exc:
+        failed = [journal for journal in _opened if isinstance(exc, (JournalError, *journal.errors))]
+        if not failed:
+            raise
+        raise SystemExit(failed[-1].error_text(exc)) from None
+    finally:
+        del _opened[:]
 
 
 if __name__ == "__main__":

@@ -335,6 +335,14 @@ class Journal(abc.ABC):
         """The journal as logs and messages name it (never a password)."""
         return self.target
 
+    def error_text(self, exc: BaseException) -> str:
+        """What an operator reads when the journal failed with `exc`: the journal named, the cause, no password."""
+        text = str(exc).strip()
+        if isinstance(exc, JournalError) and text.startswith(f"journal {self.describe()}"):
+            return text
+        cause = text if isinstance(exc, JournalError) else f"{type(exc).__name__}: {text}"
+        return f"journal {self.describe()}: {cause}"
+
     # -- connections and transactions (per backend) ------------------------------------------------------------
     @abc.abstractmethod
     def _read(self) -> Any:

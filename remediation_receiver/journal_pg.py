@@ -156,6 +156,9 @@ class PostgresJournal(Journal):
     def describe(self) -> str:
         return redact_url(self.url)
 
+    def error_text(self, exc: BaseException) -> str:
+        return self._redact(super().error_text(exc))
+
     def _redact(self, text: str) -> str:
         text = text.replace(self.url, self.describe())
         return text.replace(self._password, "***") if self._password else text
