@@ -333,7 +333,9 @@ class PostgresJournal(Journal):
         """The group commit in PostgreSQL: every delivery of the batch is one statement (the delivery and its
         alerts), sent in one pipeline, so a batch costs one round trip and one commit rather than a few round trips
         per delivery. When the batch fails, each delivery is tried again in its own transaction: one bad delivery
-        never costs the others their 202."""
+        never costs the others their 202. Never when the connection broke under the batch: its COMMIT may have been
+        carried out with the answer lost, and a retry would store the batch twice; every delivery is refused then
+        (Alertmanager sends it again)."""
         # What this batch may meet from the database: the driver's errors, and JournalError when the connection
         # that broke cannot be opened again (PostgreSQL stopping). Each item ends with an id or with an error.
         expected = (*self.errors, JournalError)
@@ -378,6 +380,16 @@ class PostgresJournal(Journal):
                     db.execute("BEGIN")
                     cursors = [db.execute(INSERT_DELIVERY, self._delivery_params(item)) for item in batch]
                     db.execute("COMMIT")
+            except self.errors as exc:
+                if not db.usable:
+                    # The answer to the COMMIT is lost with the connection: the batch may be stored. Unknown is not
+                    # failed: nothing may store it again (a JournalError refuses every delivery of the batch).
+                    raise JournalError(f"journal {self.describe()}: the connection broke before the commit's answer "
+                                       f"arrived (the deliveries may be stored: refused, not retried): "
+                                       f"{self._redact(str(exc)).strip()}") from None
+                with contextlib.suppress(Exception):
+                    db.execute("ROLLBACK")
+                raise
             except BaseException:
                 with contextlib.suppress(Exception):
                     db.execute("ROLLBACK")

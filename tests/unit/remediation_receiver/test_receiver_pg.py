@@ -376,3 +376,49 @@ def test_a_lease_is_renewed_only_for_a_run_that_runs_here(tmp_path: Path, journa
     assert (taken["status"], taken["owner"]) == ("interrupted", "b") and taken["reason"].startswith("lease expired")
     assert jb.get_run(kept).status == "starting", "the lease of the run still running on a was renewed"
     assert kept not in ea._fenced
+
+
+def test_a_group_commit_whose_outcome_is_unknown_is_refused_never_stored_twice(tmp_path: Path,
+                                                                                journal_backend: str) -> None:
+    """The group commit's backend is terminated while its COMMIT waits (for a synchronous standby that never
+    answers): the batch is committed, but the receiver cannot know it. Its deliveries are refused (503: Alertmanager
+    sends them again), never stored a second time by a retry and acknowledged. (Found by a fault run: an acknowledged
+    delivery stored twice after PostgreSQL was stopped under load.)"""
+    import threading
+
+    import pgserver
+
+    pg_only(journal_backend)
+    server = pgserver.PgServer(fsync=False, prefix="pmr-pg-unknown-")
+    try:
+        journal = Journal(server.create_database("pmr_unknown"))
+        with server.connect("pmr_unknown") as admin:
+            admin.execute("SET synchronous_commit TO local")
+            admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'pmr_nobody'")
+            admin.execute("SELECT pg_reload_conf()")
+            time.sleep(0.5)  # the group commit's connection, opened by the batch, commits waiting for the standby
+            outcomes: list[Any] = []
+            sender = threading.Thread(target=lambda: outcomes.extend(deliver_as_one_batch(journal, 3)))
+            sender.start()
+            deadline = time.time() + 30
+            waiting: list[Any] = []
+            while not waiting and time.time() < deadline:
+                waiting = admin.execute("SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'").fetchall()
+                time.sleep(0.05)
+            assert len(waiting) == 1, "the batch's COMMIT did not wait for the standby"
+            admin.execute("SELECT pg_terminate_backend(%s)", (waiting[0][0],))
+            admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            admin.execute("SELECT pg_reload_conf()")
+            sender.join(timeout=60)
+            assert not sender.is_alive()
+            stored = {r[0]: r[1] for r in admin.execute(
+                "SELECT fingerprint, COUNT(*) FROM alerts GROUP BY fingerprint")}
+        acknowledged = [f"bb{i:02d}" for i, o in enumerate(outcomes) if isinstance(o, int)]
+        assert all(stored.get(f) == 1 for f in acknowledged), (outcomes, stored)
+        assert all(n == 1 for n in stored.values()), f"a delivery was stored twice: {stored}"
+        assert all(isinstance(o, JournalError) for o in outcomes), outcomes
+        # The journal stores and acknowledges again on a new connection.
+        assert isinstance(deliver_as_one_batch(journal, 1)[0], int)
+        journal.close()
+    finally:
+        server.destroy()
