@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from typing import Any
 
 import psycopg
 import psycopg.conninfo
+from psycopg import pq
 
 from .journal import ACTIVE, SCHEMA_VERSION, Journal, JournalError, RunRecord, _Pending, _run_from_row, migrations
 from .redact import redact_url
@@ -112,7 +114,20 @@ class _Conn:
 
     @property
     def usable(self) -> bool:
-        return not (self.conn.closed or self.conn.broken)
+        """Open, and not ended by the server while idle: a backend that PostgreSQL ended (pg_terminate_backend, a
+        restart) sent its last message, or closed the socket, while nothing was asked of it; psycopg learns it only
+        when a statement fails on it. An idle connection has nothing to read: anything readable means it has ended."""
+        if self.conn.closed or self.conn.broken:
+            return False
+        try:
+            pgconn = self.conn.pgconn
+            if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+                return True
+            poller = select.poll()  # not select(): a receiver may hold more than FD_SETSIZE descriptors
+            poller.register(pgconn.socket, select.POLLIN)
+            return not poller.poll(0)
+        except (OSError, ValueError, psycopg.Error):
+            return False
 
     def execute(self, sql: str, params: Any = None) -> Any:
         if params is None or len(params) == 0:

@@ -422,3 +422,21 @@ def test_a_group_commit_whose_outcome_is_unknown_is_refused_never_stored_twice(t
         journal.close()
     finally:
         server.destroy()
+
+
+def test_a_connection_whose_backend_ended_while_idle_is_opened_again_before_use(tmp_path: Path,
+                                                                                 journal_backend: str) -> None:
+    """PostgreSQL ended the journal's idle backends (pg_terminate_backend; a restart does the same): the next read
+    and the next delivery run on new connections, neither fails once on the dead one. (Before: the dead connection
+    looked usable until a statement failed on it: a read raised, a delivery batch was refused or retried.)"""
+    pg_only(journal_backend)
+    journal = Journal(write_config(tmp_path).journal)
+    deliver(journal, alert(fingerprint="aa00"))
+    assert journal.counts()["deliveries"]["all"] == 1
+    pids = [journal._local.db.conn.info.backend_pid, journal._delivery_db.conn.info.backend_pid]  # type: ignore[attr-defined]
+    with psycopg.connect(receiver_helpers.JOURNAL or "", autocommit=True) as admin:
+        assert all(admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,)).fetchone()[0] for pid in pids)
+    assert journal.counts()["deliveries"]["all"] == 1
+    assert journal.store_delivery(remote="127.0.0.1", payload={"receiver": "r"}, raw_sha256="y",
+                                  alerts=[alert(fingerprint="aa01")]) > 0
+    journal.close()
