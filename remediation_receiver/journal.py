@@ -801,13 +801,18 @@ class SQLiteJournal(Journal):
         self._commits_at_checkpoint = 0
         self._checkpointed_at = time.monotonic()
         if not readonly:
-            directory = os.path.dirname(os.path.abspath(path))
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            db = self._connect()
-            with self._write_lock:
-                self._migrate(db)
+            try:
+                directory = os.path.dirname(os.path.abspath(path))
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+                db = self._connect()
+                with self._write_lock:
+                    self._migrate(db)
+                os.chmod(path, 0o600)
+            except (sqlite3.Error, OSError) as exc:  # a file that is no journal, a read-only file or directory
+                self.close()
+                raise JournalError(f"journal {path}: cannot open it for writing: {type(exc).__name__}: {exc}") \
+                    from None
             self.commits["full"] = 0  # commits since start count the receiver's work, not its schema check
-            os.chmod(path, 0o600)
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         """Create the schema, or bring an older journal up to SCHEMA_VERSION, in one transaction."""

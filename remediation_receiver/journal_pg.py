@@ -165,7 +165,12 @@ class PostgresJournal(Journal):
         self.commits = {"full": 0, "normal": 0}
         self.checkpoints = 0
         if not readonly:
-            self._migrate()
+            try:
+                self._migrate()
+            except psycopg.Error as exc:  # no right to create the schema, no schema to create it in
+                self.close()
+                raise JournalError(f"journal {self.describe()}: cannot create or migrate the schema: "
+                                   f"{type(exc).__name__}: {self._redact(str(exc)).strip()}") from None
             self.commits["full"] = 0
 
     def describe(self) -> str:

@@ -300,3 +300,18 @@ def test_a_journal_that_cannot_be_read_is_a_clear_error_naming_it(tmp_path: Path
     out = capsys.readouterr()
     assert f"journal {journal}" in message and ("cannot connect" in message or "not a database" in message), message
     assert secret not in message + out.out + out.err
+
+
+def test_serve_refuses_to_start_on_a_journal_it_cannot_open_and_names_it(tmp_path: Path, journal_backend: str,
+                                                                        capsys: Any) -> None:
+    """An SQLite file that is no journal; a PostgreSQL URL whose search_path names a schema that does not exist (the
+    schema cannot be created): `serve` exits 2 with one message naming the journal, not a traceback."""
+    if journal_backend == "postgresql":
+        journal = (receiver_helpers.JOURNAL or "").split("&options=")[0] + "&options=-csearch_path%3Dpmr_missing"
+    else:
+        journal = str(tmp_path / "journal.sqlite")
+        Path(journal).write_bytes(b"not a journal, " * 100)
+    cfg = write_config(tmp_path, journal=journal)
+    assert main(["serve", "--config", cfg.path]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cannot start: journal {journal}: "), err
