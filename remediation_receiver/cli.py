@@ -322,11 +322,12 @@ def cmd_approve(args: argparse.Namespace) -> int:
     if run.approve_by is not None and run.approve_by < now:
         print(f"run {run.id}: the approval window closed at {_fmt_time(run.approve_by)} UTC", file=sys.stderr)
         return 1
-    if not journal.set_run_status(run.id, "queued", reason=f"approved by {_who()}", approved_at=now,
-                                  expect=("awaiting_approval",)):
-        print(f"run {run.id} changed state meanwhile; not approved", file=sys.stderr)
-        return 1
-    journal.add_run_events(run.id, [{"event": "approved", "data": {"by": _who()}}])
+    with journal.transaction():  # the approval and its record commit together
+        if not journal.set_run_status(run.id, "queued", reason=f"approved by {_who()}", approved_at=now,
+                                      expect=("awaiting_approval",)):
+            print(f"run {run.id} changed state meanwhile; not approved", file=sys.stderr)
+            return 1
+        journal.add_run_events(run.id, [{"event": "approved", "data": {"by": _who()}}])
     print(f"approved run {run.id}: {run.playbook} on {run.host} (rule {run.rule})")
     return 0
 
@@ -337,17 +338,20 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         return 1
     reason = f"canceled by {_who()}" + (f": {args.reason}" if args.reason else "")
     if run.status in WAITING:
-        if not journal.set_run_status(run.id, "canceled", reason=reason, finished_at=time.time(), handled=1,
-                                      expect=WAITING):
-            print(f"run {run.id} started meanwhile; run `cancel` again to stop it", file=sys.stderr)
-            return 1
-        journal.add_run_events(run.id, [{"event": "canceled", "data": {"by": _who(), "reason": args.reason}}])
+        with journal.transaction():  # the cancel and its record commit together
+            if not journal.set_run_status(run.id, "canceled", reason=reason, finished_at=time.time(), handled=1,
+                                          expect=WAITING):
+                print(f"run {run.id} started meanwhile; run `cancel` again to stop it", file=sys.stderr)
+                return 1
+            journal.add_run_events(run.id, [{"event": "canceled", "data": {"by": _who(), "reason": args.reason}}])
         print(f"canceled run {run.id} ({run.status} before): {run.playbook} on {run.host}")
         return 0
     if run.status in ACTIVE:
         # The service owns the running playbook: it picks the request up within a second and stops it.
-        journal.set_state(CANCEL_PREFIX + run.id, reason)
-        journal.add_run_events(run.id, [{"event": "cancel_requested", "data": {"by": _who(), "reason": args.reason}}])
+        with journal.transaction():
+            journal.set_state(CANCEL_PREFIX + run.id, reason)
+            journal.add_run_events(run.id, [{"event": "cancel_requested",
+                                             "data": {"by": _who(), "reason": args.reason}}])
         print(f"cancel requested for run {run.id} ({run.status}): the receiver stops {run.playbook} on {run.host}; "
               f"see `remediation-receiver show {run.id}`")
         return 0

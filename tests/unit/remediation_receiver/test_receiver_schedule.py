@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from receiver_helpers import RecordingExecutor, recording_receiver, write_config
 
 from remediation_receiver.dispatcher import Dispatcher
@@ -164,3 +165,29 @@ def test_an_alert_the_database_refuses_to_decide_is_recorded_and_does_not_block_
         assert outcomes == {"a0": "run", "a1": "run", "a2": "run"}
     assert len(journal.list_runs()) == len([o for o in outcomes.values() if o == "run"])
     assert executor.started, "the runs decided after the refused alert start"
+
+
+def test_an_expiry_whose_notification_cannot_be_queued_is_not_committed(tmp_path: Path, journal_backend: str) -> None:
+    """The database refuses the approval_expired notification (a trigger or constraint of the test's: a real refusal
+    by the database): the run stays awaiting approval, and the next pass, once the database accepts, expires it and
+    says so. (Before: the expiry was committed first; the notice, lost, was never tried again.)"""
+    dispatcher, journal, _executor = setup(tmp_path)
+    queue(journal, "late", "web1", status="awaiting_approval")
+    journal.set_run_status("late", "awaiting_approval", approve_by=time.time() - 1)
+    if journal_backend == "postgresql":
+        refuse = "ALTER TABLE notifications ADD CONSTRAINT pmr_refuse CHECK (kind <> 'approval_expired')"
+        accept = "ALTER TABLE notifications DROP CONSTRAINT pmr_refuse"
+    else:
+        refuse = ("CREATE TRIGGER pmr_refuse BEFORE INSERT ON notifications WHEN NEW.kind = 'approval_expired'"
+                  " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+        accept = "DROP TRIGGER pmr_refuse"
+    with journal._write() as db:  # type: ignore[attr-defined]
+        db.execute(refuse)
+    with pytest.raises(journal.errors):
+        dispatcher.expire_approvals()
+    assert journal.get_run("late").status == "awaiting_approval"
+    with journal._write() as db:  # type: ignore[attr-defined]
+        db.execute(accept)
+    dispatcher.expire_approvals()
+    assert journal.get_run("late").status == "expired"
+    assert [n["kind"] for n in journal.notifications()] == ["approval_expired"]
