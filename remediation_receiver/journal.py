@@ -144,6 +144,8 @@ WAITING = ("awaiting_approval", "queued")
 ACTIVE = ("starting", "running")
 FINAL = ("successful", "failed", "timeout", "canceled", "interrupted", "expired", "error")
 REJECTIONS_KEPT = 1000
+# A notification being sent belongs to its sender this long (a receiver that dies while sending leaves it to another).
+NOTIFY_CLAIM = 120.0
 # WAL checkpoints: after this many commits (a few pages each: a WAL of some MiB), or this long after a commit.
 CHECKPOINT_COMMITS = 500
 CHECKPOINT_AGE = 300.0
@@ -687,9 +689,19 @@ class Journal(abc.ABC):
             return cur.rowcount == 1
 
     def due_notifications(self, now: float, limit: int = 20) -> list[dict[str, Any]]:
-        rows = self._read().execute(
-            "SELECT * FROM notifications WHERE status='pending' AND next_at<=? ORDER BY id LIMIT ?", (now, limit))
-        return [dict(r) for r in rows.fetchall()]
+        """Claim the notifications due now (not sent again for NOTIFY_CLAIM seconds, unless their outcome is
+        recorded): a journal that cannot record the claim (a full disk) sends nothing, rather than the same notice on
+        every pass with its 'sent' never written."""
+        ids = [r[0] for r in self._read().execute(
+            "SELECT id FROM notifications WHERE status='pending' AND next_at<=? ORDER BY id LIMIT ?",
+            (now, limit)).fetchall()]
+        if not ids:
+            return []
+        with self._write(durable=False) as db:
+            rows = db.execute(
+                f"UPDATE notifications SET next_at=? WHERE id IN ({','.join('?' * len(ids))}) AND status='pending'"
+                " AND next_at<=? RETURNING *", (now + NOTIFY_CLAIM, *ids, now)).fetchall()
+        return sorted((dict(r) for r in rows), key=lambda r: r["id"])
 
     def update_notification(self, notification_id: int, **fields: Any) -> None:
         sets = ", ".join(f"{k}=?" for k in fields)

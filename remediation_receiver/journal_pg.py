@@ -30,7 +30,17 @@ import psycopg
 import psycopg.conninfo
 from psycopg import pq
 
-from .journal import ACTIVE, SCHEMA_VERSION, Journal, JournalError, RunRecord, _Pending, _run_from_row, migrations
+from .journal import (
+    ACTIVE,
+    NOTIFY_CLAIM,
+    SCHEMA_VERSION,
+    Journal,
+    JournalError,
+    RunRecord,
+    _Pending,
+    _run_from_row,
+    migrations,
+)
 from .redact import redact_url
 
 # pg_advisory_xact_lock keys: the dispatchers' decisions and claims; schema migrations at start.
@@ -38,8 +48,6 @@ DISPATCH_LOCK = 0x706D7264  # "pmrd"
 MIGRATE_LOCK = 0x706D726D  # "pmrm"
 # The database's clock, in seconds since the epoch: leases never compare two machines' clocks.
 NOW = "extract(epoch from clock_timestamp())::double precision"
-# A notification being sent belongs to its sender this long (a receiver that dies while sending leaves it to another).
-NOTIFY_CLAIM = 120.0
 CONNECT_TIMEOUT = 5
 
 # An alert's decisions and its mark as decided in one statement (the common case: no run queued or canceled).

@@ -10,14 +10,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 import receiver_helpers
-from receiver_helpers import TOKEN, write_config
+from receiver_helpers import TOKEN, fill, small_filesystem, write_config
 
 from remediation_receiver.dispatcher import Dispatcher
 from remediation_receiver.executor import (
@@ -293,38 +293,6 @@ def test_alert_names_and_values_reach_a_real_playbook_as_data(tmp_path: Path) ->
     assert {i["key"]: i["value"] for i in seen["labels"]} == labels
     assert {i["key"]: i["value"] for i in seen["rule_var"]} == labels
     assert sorted(seen["annotation_names"]) == sorted(annotations)
-
-
-@contextmanager
-def small_filesystem(path: Path, size: str = "4m") -> Iterator[Path]:
-    """A tmpfs of its own (root only): a full disk for the SQLite journal, produced for real."""
-    path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "pmr-pgfault-journalfs", str(path)],
-                             capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def fill(directory: Path) -> Path:
-    """Fill the filesystem of `directory` to the last byte; the returned file frees it when removed."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 65536)
-    except OSError:
-        pass
-    try:
-        while True:
-            os.write(fd, b"\0")
-    except OSError:
-        pass
-    os.close(fd)
-    return filler
 
 
 def test_a_journal_fault_during_a_run_neither_stops_watching_the_playbook_nor_loses_its_end(
