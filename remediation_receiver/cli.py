@@ -40,10 +40,24 @@ def _journal(cfg: Config, *, write: bool = False) -> Journal:
     postgresql = is_postgresql_url(cfg.journal)
     if not postgresql and not os.path.exists(cfg.journal) and not write:
         raise SystemExit(f"no journal at {cfg.journal} (has the receiver run yet?)")
+    password = None
     try:
-        return Journal(cfg.journal, readonly=not write, password=journal_password(cfg))  # type: ignore[abstract]  # Journal.__new__ picks the backend
-    except (JournalError, ConfigError) as exc:
-        raise SystemExit(f"cannot open the journal: {_error_text(exc)}") from None
+        password = journal_password(cfg)
+        journal = Journal(cfg.journal, readonly=not write, password=password)  # type: ignore[abstract]  # Journal.__new__ picks the backend
+    except Exception as exc:  # ConfigError, JournalError, the driver's error (a file that is no journal)
+        text = _error_text(exc) if isinstance(exc, ConfigError | JournalError) else f"{type(exc).__name__}: {exc}"
+        if password:
+            text = text.replace(password, "***")
+        name = redact_url(cfg.journal) if postgresql else cfg.journal
+        prefix = "" if text.startswith(f"journal {name}") else f"journal {name}: "
+        raise SystemExit(f"cannot open the journal: {prefix}{text}") from None
+    _opened.append(journal)
+    return journal
+
+
+# The journals this command opened: an error of theirs (the database went away, a file that is no journal) ends the
+# command with a message that names the journal, not with a traceback.
+_opened: list[Journal] = []
 
 
 def _error_text(exc: Exception) -> str:
@@ -308,11 +322,12 @@ def cmd_approve(args: argparse.Namespace) -> int:
     if run.approve_by is not None and run.approve_by < now:
         print(f"run {run.id}: the approval window closed at {_fmt_time(run.approve_by)} UTC", file=sys.stderr)
         return 1
-    if not journal.set_run_status(run.id, "queued", reason=f"approved by {_who()}", approved_at=now,
-                                  expect=("awaiting_approval",)):
-        print(f"run {run.id} changed state meanwhile; not approved", file=sys.stderr)
-        return 1
-    journal.add_run_events(run.id, [{"event": "approved", "data": {"by": _who()}}])
+    with journal.transaction():  # the approval and its record commit together
+        if not journal.set_run_status(run.id, "queued", reason=f"approved by {_who()}", approved_at=now,
+                                      expect=("awaiting_approval",)):
+            print(f"run {run.id} changed state meanwhile; not approved", file=sys.stderr)
+            return 1
+        journal.add_run_events(run.id, [{"event": "approved", "data": {"by": _who()}}])
     print(f"approved run {run.id}: {run.playbook} on {run.host} (rule {run.rule})")
     return 0
 
@@ -323,17 +338,20 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         return 1
     reason = f"canceled by {_who()}" + (f": {args.reason}" if args.reason else "")
     if run.status in WAITING:
-        if not journal.set_run_status(run.id, "canceled", reason=reason, finished_at=time.time(), handled=1,
-                                      expect=WAITING):
-            print(f"run {run.id} started meanwhile; run `cancel` again to stop it", file=sys.stderr)
-            return 1
-        journal.add_run_events(run.id, [{"event": "canceled", "data": {"by": _who(), "reason": args.reason}}])
+        with journal.transaction():  # the cancel and its record commit together
+            if not journal.set_run_status(run.id, "canceled", reason=reason, finished_at=time.time(), handled=1,
+                                          expect=WAITING):
+                print(f"run {run.id} started meanwhile; run `cancel` again to stop it", file=sys.stderr)
+                return 1
+            journal.add_run_events(run.id, [{"event": "canceled", "data": {"by": _who(), "reason": args.reason}}])
         print(f"canceled run {run.id} ({run.status} before): {run.playbook} on {run.host}")
         return 0
     if run.status in ACTIVE:
         # The service owns the running playbook: it picks the request up within a second and stops it.
-        journal.set_state(CANCEL_PREFIX + run.id, reason)
-        journal.add_run_events(run.id, [{"event": "cancel_requested", "data": {"by": _who(), "reason": args.reason}}])
+        with journal.transaction():
+            journal.set_state(CANCEL_PREFIX + run.id, reason)
+            journal.add_run_events(run.id, [{"event": "cancel_requested",
+                                             "data": {"by": _who(), "reason": args.reason}}])
         print(f"cancel requested for run {run.id} ({run.status}): the receiver stops {run.playbook} on {run.host}; "
               f"see `remediation-receiver show {run.id}`")
         return 0
@@ -401,7 +419,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    del _opened[:]
+    try:
+        return int(args.func(args))
+    except Exception as exc:
+        failed = [journal for journal in _opened if isinstance(exc, (JournalError, *journal.errors))]
+        if not failed:
+            raise
+        raise SystemExit(failed[-1].error_text(exc)) from None
+    finally:
+        del _opened[:]
 
 
 if __name__ == "__main__":

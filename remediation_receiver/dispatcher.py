@@ -333,12 +333,16 @@ class Dispatcher:
     def expire_approvals(self) -> None:
         now = time.time()
         for run in self.journal.runs_in(("awaiting_approval",)):
-            if run.approve_by is not None and run.approve_by < now and self.journal.set_run_status(
-                    run.id, "expired", reason="approval not given before the TTL", finished_at=now, handled=1,
-                    expect=("awaiting_approval",)):
-                self.notifier.notify("approval_expired", f"approval for run {run.id} ({run.rule} on {run.host}) "
-                                     "expired", {"run": run.id, "rule": run.rule, "host": run.host},
-                                     dedup=f"expired|{run.id}")
+            if run.approve_by is None or run.approve_by >= now:
+                continue
+            # The expiry and its notice commit together: an expiry whose notice could not be queued is undone, and
+            # the next pass tries both again (committed alone, the notice would be lost for good).
+            with self.journal.transaction():
+                if self.journal.set_run_status(run.id, "expired", reason="approval not given before the TTL",
+                                               finished_at=now, handled=1, expect=("awaiting_approval",)):
+                    self.notifier.notify("approval_expired", f"approval for run {run.id} ({run.rule} on "
+                                         f"{run.host}) expired", {"run": run.id, "rule": run.rule, "host": run.host},
+                                         dedup=f"expired|{run.id}")
 
     # -- outcomes --------------------------------------------------------------------------------------------
     def on_finished(self, run_id: str) -> None:

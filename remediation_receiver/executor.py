@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from .config import Config, receiver_id
-from .journal import Journal, RunRecord
+from .journal import Journal, JournalError, RunRecord
 from .redact import MASK, Redactor
 
 log = logging.getLogger("remediation_receiver.executor")
@@ -36,6 +36,12 @@ KEPT_EVENTS = frozenset({
 })
 RES_KEYS = ("changed", "failed", "msg", "rc", "stdout", "stderr", "skipped", "unreachable", "reclaimed", "diff")
 MAX_TEXT = 4000
+# Events kept in memory while the journal cannot take them (the oldest go first beyond this).
+MAX_UNWRITTEN_EVENTS = 2000
+# The final status of a run is written again until the journal takes it: first after this many seconds, then twice as
+# long each time, at most RECORD_RETRY_MAX.
+RECORD_RETRY = 0.5
+RECORD_RETRY_MAX = 10.0
 
 
 class Unsafe(str):
@@ -307,11 +313,13 @@ class Executor:
     def renew_leases(self) -> None:
         attempt = time.monotonic()
         try:
-            self.journal.renew_leases(self.owner, self.lease)
+            # Only the runs running here: one whose end could not be recorded must not keep a lease for good.
+            running = list(self.active())
+            self.journal.renew_leases(self.owner, self.lease, running)
             self.lease_renewed = attempt
             # A renewal that came too late (this process starved, the journal slow): another receiver may have
             # taken a run over already. Stop it here at once, so it never runs in two places for longer.
-            for run_id in self.journal.runs_taken_from(self.owner, list(self.active())):
+            for run_id in self.journal.runs_taken_from(self.owner, running):
                 self.fence("taken over by another receiver (this receiver's lease had expired): stopped here",
                            run_ids=[run_id])
         except Exception as exc:
@@ -339,11 +347,40 @@ class Executor:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     # -- one run ---------------------------------------------------------------------------------------------
+    def _journal_errors(self) -> tuple[type[BaseException], ...]:
+        """What a journal that cannot be written raises: its driver's errors, and JournalError (a connection that
+        cannot be opened again)."""
+        return (*self.journal.errors, JournalError)
+
+    def _record_end(self, run_id: str, status: str, write: Callable[[], None]) -> None:
+        """`write` (the run's last events and its final status) until the journal takes it: a run whose end is not
+        recorded would stay active for good (its host busy, its lease renewed). Given up only at shutdown, when the
+        next start finds the run active and handles it as interrupted."""
+        delay = RECORD_RETRY
+        while True:
+            try:
+                write()
+                return
+            except self._journal_errors() as exc:
+                if self._shutdown.is_set():
+                    raise
+                log.error("run %s ended %s; the journal could not record that status (%s): trying again in %.1fs",
+                          run_id, status, exc, delay)
+            self._shutdown.wait(delay)
+            delay = min(delay * 2, RECORD_RETRY_MAX)
+
     def _execute_safely(self, run: RunRecord) -> None:
         try:
             self._execute(run)
         except Exception as exc:  # a bug or a broken environment must still end the run in the journal
             log.exception("run %s failed to execute", run.id)
+            # Never recorded as ended while its playbook still runs: ansible-runner may have stopped watching it.
+            try:
+                leftovers = kill_run_processes(run.id, grace=2.0)
+                if leftovers:
+                    log.error("run %s: stopped %d process(es) it left running", run.id, len(leftovers))
+            except OSError:
+                log.exception("run %s: could not look for its processes", run.id)
             try:
                 self.journal.set_run_status(run.id, "error", reason=f"executor error: {exc}",
                                             finished_at=time.time(), expect=("starting", "running"))
@@ -383,11 +420,25 @@ class Executor:
         buffer_lock = threading.Lock()
         last_flush = [time.time()]
 
-        def flush() -> None:
+        def flush(strict: bool = False) -> None:
+            """Write the buffered events. Events are a record, not a state anything acts on: a journal that cannot
+            take them now keeps them here for the next flush (ansible-runner calls this from its watch loop: an
+            error raised here would make it stop watching a playbook that goes on running). `strict`: raise."""
             with buffer_lock:
                 pending, buffer[:] = list(buffer), []
                 last_flush[0] = time.time()
-            self.journal.add_run_events(run.id, pending)
+            try:
+                self.journal.add_run_events(run.id, pending)
+            except self._journal_errors() as exc:
+                with buffer_lock:
+                    buffer[:0] = pending
+                    dropped = len(buffer) - MAX_UNWRITTEN_EVENTS
+                    if dropped > 0:
+                        del buffer[:dropped]
+                if strict:
+                    raise
+                log.warning("run %s: %d event(s) kept in memory, the journal could not take them: %s", run.id,
+                            len(pending), exc)
 
         def event_handler(event: dict[str, Any]) -> bool:
             summary = summarise_event(event)
@@ -403,7 +454,10 @@ class Executor:
             # The 'starting' status carries the full environment: keep only the status word. Nothing acts on
             # starting -> running (both are active; recovery treats them alike): no wait for the disk.
             if data.get("status") == "running":
-                self.journal.set_run_status(run.id, "running", expect=("starting",), durable=False)
+                try:
+                    self.journal.set_run_status(run.id, "running", expect=("starting",), durable=False)
+                except self._journal_errors() as exc:  # the final status says how it ended; never stop the run here
+                    log.warning("run %s: could not record 'running': %s", run.id, exc)
 
         def cancel_callback() -> bool:
             with self._lock:
@@ -453,7 +507,8 @@ class Executor:
         # A timeout or a cancel kills ansible-playbook, not what its tasks started: stop those too.
         leftovers = kill_run_processes(run.id, grace=2.0)
         if leftovers:
-            self.journal.add_run_events(run.id, [{"event": "leftovers_killed", "data": {"pids": leftovers}}])
+            with buffer_lock:
+                buffer.append({"event": "leftovers_killed", "data": {"pids": leftovers}})
         stats = runner.stats if isinstance(runner.stats, dict) else None
         if status == "successful" and stats is not None and run.host not in _hosts_in_stats(stats):
             status, reason = "failed", f"the play did not reach {run.host}"
@@ -461,9 +516,15 @@ class Executor:
             scrub_artifacts(private_data_dir, self.redactor)
         except OSError:
             log.exception("run %s: scrubbing artifacts failed", run.id)
-        # A successful run keeps the reason it was queued with ("approved by ...", "rerun of ...").
-        self.journal.set_run_status(run.id, status, reason=reason or None, rc=runner.rc, stats=stats,
-                                    finished_at=time.time(), expect=("starting", "running"))
+        finished_at = time.time()
+
+        def record() -> None:
+            flush(strict=True)
+            # A successful run keeps the reason it was queued with ("approved by ...", "rerun of ...").
+            self.journal.set_run_status(run.id, status, reason=reason or None, rc=runner.rc, stats=stats,
+                                        finished_at=finished_at, expect=("starting", "running"))
+
+        self._record_end(run.id, status, record)
         log.info("run %s: %s rc=%s %s", run.id, status, runner.rc, reason)
 
 

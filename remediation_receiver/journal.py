@@ -144,6 +144,8 @@ WAITING = ("awaiting_approval", "queued")
 ACTIVE = ("starting", "running")
 FINAL = ("successful", "failed", "timeout", "canceled", "interrupted", "expired", "error")
 REJECTIONS_KEPT = 1000
+# A notification being sent belongs to its sender this long (a receiver that dies while sending leaves it to another).
+NOTIFY_CLAIM = 120.0
 # WAL checkpoints: after this many commits (a few pages each: a WAL of some MiB), or this long after a commit.
 CHECKPOINT_COMMITS = 500
 CHECKPOINT_AGE = 300.0
@@ -335,6 +337,14 @@ class Journal(abc.ABC):
         """The journal as logs and messages name it (never a password)."""
         return self.target
 
+    def error_text(self, exc: BaseException) -> str:
+        """What an operator reads when the journal failed with `exc`: the journal named, the cause, no password."""
+        text = str(exc).strip()
+        if isinstance(exc, JournalError) and text.startswith(f"journal {self.describe()}"):
+            return text
+        cause = text if isinstance(exc, JournalError) else f"{type(exc).__name__}: {text}"
+        return f"journal {self.describe()}: {cause}"
+
     # -- connections and transactions (per backend) ------------------------------------------------------------
     @abc.abstractmethod
     def _read(self) -> Any:
@@ -388,8 +398,9 @@ class Journal(abc.ABC):
         """Of `alert_ids`, those still undecided, locked for this transaction."""
         return set(alert_ids)
 
-    def renew_leases(self, owner: str, lease: float) -> int:
-        """Extend the leases of `owner`'s active runs; return how many."""
+    def renew_leases(self, owner: str, lease: float, run_ids: list[str]) -> int:
+        """Extend the leases of `owner`'s active runs among `run_ids` (those running in this process: a run that
+        ended here without its end recorded keeps no lease, and another receiver takes it over); return how many."""
         return 0
 
     def runs_taken_from(self, owner: str, run_ids: list[str]) -> list[str]:
@@ -678,9 +689,19 @@ class Journal(abc.ABC):
             return cur.rowcount == 1
 
     def due_notifications(self, now: float, limit: int = 20) -> list[dict[str, Any]]:
-        rows = self._read().execute(
-            "SELECT * FROM notifications WHERE status='pending' AND next_at<=? ORDER BY id LIMIT ?", (now, limit))
-        return [dict(r) for r in rows.fetchall()]
+        """Claim the notifications due now (not sent again for NOTIFY_CLAIM seconds, unless their outcome is
+        recorded): a journal that cannot record the claim (a full disk) sends nothing, rather than the same notice on
+        every pass with its 'sent' never written."""
+        ids = [r[0] for r in self._read().execute(
+            "SELECT id FROM notifications WHERE status='pending' AND next_at<=? ORDER BY id LIMIT ?",
+            (now, limit)).fetchall()]
+        if not ids:
+            return []
+        with self._write(durable=False) as db:
+            rows = db.execute(
+                f"UPDATE notifications SET next_at=? WHERE id IN ({','.join('?' * len(ids))}) AND status='pending'"
+                " AND next_at<=? RETURNING *", (now + NOTIFY_CLAIM, *ids, now)).fetchall()
+        return sorted((dict(r) for r in rows), key=lambda r: r["id"])
 
     def update_notification(self, notification_id: int, **fields: Any) -> None:
         sets = ", ".join(f"{k}=?" for k in fields)
@@ -792,13 +813,18 @@ class SQLiteJournal(Journal):
         self._commits_at_checkpoint = 0
         self._checkpointed_at = time.monotonic()
         if not readonly:
-            directory = os.path.dirname(os.path.abspath(path))
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            db = self._connect()
-            with self._write_lock:
-                self._migrate(db)
+            try:
+                directory = os.path.dirname(os.path.abspath(path))
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+                db = self._connect()
+                with self._write_lock:
+                    self._migrate(db)
+                os.chmod(path, 0o600)
+            except (sqlite3.Error, OSError) as exc:  # a file that is no journal, a read-only file or directory
+                self.close()
+                raise JournalError(f"journal {path}: cannot open it for writing: {type(exc).__name__}: {exc}") \
+                    from None
             self.commits["full"] = 0  # commits since start count the receiver's work, not its schema check
-            os.chmod(path, 0o600)
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         """Create the schema, or bring an older journal up to SCHEMA_VERSION, in one transaction."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -27,8 +28,19 @@ from typing import Any
 
 import psycopg
 import psycopg.conninfo
+from psycopg import pq
 
-from .journal import ACTIVE, SCHEMA_VERSION, Journal, JournalError, RunRecord, _Pending, _run_from_row, migrations
+from .journal import (
+    ACTIVE,
+    NOTIFY_CLAIM,
+    SCHEMA_VERSION,
+    Journal,
+    JournalError,
+    RunRecord,
+    _Pending,
+    _run_from_row,
+    migrations,
+)
 from .redact import redact_url
 
 # pg_advisory_xact_lock keys: the dispatchers' decisions and claims; schema migrations at start.
@@ -36,8 +48,6 @@ DISPATCH_LOCK = 0x706D7264  # "pmrd"
 MIGRATE_LOCK = 0x706D726D  # "pmrm"
 # The database's clock, in seconds since the epoch: leases never compare two machines' clocks.
 NOW = "extract(epoch from clock_timestamp())::double precision"
-# A notification being sent belongs to its sender this long (a receiver that dies while sending leaves it to another).
-NOTIFY_CLAIM = 120.0
 CONNECT_TIMEOUT = 5
 
 # An alert's decisions and its mark as decided in one statement (the common case: no run queued or canceled).
@@ -112,7 +122,20 @@ class _Conn:
 
     @property
     def usable(self) -> bool:
-        return not (self.conn.closed or self.conn.broken)
+        """Open, and not ended by the server while idle: a backend that PostgreSQL ended (pg_terminate_backend, a
+        restart) sent its last message, or closed the socket, while nothing was asked of it; psycopg learns it only
+        when a statement fails on it. An idle connection has nothing to read: anything readable means it has ended."""
+        if self.conn.closed or self.conn.broken:
+            return False
+        try:
+            pgconn = self.conn.pgconn
+            if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+                return True
+            poller = select.poll()  # not select(): a receiver may hold more than FD_SETSIZE descriptors
+            poller.register(pgconn.socket, select.POLLIN)
+            return not poller.poll(0)
+        except (OSError, ValueError, psycopg.Error):
+            return False
 
     def execute(self, sql: str, params: Any = None) -> Any:
         if params is None or len(params) == 0:
@@ -150,11 +173,19 @@ class PostgresJournal(Journal):
         self.commits = {"full": 0, "normal": 0}
         self.checkpoints = 0
         if not readonly:
-            self._migrate()
+            try:
+                self._migrate()
+            except psycopg.Error as exc:  # no right to create the schema, no schema to create it in
+                self.close()
+                raise JournalError(f"journal {self.describe()}: cannot create or migrate the schema: "
+                                   f"{type(exc).__name__}: {self._redact(str(exc)).strip()}") from None
             self.commits["full"] = 0
 
     def describe(self) -> str:
         return redact_url(self.url)
+
+    def error_text(self, exc: BaseException) -> str:
+        return self._redact(super().error_text(exc))
 
     def _redact(self, text: str) -> str:
         text = text.replace(self.url, self.describe())
@@ -330,7 +361,9 @@ class PostgresJournal(Journal):
         """The group commit in PostgreSQL: every delivery of the batch is one statement (the delivery and its
         alerts), sent in one pipeline, so a batch costs one round trip and one commit rather than a few round trips
         per delivery. When the batch fails, each delivery is tried again in its own transaction: one bad delivery
-        never costs the others their 202."""
+        never costs the others their 202. Never when the connection broke under the batch: its COMMIT may have been
+        carried out with the answer lost, and a retry would store the batch twice; every delivery is refused then
+        (Alertmanager sends it again)."""
         # What this batch may meet from the database: the driver's errors, and JournalError when the connection
         # that broke cannot be opened again (PostgreSQL stopping). Each item ends with an id or with an error.
         expected = (*self.errors, JournalError)
@@ -375,6 +408,16 @@ class PostgresJournal(Journal):
                     db.execute("BEGIN")
                     cursors = [db.execute(INSERT_DELIVERY, self._delivery_params(item)) for item in batch]
                     db.execute("COMMIT")
+            except self.errors as exc:
+                if not db.usable:
+                    # The answer to the COMMIT is lost with the connection: the batch may be stored. Unknown is not
+                    # failed: nothing may store it again (a JournalError refuses every delivery of the batch).
+                    raise JournalError(f"journal {self.describe()}: the connection broke before the commit's answer "
+                                       f"arrived (the deliveries may be stored: refused, not retried): "
+                                       f"{self._redact(str(exc)).strip()}") from None
+                with contextlib.suppress(Exception):
+                    db.execute("ROLLBACK")
+                raise
             except BaseException:
                 with contextlib.suppress(Exception):
                     db.execute("ROLLBACK")
@@ -450,11 +493,13 @@ class PostgresJournal(Journal):
             (list(alert_ids),)).fetchall()
         return {int(r[0]) for r in rows}
 
-    def renew_leases(self, owner: str, lease: float) -> int:
+    def renew_leases(self, owner: str, lease: float, run_ids: list[str]) -> int:
+        if not run_ids:
+            return 0
         active = ",".join(f"'{s}'" for s in ACTIVE)
         with self._write(durable=False) as db:
-            return int(db.execute(f"UPDATE runs SET lease_until={NOW} + ? WHERE owner=? AND status IN ({active})",
-                                  (float(lease), owner)).rowcount)
+            return int(db.execute(f"UPDATE runs SET lease_until={NOW} + ? WHERE owner=? AND id = ANY(?)"
+                                  f" AND status IN ({active})", (float(lease), owner, list(run_ids))).rowcount)
 
     def runs_taken_from(self, owner: str, run_ids: list[str]) -> list[str]:
         if not run_ids:

@@ -141,18 +141,22 @@ def test_two_receivers_one_killed_mid_storm_and_mid_run_then_postgresql_restarte
     url = pg.create_database("pmr_two_receivers")
     port_a, port_b = free_port(), free_port()
     a = Receiver(config(tmp_path / "a", port_a, url, "a"), port_a).start()
-    b = Receiver(config(tmp_path / "b", port_b, url, "b"), port_b).start()
+    b = Receiver(config(tmp_path / "b", port_b, url, "b"), port_b)  # started below
     storm: Storm | None = None
     try:
-        # A slow run that receiver a claims and is running when it is killed.
-        assert a.post(body(alert("Slow", "h1", "51a0", probe_sleep="12")))[0] == 202
+        # A slow run that receiver a claims and is running when it is killed. Receiver b starts once a has claimed
+        # it: any receiver decides any stored alert, and b's dispatcher could have claimed it first. The run lasts
+        # longer than the storm before the kill can take on a loaded machine: it is running when a is killed.
+        assert a.post(body(alert("Slow", "h1", "51a0", probe_sleep="90")))[0] == 202
         slow = wait_for(lambda: next(iter(rows(url, "SELECT * FROM runs WHERE rule='slow' AND status='running'")),
                                      None), 30, "the slow run to run on receiver a")
         assert slow["owner"] == "a"
         wait_for(lambda: find_run_processes(slow["id"]), 20, "the slow run's playbook process")
+        b.start()
 
         storm = Storm([(a, STORM_HOSTS_A), (b, STORM_HOSTS_B)]).start()
         wait_for(lambda: len(storm.acked) >= 150, 60, "150 acknowledged deliveries across both receivers")
+        assert rows(url, "SELECT status FROM runs WHERE id=%s", (slow["id"],)) == [{"status": "running"}]
         a.kill()
         killed_at = time.time()
         wait_for(lambda: len(storm.acked) >= 250, 60, "receiver b to go on acknowledging")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from remediation_receiver.config import Config, load_config
@@ -98,3 +102,35 @@ def recording_receiver(cfg: Config) -> tuple[Dispatcher, Journal, RecordingExecu
     journal = Journal(cfg.journal)
     executor = RecordingExecutor(cfg, journal, Redactor([]), on_finished=lambda run_id: None)
     return Dispatcher(cfg, journal, executor, Notifier(cfg, journal), Metrics()), journal, executor
+
+
+@contextmanager
+def small_filesystem(path: Path, size: str = "4m") -> Iterator[Path]:
+    """A tmpfs of its own (root only): a full disk for the SQLite journal, produced for real."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "pmr-pgfault-journalfs", str(path)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the filesystem of `directory` to the last byte; the returned file frees it when removed."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        pass
+    try:
+        while True:
+            os.write(fd, b"\0")
+    except OSError:
+        pass
+    os.close(fd)
+    return filler

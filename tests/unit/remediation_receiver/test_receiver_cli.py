@@ -275,3 +275,43 @@ def test_a_token_from_the_environment_is_not_inherited_by_playbooks(
         assert "env-token-0123456789-abcdef" in service.redactor.secrets
     finally:
         service.server.server_close()
+
+
+@pytest.mark.parametrize("command", [["runs"], ["show", "r1"], ["approve", "r1"], ["cancel", "r1"], ["pause"],
+                                     ["resume"]])
+def test_a_journal_that_cannot_be_read_is_a_clear_error_naming_it(tmp_path: Path, journal_backend: str,
+                                                                   capsys: Any, command: list[str]) -> None:
+    """PostgreSQL down (nothing listens on the URL's socket) or an SQLite file that is not a journal: every command
+    exits with one line that names the journal and the cause, never a traceback, never the password."""
+    secret = "pmr-cli-s3cret-Qz27"
+    (tmp_path / "pgpass").write_text(secret + "\n")
+    (tmp_path / "pgpass").chmod(0o600)
+    if journal_backend == "postgresql":
+        (tmp_path / "nothing-listens").mkdir()
+        journal = f"postgresql://pmr_pw@/pmr_unit?host={tmp_path / 'nothing-listens'}"
+        cfg = write_config(tmp_path, journal=journal, journal_password_file="pgpass")
+    else:
+        journal = str(tmp_path / "journal.sqlite")
+        Path(journal).write_bytes(b"not a journal, " * 100)
+        cfg = write_config(tmp_path, journal=journal)
+    with pytest.raises(SystemExit) as exited:
+        main([command[0], "--config", cfg.path, *command[1:]])
+    message = str(exited.value.code)
+    out = capsys.readouterr()
+    assert f"journal {journal}" in message and ("cannot connect" in message or "not a database" in message), message
+    assert secret not in message + out.out + out.err
+
+
+def test_serve_refuses_to_start_on_a_journal_it_cannot_open_and_names_it(tmp_path: Path, journal_backend: str,
+                                                                        capsys: Any) -> None:
+    """An SQLite file that is no journal; a PostgreSQL URL whose search_path names a schema that does not exist (the
+    schema cannot be created): `serve` exits 2 with one message naming the journal, not a traceback."""
+    if journal_backend == "postgresql":
+        journal = (receiver_helpers.JOURNAL or "").split("&options=")[0] + "&options=-csearch_path%3Dpmr_missing"
+    else:
+        journal = str(tmp_path / "journal.sqlite")
+        Path(journal).write_bytes(b"not a journal, " * 100)
+    cfg = write_config(tmp_path, journal=journal)
+    assert main(["serve", "--config", cfg.path]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cannot start: journal {journal}: "), err

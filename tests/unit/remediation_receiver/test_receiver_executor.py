@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
-from receiver_helpers import TOKEN, write_config
+import receiver_helpers
+from receiver_helpers import TOKEN, fill, small_filesystem, write_config
 
 from remediation_receiver.dispatcher import Dispatcher
 from remediation_receiver.executor import (
@@ -289,3 +293,53 @@ def test_alert_names_and_values_reach_a_real_playbook_as_data(tmp_path: Path) ->
     assert {i["key"]: i["value"] for i in seen["labels"]} == labels
     assert {i["key"]: i["value"] for i in seen["rule_var"]} == labels
     assert sorted(seen["annotation_names"]) == sorted(annotations)
+
+
+def test_a_journal_fault_during_a_run_neither_stops_watching_the_playbook_nor_loses_its_end(
+        tmp_path: Path, journal_backend: str, caplog: Any) -> None:
+    """The journal fails while a playbook runs: SQLite's disk fills up until the playbook has ended; PostgreSQL
+    terminates the executor's backend. Events are a record: the run goes on being watched, its events and its final
+    status reach the journal once it can be written again, and no process outlives the recorded end. (Before: the
+    event handler's error escaped into ansible-runner, which stopped watching a playbook that went on running; the
+    run was recorded as an executor error, or, on a full disk, stayed 'running' for good.)"""
+    with ExitStack() as stack:
+        journal_path = None
+        if journal_backend == "sqlite":
+            journal_path = str(stack.enter_context(small_filesystem(tmp_path / "fs")) / "journal.sqlite")
+        extra = {"journal": journal_path} if journal_path else {}
+        cfg = write_config(tmp_path, **extra)
+        cfg.envvars["ANSIBLE_LOCAL_TEMP"] = str(tmp_path / "ansible-tmp")
+        journal = Journal(cfg.journal)
+        ex = Executor(cfg, journal, Redactor([]), on_finished=lambda run_id: None)
+        try:
+            run = make_run(journal, "r-fault", probe_sleep="4")
+            done = threading.Event()
+            ex.on_finished = lambda run_id: done.set()
+            assert ex.submit(run)
+            wait_until(lambda: any("Take a while" in (e["task"] or "") for e in journal.run_events(run.id))
+                       or done.is_set(), 60, "the slow task to start")
+            assert not done.is_set(), "the run ended before the slow task started"
+            if journal_backend == "sqlite":
+                filler = fill(tmp_path / "fs")
+                caplog.set_level(logging.WARNING, logger="remediation_receiver.executor")
+                # The playbook ends while the disk is full: its last events and its end cannot be written.
+                wait_until(lambda: not find_run_processes(run.id), 60, "the playbook to end")
+                wait_until(lambda: any("r-fault" in r.getMessage() and "status" in r.getMessage()
+                                       for r in caplog.records) or done.is_set(), 60,
+                           "the executor to meet the full disk with the run's end")
+                filler.unlink()
+            else:
+                [pid] = [db.conn.info.backend_pid for thread, db in journal._owned.values()  # type: ignore[attr-defined]
+                         if thread.name.startswith("runner")]
+                with psycopg.connect(receiver_helpers.JOURNAL or "", autocommit=True) as admin:
+                    assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+            assert done.wait(60), "the run did not finish"
+            final = journal.get_run(run.id, with_events=True)
+            assert final is not None
+            assert (final.status, final.rc) == ("successful", 0), final.reason
+            assert task_completed(final, "Take a while"), "the events of the slow task were lost"
+            assert final.events[-1]["event"] == "playbook_on_stats"
+            assert not find_run_processes(run.id)
+        finally:
+            ex.shutdown(0)
+            journal.close()

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from receiver_helpers import write_config
+from receiver_helpers import fill, small_filesystem, write_config
 
-from remediation_receiver.journal import Journal
+from remediation_receiver.journal import NOTIFY_CLAIM, Journal
 from remediation_receiver.notify import Notifier
 
 
@@ -150,3 +150,26 @@ def test_a_webhook_that_trickles_its_answer_fails_at_the_deadline(tmp_path: Path
     assert took < 3, f"the notifier was held {took:.1f}s by a trickling webhook"
     assert (row["status"], row["attempts"]) == ("pending", 1)
     assert "no complete answer within 1s" in row["last_error"]
+
+
+@pytest.mark.sqlite_only
+def test_a_notification_is_not_sent_while_the_journal_cannot_record_it(tmp_path: Path, sink: Any) -> None:
+    """The SQLite journal's disk is full: the notifier sends nothing it could not record as claimed (it would send
+    the same notice again every second, the 'sent' never written); once the disk has room it is sent once."""
+    with small_filesystem(tmp_path / "fs") as fs:
+        cfg = write_config(tmp_path, journal=str(fs / "journal.sqlite"),
+                           notify={"webhooks": [{"url": f"http://127.0.0.1:{sink.server_address[1]}/hook"}]})
+        Sink.statuses, Sink.received = [], []
+        journal = Journal(cfg.journal)
+        notifier = Notifier(cfg, journal)
+        notifier.notify("run_failed", "probe on web1 failed", {"run": "r1"}, dedup="outcome|r1")
+        filler = fill(fs)
+        for _ in range(3):
+            with contextlib.suppress(*journal.errors):
+                notifier.send_due()
+        assert len(Sink.received) <= 1, f"sent {len(Sink.received)} times while the journal was full"
+        filler.unlink()
+        notifier.send_due(time.time() + NOTIFY_CLAIM + 1)  # a claim that was written has run out by then
+        assert len(Sink.received) == 1
+        assert [n["status"] for n in journal.notifications()] == ["sent"]
+        journal.close()

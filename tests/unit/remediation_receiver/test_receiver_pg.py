@@ -117,7 +117,7 @@ def test_a_receiver_that_cannot_renew_its_leases_stops_its_runs(tmp_path: Path, 
         ea._active["r1"] = "web1"
     ea.lease_renewed = time.monotonic() - 3  # renewed last 3 s ago: more than half the lease
 
-    def unreachable(owner: str, lease: float) -> int:
+    def unreachable(owner: str, lease: float, run_ids: list[str]) -> int:
         raise JournalError("journal unreachable")
 
     ja.renew_leases = unreachable  # type: ignore[method-assign]
@@ -351,4 +351,92 @@ def test_a_delivery_is_acknowledged_only_with_the_id_its_commit_gave_it(tmp_path
     outcomes = deliver_as_one_batch(journal, 3)
     assert sum(isinstance(o, int) and o > 0 for o in outcomes) == 1
     assert sum(isinstance(o, JournalError) for o in outcomes) == 2
+    journal.close()
+
+
+def test_a_lease_is_renewed_only_for_a_run_that_runs_here(tmp_path: Path, journal_backend: str) -> None:
+    """Receiver a claimed a run that no longer runs there, its end never recorded (the journal was down when it ended
+    and a stopped there): a's lease renewals must let that lease expire, so that another receiver takes the run over.
+    (Before: a renewed the lease of every active run that named it, for as long as it lived: the run stayed
+    'starting' for good, its host busy.)"""
+    pg_only(journal_backend)
+    a, ja, ea = receiver(tmp_path, "a", journal_lease=3)
+    b, jb, _eb = receiver(tmp_path, "b", journal_lease=3)
+    deliver(ja, alert(fingerprint="f1", instance="web1:9100"))
+    deliver(ja, alert(fingerprint="f2", instance="web2:9100"))
+    a.step()
+    gone, kept = sorted(ea.started)
+    ea.release(jb.get_run(gone))  # no longer running on a; the journal still says 'starting', owner a
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # a lives on and renews, as its lease thread does
+        ea.renew_leases()
+        time.sleep(0.3)
+    b.step()
+    [taken] = jb.query("SELECT status, owner, reason FROM runs WHERE id=?", (gone,))
+    assert (taken["status"], taken["owner"]) == ("interrupted", "b") and taken["reason"].startswith("lease expired")
+    assert jb.get_run(kept).status == "starting", "the lease of the run still running on a was renewed"
+    assert kept not in ea._fenced
+
+
+def test_a_group_commit_whose_outcome_is_unknown_is_refused_never_stored_twice(tmp_path: Path,
+                                                                                journal_backend: str) -> None:
+    """The group commit's backend is terminated while its COMMIT waits (for a synchronous standby that never
+    answers): the batch is committed, but the receiver cannot know it. Its deliveries are refused (503: Alertmanager
+    sends them again), never stored a second time by a retry and acknowledged. (Found by a fault run: an acknowledged
+    delivery stored twice after PostgreSQL was stopped under load.)"""
+    import threading
+
+    import pgserver
+
+    pg_only(journal_backend)
+    server = pgserver.PgServer(fsync=False, prefix="pmr-pg-unknown-")
+    try:
+        journal = Journal(server.create_database("pmr_unknown"))
+        with server.connect("pmr_unknown") as admin:
+            admin.execute("SET synchronous_commit TO local")
+            admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'pmr_nobody'")
+            admin.execute("SELECT pg_reload_conf()")
+            time.sleep(0.5)  # the group commit's connection, opened by the batch, commits waiting for the standby
+            outcomes: list[Any] = []
+            sender = threading.Thread(target=lambda: outcomes.extend(deliver_as_one_batch(journal, 3)))
+            sender.start()
+            deadline = time.time() + 30
+            waiting: list[Any] = []
+            while not waiting and time.time() < deadline:
+                waiting = admin.execute("SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'").fetchall()
+                time.sleep(0.05)
+            assert len(waiting) == 1, "the batch's COMMIT did not wait for the standby"
+            admin.execute("SELECT pg_terminate_backend(%s)", (waiting[0][0],))
+            admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            admin.execute("SELECT pg_reload_conf()")
+            sender.join(timeout=60)
+            assert not sender.is_alive()
+            stored = {r[0]: r[1] for r in admin.execute(
+                "SELECT fingerprint, COUNT(*) FROM alerts GROUP BY fingerprint")}
+        acknowledged = [f"bb{i:02d}" for i, o in enumerate(outcomes) if isinstance(o, int)]
+        assert all(stored.get(f) == 1 for f in acknowledged), (outcomes, stored)
+        assert all(n == 1 for n in stored.values()), f"a delivery was stored twice: {stored}"
+        assert all(isinstance(o, JournalError) for o in outcomes), outcomes
+        # The journal stores and acknowledges again on a new connection.
+        assert isinstance(deliver_as_one_batch(journal, 1)[0], int)
+        journal.close()
+    finally:
+        server.destroy()
+
+
+def test_a_connection_whose_backend_ended_while_idle_is_opened_again_before_use(tmp_path: Path,
+                                                                                 journal_backend: str) -> None:
+    """PostgreSQL ended the journal's idle backends (pg_terminate_backend; a restart does the same): the next read
+    and the next delivery run on new connections, neither fails once on the dead one. (Before: the dead connection
+    looked usable until a statement failed on it: a read raised, a delivery batch was refused or retried.)"""
+    pg_only(journal_backend)
+    journal = Journal(write_config(tmp_path).journal)
+    deliver(journal, alert(fingerprint="aa00"))
+    assert journal.counts()["deliveries"]["all"] == 1
+    pids = [journal._local.db.conn.info.backend_pid, journal._delivery_db.conn.info.backend_pid]  # type: ignore[attr-defined]
+    with psycopg.connect(receiver_helpers.JOURNAL or "", autocommit=True) as admin:
+        assert all(admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,)).fetchone()[0] for pid in pids)
+    assert journal.counts()["deliveries"]["all"] == 1
+    assert journal.store_delivery(remote="127.0.0.1", payload={"receiver": "r"}, raw_sha256="y",
+                                  alerts=[alert(fingerprint="aa01")]) > 0
     journal.close()

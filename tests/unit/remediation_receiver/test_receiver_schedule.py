@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from receiver_helpers import RecordingExecutor, recording_receiver, write_config
 
 from remediation_receiver.dispatcher import Dispatcher
@@ -135,3 +136,58 @@ def test_an_interrupted_run_an_operator_canceled_is_not_run_again(tmp_path: Path
     assert [r.status for r in journal.list_runs()] == ["interrupted"]
     [note] = journal.notifications()
     assert note["kind"] == "run_interrupted" and "an operator asked to cancel it" in note["payload"]
+
+
+def test_an_alert_the_database_refuses_to_decide_is_recorded_and_does_not_block_the_others(
+        tmp_path: Path, journal_backend: str) -> None:
+    """A stored alert whose run the database refuses (PostgreSQL: a startsAt too long for the runs' dedup index,
+    sent by whoever holds the token): that alert is decided as an error and escalated (its writes are rolled back to
+    their savepoint, the chunk's transaction goes on), and the alerts of the same chunk are decided."""
+    import secrets
+
+    from receiver_helpers import alert
+
+    dispatcher, journal, executor = setup(tmp_path)
+    huge = "2026-11-30T10:00:00Z" + secrets.token_hex(4000)  # random: PostgreSQL cannot compress it under the limit
+    journal.store_delivery(remote="127.0.0.1", payload={}, raw_sha256="x",
+                           alerts=[alert(fingerprint="a0", instance="web2:9100"),
+                                   alert(fingerprint="a1", starts_at=huge),
+                                   alert(fingerprint="a2", instance="db1:9100")])
+    dispatcher.step()
+    dispatcher.step()
+    assert journal.undecided_alerts() == []
+    outcomes = {d["fingerprint"]: d["outcome"] for d in journal.query(
+        "SELECT a.fingerprint, d.outcome FROM decisions d JOIN alerts a ON a.id = d.alert_id")}
+    if journal_backend == "postgresql":
+        assert outcomes == {"a0": "run", "a1": "error", "a2": "run"}
+        assert [n["kind"] for n in journal.notifications()] == ["decision_error"]
+    else:  # SQLite stores any length
+        assert outcomes == {"a0": "run", "a1": "run", "a2": "run"}
+    assert len(journal.list_runs()) == len([o for o in outcomes.values() if o == "run"])
+    assert executor.started, "the runs decided after the refused alert start"
+
+
+def test_an_expiry_whose_notification_cannot_be_queued_is_not_committed(tmp_path: Path, journal_backend: str) -> None:
+    """The database refuses the approval_expired notification (a trigger or constraint of the test's: a real refusal
+    by the database): the run stays awaiting approval, and the next pass, once the database accepts, expires it and
+    says so. (Before: the expiry was committed first; the notice, lost, was never tried again.)"""
+    dispatcher, journal, _executor = setup(tmp_path)
+    queue(journal, "late", "web1", status="awaiting_approval")
+    journal.set_run_status("late", "awaiting_approval", approve_by=time.time() - 1)
+    if journal_backend == "postgresql":
+        refuse = "ALTER TABLE notifications ADD CONSTRAINT pmr_refuse CHECK (kind <> 'approval_expired')"
+        accept = "ALTER TABLE notifications DROP CONSTRAINT pmr_refuse"
+    else:
+        refuse = ("CREATE TRIGGER pmr_refuse BEFORE INSERT ON notifications WHEN NEW.kind = 'approval_expired'"
+                  " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+        accept = "DROP TRIGGER pmr_refuse"
+    with journal._write() as db:  # type: ignore[attr-defined]
+        db.execute(refuse)
+    with pytest.raises(journal.errors):
+        dispatcher.expire_approvals()
+    assert journal.get_run("late").status == "awaiting_approval"
+    with journal._write() as db:  # type: ignore[attr-defined]
+        db.execute(accept)
+    dispatcher.expire_approvals()
+    assert journal.get_run("late").status == "expired"
+    assert [n["kind"] for n in journal.notifications()] == ["approval_expired"]
