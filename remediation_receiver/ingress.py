@@ -38,6 +38,9 @@ MAX_DEPTH = 32
 MAX_COUNT = 2**63 - 1
 RUN_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 FINGERPRINT = re.compile(r"^[0-9A-Za-z]{1,64}$")
+# What Alertmanager writes for startsAt and endsAt (Go's RFC 3339 with up to nanoseconds). Part of every dedup key:
+# anything longer or freer would be stored and then refused by a run's unique index (or grow every key).
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 STATUSES = ("firing", "resolved")
 
 
@@ -107,6 +110,15 @@ def _optional_string(where: str, value: Any) -> str | None:
     return value
 
 
+def _time(where: str, value: Any, *, required: bool) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not RFC3339.match(value):
+        shown = printable(repr(value))[:80]
+        raise PayloadError(f"{where} must be an RFC 3339 time such as 2026-11-30T10:00:00Z, got {shown}")
+    return value
+
+
 def _count(where: str, value: Any) -> int:
     if value is None:
         return 0
@@ -153,9 +165,7 @@ def _alert(where: str, alert: Any) -> dict[str, Any]:
         raise PayloadError(f"{where}.status must be 'firing' or 'resolved', got {printable(repr(status))[:80]}")
     labels = _string_map(f"{where}.labels", alert.get("labels"), required=True)
     annotations = _string_map(f"{where}.annotations", alert.get("annotations"), required=False)
-    starts_at = alert.get("startsAt")
-    if not isinstance(starts_at, str) or not starts_at:
-        raise PayloadError(f"{where}.startsAt must be an RFC 3339 time string")
+    starts_at = _time(f"{where}.startsAt", alert.get("startsAt"), required=True)
     fingerprint = alert.get("fingerprint")
     if fingerprint is not None and not (isinstance(fingerprint, str) and FINGERPRINT.match(fingerprint)):
         raise PayloadError(f"{where}.fingerprint must be a short hexadecimal string")
@@ -164,7 +174,7 @@ def _alert(where: str, alert: Any) -> dict[str, Any]:
         "labels": labels,
         "annotations": annotations,
         "startsAt": starts_at,
-        "endsAt": _optional_string(f"{where}.endsAt", alert.get("endsAt")),
+        "endsAt": _time(f"{where}.endsAt", alert.get("endsAt"), required=False),
         "generatorURL": _optional_string(f"{where}.generatorURL", alert.get("generatorURL")),
         "fingerprint": fingerprint or label_fingerprint(labels),
     }

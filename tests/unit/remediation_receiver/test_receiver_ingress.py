@@ -79,8 +79,16 @@ NEVER_STORABLE = [
                                                              r'{"a\ud800": "x"}}]'), "a key in body.alerts[0].labels"),
     ("startsAt with a lone surrogate", raw_payload(alerts=r'[{"status": "firing", "startsAt": "\ud800", '
                                                            '"labels": {}}]'), "lone surrogate"),
-    ("endsAt as a number", raw_payload(alerts='[{"status": "firing", "startsAt": "s", "endsAt": 5, "labels": {}}]'),
-     "endsAt must be a string"),
+    ("endsAt as a number", raw_payload(alerts='[{"status": "firing", "startsAt": "2026-11-30T10:00:00Z", "endsAt": 5,'
+                                              ' "labels": {}}]'), "endsAt must be an RFC 3339 time"),
+    # startsAt is part of every dedup key: a free-form or huge one was stored, then refused a run by PostgreSQL.
+    ("startsAt free text", raw_payload(alerts='[{"status": "firing", "startsAt": "s", "labels": {}}]'),
+     "startsAt must be an RFC 3339 time"),
+    ("startsAt with a tail", raw_payload(alerts='[{"status": "firing", "startsAt": "2026-11-30T10:00:00Z'
+                                                + "0" * 9000 + '", "labels": {}}]'), "startsAt must be an RFC 3339"),
+    ("startsAt missing", raw_payload(alerts='[{"status": "firing", "labels": {}}]'), "startsAt must be an RFC 3339"),
+    ("endsAt free text", raw_payload(alerts='[{"status": "resolved", "startsAt": "2026-11-30T10:00:00Z", '
+                                            '"endsAt": "soon", "labels": {}}]'), "endsAt must be an RFC 3339"),
     ("commonLabels as a list", raw_payload(commonLabels="[]"), "commonLabels must be an object"),
 ]
 
@@ -343,3 +351,10 @@ def test_metrics_count_acknowledged_deliveries(server: tuple[int, Journal, Metri
     assert "remediation_receiver_deliveries_total 3" in text
     assert "remediation_receiver_alerts_received_total 6" in text
     assert 'remediation_receiver_ack_seconds_bucket{le="+Inf"} 3' in text
+
+
+@pytest.mark.parametrize("when", ["2026-11-30T10:00:00Z", "2026-11-30T10:00:00.123456789Z",
+                                  "2026-11-30T11:00:00.5+01:00", "0001-01-01T00:00:00Z"])
+def test_the_times_alertmanager_writes_are_accepted(when: str) -> None:
+    [parsed] = parse_payload(body(payload(dict(alert(), startsAt=when, endsAt=when))))[1]
+    assert (parsed["startsAt"], parsed["endsAt"]) == (when, when)
