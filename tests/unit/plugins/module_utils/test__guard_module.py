@@ -72,8 +72,8 @@ SYNC_ENDINGS = [
 def test_every_safe_sync_run_writes_how_it_ended(mirror: Path, case: str, extra: dict[str, Any], expected: str,
                                                  words: list[str]) -> None:
     result = sync(mirror, **extra)
-    assert bool(result.get("failed")) == (expected == "failed" or expected == "refused"
-                                          and extra.get("on_refusal") != "report"), result.get("msg")
+    fails_the_task = expected == "failed" or (expected == "refused" and extra.get("on_refusal") != "report")
+    assert bool(result.get("failed")) == fails_the_task, result.get("msg")
     for word in words:
         assert word in result["msg"]
     assert outcome(guard_samples(mirror / "metrics/mirror.prom")) == expected
