@@ -137,6 +137,7 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._container_
     changes,
     container_name,
     create_spec,
+    neighbours,
     recreate,
     refusals,
 )
@@ -182,7 +183,7 @@ def run(module: AnsibleModule, api: DockerAPI) -> dict[str, Any]:
     if bounded:
         result["msg"] = "%s: log already bounded (%s); left alone" % (name, why)
         return result
-    reasons = refusals(container, api.containers(all=True), params["allow_managed"], params["keep_label"])
+    reasons = refusals(container, neighbours(api, container), params["allow_managed"], params["keep_label"])
     daemon_config = None if params["max_size"] else daemon_log_config(api, container)
     log_after, source = bounded_log_config(log_before, daemon_config, params["max_size"], params["max_file"])
     if log_after is None:
