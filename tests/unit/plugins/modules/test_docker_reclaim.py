@@ -137,6 +137,6 @@ def test_a_lock_file_that_cannot_be_created_fails_naming_it_before_any_tier(modu
             "lock_file": str(tmp_path / "not-a-dir" / "prune.lock")}
     result = module_runner("docker_reclaim", args)
     assert result.get("failed") is True, result
-    assert "not-a-dir" in result["msg"] and "NotADirectoryError" in result["msg"], result["msg"]
+    assert "cannot take the lock" in result["msg"] and "not-a-dir" in result["msg"], result["msg"]
     assert result["changed"] is False and result["removed"] == {}
     assert mutations(fake_engine) == []
