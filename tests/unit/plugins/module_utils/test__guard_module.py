@@ -35,7 +35,7 @@ guarded_cleanup = load("guarded_cleanup")
 def outcome(samples: dict[str, float]) -> str:
     """ok, refused or failed, as the alert rules read the file; and the run's time must be now."""
     assert 0 <= time.time() - samples["pmr_guard_last_run_timestamp_seconds"] < 60
-    failed = samples.get("pmr_guard_failed", 0)  # absent before 1.x: then no run could be read as failed
+    failed = samples.get("pmr_guard_failed", 0)  # absent from files written before the metric existed
     assert not (samples["pmr_guard_refused"] and failed), samples
     return "failed" if failed else "refused" if samples["pmr_guard_refused"] else "ok"
 
@@ -156,3 +156,12 @@ def test_check_mode_failure_writes_nothing(backups: Path) -> None:
     result = run_module(guarded_cleanup, cleanup_args(backups, grace_period="soon"), check_mode=True)
     assert result["failed"]
     assert os.listdir(backups / "metrics") == []
+
+
+@pytest.mark.parametrize("extra", [{"max_delete": 0}, {"max_delete_ratio": 2.0}], ids=["refused", "failed"])
+def test_a_metrics_file_that_cannot_be_written_leaves_a_refusal_or_failure_as_it_was(mirror: Path,
+                                                                                   extra: dict[str, Any]) -> None:
+    result = sync(mirror, metrics_file=f"{mirror}/no-such-dir/mirror.prom", **extra)
+    assert result["failed"] and bool(result.get("refused")) == ("max_delete" in extra), result
+    assert "no-such-dir" in result["metrics_error"]
+    assert "metrics file" not in result["msg"]  # the task's message is the run's own
