@@ -115,8 +115,8 @@ def test_a_lock_held_past_lock_timeout_is_a_failure(backups: Path) -> None:
     assert outcome(guard_samples(backups / "metrics/cleanup.prom")) == "failed"
 
 
-def test_an_unexpected_error_mid_way_is_a_failure_that_counts_what_was_done(backups: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unexpected_error_mid_way_is_a_failure_that_counts_what_was_done(
+        backups: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_rename = os.rename
     moves: list[str] = []
 
@@ -159,8 +159,8 @@ def test_check_mode_failure_writes_nothing(backups: Path) -> None:
 
 
 @pytest.mark.parametrize("extra", [{"max_delete": 0}, {"max_delete_ratio": 2.0}], ids=["refused", "failed"])
-def test_a_metrics_file_that_cannot_be_written_leaves_a_refusal_or_failure_as_it_was(mirror: Path,
-                                                                                   extra: dict[str, Any]) -> None:
+def test_a_metrics_file_that_cannot_be_written_leaves_a_refusal_or_failure_as_it_was(
+        mirror: Path, extra: dict[str, Any]) -> None:
     result = sync(mirror, metrics_file=f"{mirror}/no-such-dir/mirror.prom", **extra)
     assert result["failed"] and bool(result.get("refused")) == ("max_delete" in extra), result
     assert "no-such-dir" in result["metrics_error"]
