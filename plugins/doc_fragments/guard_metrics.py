@@ -12,12 +12,18 @@ options:
     description:
       - Write the outcome of the run as node_exporter textfile metrics to this file (a C(.prom) file in the
         textfile collector directory, for example C(/var/lib/prometheus/node-exporter/pmr_guard_mirror.prom)),
-        atomically (temporary file and rename), so that the collection's alert rules see every refusal.
-      - Metrics C(pmr_guard_last_run_timestamp_seconds), C(pmr_guard_refused) (1/0), C(pmr_guard_planned_deletions),
-        C(pmr_guard_deleted), and for guarded_cleanup's reconciliation C(pmr_guard_reference_healthy) (1/0), each
-        labelled C(guard), C(name) (O(metrics_name)) and C(unit) (O(metrics_unit)).
-      - Use one file per job; each run replaces the whole file. Not written in check mode, nor when the run fails
-        for a reason other than a refusal. A file that cannot be written is a warning, not a failure.
+        atomically (temporary file and rename), so that the collection's alert rules see every refusal and failure.
+      - Metrics C(pmr_guard_last_run_timestamp_seconds) (when the run ended), C(pmr_guard_refused) (1/0),
+        C(pmr_guard_failed) (1/0), C(pmr_guard_planned_deletions), C(pmr_guard_deleted), and for guarded_cleanup's
+        reconciliation C(pmr_guard_reference_healthy) (1/0), each labelled C(guard), C(name) (O(metrics_name)) and
+        C(unit) (O(metrics_unit)).
+      - Every run that ends writes how it ended - ok (both 0), refused, or failed (bad parameters, a lock held past
+        its timeout, rsync or a file operation failing, an unexpected error, SIGTERM); a failed run's
+        C(pmr_guard_deleted) counts what it did before the error. Only a run killed with SIGKILL writes nothing.
+      - Use one file per job; each run replaces the whole file. Not written in check mode.
+      - A file that cannot be written (read-only or missing directory, a directory in its place) is a warning and
+        C(metrics_error) in the result, never a failure - the run's own outcome (ok, refused or failed) is
+        what the task returns, and the file keeps the previous run's outcome until a later run can write it.
     type: path
   metrics_name:
     description:

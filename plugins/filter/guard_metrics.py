@@ -23,7 +23,8 @@ def guard_metrics(outcome: Any, timestamp: float | str | None = None) -> str:
         families = guard_families(
             outcome.get("guard"), str(outcome.get("name") or ""), str(outcome.get("unit") or ""),
             time.time() if timestamp is None else float(timestamp), bool(outcome.get("refused", True)),
-            int(outcome.get("planned", 0)), int(outcome.get("deleted", 0)), outcome.get("reference_healthy"))
+            int(outcome.get("planned", 0)), int(outcome.get("deleted", 0)), outcome.get("reference_healthy"),
+            failed=bool(outcome.get("failed", False)))
     except (MetricsError, TypeError, ValueError) as exc:
         raise AnsibleFilterError("guard_metrics: %s" % exc) from exc
     return render(families)

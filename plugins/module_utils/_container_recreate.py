@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -76,6 +77,42 @@ def bounded_log_config(log_config: dict[str, Any], daemon_log_config: dict[str, 
     )
 
 
+def neighbours(api: DockerAPI, container: dict[str, Any]) -> list[dict[str, Any]]:
+    """The engine's container list (GET /containers/json: Names, with a legacy link's name), each with the full
+    HostConfig of its inspect record: the list holds only NetworkMode, and a container that shares this one's PID or
+    IPC namespace must be seen too (stopping this one would kill its processes)."""
+    found = []
+    for other in api.containers(all=True):
+        if other.get("Id") != container.get("Id"):
+            with contextlib.suppress(api.error_class):  # removed meanwhile: its list entry says what is known
+                other = dict(other, HostConfig=api.inspect_container(other["Id"]).get("HostConfig") or {})
+        found.append(other)
+    return found
+
+
+def _names_of(others: Iterable[dict[str, Any]]) -> dict[str, str]:
+    """Container ID (full and short) and name -> name, from list entries: messages name containers, not IDs."""
+    names = {}
+    for other in others:
+        own = [n.lstrip("/") for n in other.get("Names") or [] if n.count("/") == 1]
+        if own and other.get("Id"):
+            for key in (other["Id"], other["Id"][:12], own[0]):
+                names[key] = own[0]
+    return names
+
+
+def _volumes_from(host_config: dict[str, Any], others: Iterable[dict[str, Any]]) -> set[str]:
+    """Destinations of the mounts this container takes from others with --volumes-from: re-created, it takes them
+    again (the same volumes, anonymous ones included), so they are not its own anonymous volumes."""
+    sources = set(entry.split(":", 1)[0] for entry in host_config.get("VolumesFrom") or [])
+    destinations: set[str] = set()
+    for other in others:
+        keys = {other.get("Id"), (other.get("Id") or "")[:12]} | {n.lstrip("/") for n in other.get("Names") or []}
+        if sources & keys:
+            destinations.update(m.get("Destination") for m in other.get("Mounts") or [])
+    return destinations
+
+
 def _named_sources(host_config: dict[str, Any]) -> set[str]:
     names = set()
     for bind in host_config.get("Binds") or []:
@@ -89,8 +126,16 @@ def _named_sources(host_config: dict[str, Any]) -> set[str]:
 def refusals(container: dict[str, Any], others: Iterable[dict[str, Any]] = (), allow_managed: bool = False,
              keep_label: str | None = None) -> list[str]:
     """Why this container cannot be re-created faithfully (empty when it can). `others`: the engine's container
-    list (GET /containers/json), to find containers that share this one's network namespace. `keep_label`: a label
-    that protects a container's log (removing the old container removes its log)."""
+    list (GET /containers/json, best with each HostConfig in full: `neighbours`), to find containers that share this
+    one's namespaces, link to it, or lend it volumes. `keep_label`: a label that protects a container's log
+    (removing the old container removes its log).
+
+    Re-created faithfully (the inspect record's Config and HostConfig are given back): a healthcheck, a restart
+    policy, --init, a chosen hostname, a legacy --link to another container, --volumes-from. Refused: what a new
+    container cannot take back alone (a namespace of another container, anonymous volumes of its own) and what
+    others hold of it (its namespaces, a legacy link to it: their /etc/hosts and environment name the old one)."""
+    others = list(others)
+    names = _names_of(others)
     name = container_name(container)
     state = container.get("State") or {}
     host = container.get("HostConfig") or {}
@@ -114,24 +159,38 @@ def refusals(container: dict[str, Any], others: Iterable[dict[str, Any]] = (), a
     for mode_key, what in (("NetworkMode", "network"), ("PidMode", "PID"), ("IpcMode", "IPC")):
         mode = host.get(mode_key) or ""
         if mode.startswith("container:"):
+            target = mode.split(":", 1)[1]
             reasons.append("%s shares the %s namespace of container %s: a new container would have to join it "
-                           "again, which only re-creating both does" % (name, what, mode.split(":", 1)[1]))
+                           "again, which only re-creating both does" % (name, what, names.get(target, target)))
     ids = {container.get("Id"), container.get("Id", "")[:12], name, "/" + name}
-    joined = [
-        (other.get("Names") or ["?"])[0].lstrip("/")
-        for other in others
-        if other.get("Id") != container.get("Id")
-        and (((other.get("HostConfig") or {}).get("NetworkMode") or "").split(":", 1)[-1] in ids)
-        and ((other.get("HostConfig") or {}).get("NetworkMode") or "").startswith("container:")
-    ]
-    if joined:
-        reasons.append("%s holds the network namespace of %s: re-creating it would cut their network"
-                       % (name, ", ".join(sorted(joined))))
+    for mode_key, what, cut in (("NetworkMode", "network", "cut their network"),
+                                ("PidMode", "PID", "kill their processes"),
+                                ("IpcMode", "IPC", "take their shared memory away")):
+        joined = [
+            (other.get("Names") or ["?"])[0].lstrip("/")
+            for other in others
+            if other.get("Id") != container.get("Id")
+            and (((other.get("HostConfig") or {}).get(mode_key) or "").split(":", 1)[-1] in ids)
+            and ((other.get("HostConfig") or {}).get(mode_key) or "").startswith("container:")
+        ]
+        if joined:
+            reasons.append("%s holds the %s namespace of %s: re-creating it would %s"
+                           % (name, what, ", ".join(sorted(joined)), cut))
+    # A legacy --link to this container shows in the list as one more name of it, /<linker>/<alias>.
+    linkers = sorted(set(
+        link.lstrip("/").split("/", 1)[0]
+        for other in others if other.get("Id") == container.get("Id")
+        for link in other.get("Names") or [] if link.count("/") > 1))
+    if linkers:
+        reasons.append("%s is the target of a legacy --link from %s: their /etc/hosts and environment name the old "
+                       "container; re-create them too, or move them to a user-defined network"
+                       % (name, ", ".join(linkers)))
     named = _named_sources(host)
+    lent = _volumes_from(host, others)
     anonymous = [
         mount.get("Destination")
         for mount in container.get("Mounts") or []
-        if mount.get("Type") == "volume" and mount.get("Name") not in named
+        if mount.get("Type") == "volume" and mount.get("Name") not in named and mount.get("Destination") not in lent
     ]
     if anonymous:
         reasons.append("%s has anonymous volumes at %s: a new container would get new, empty ones (its data would "

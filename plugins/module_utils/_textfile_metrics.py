@@ -9,7 +9,8 @@
 # The temporary file is named .<name>.<random>.tmp: node_exporter ignores what does not end in .prom. The writer is
 # write_atomically of _files.py, the one every atomic text write of the collection uses.
 #
-# Used by the safe_sync and guarded_cleanup modules (pmr_guard_* metrics, option metrics_file) and by the
+# Used by the safe_sync and guarded_cleanup modules (pmr_guard_* metrics, option metrics_file; every run that ends,
+# allowed, refused or failed, through _guard_module.GuardedModule) and by the
 # docker_signals collector script (copied beside it by the role, with _files.py). Standard library only: this runs
 # on managed hosts.
 
@@ -102,16 +103,22 @@ def render(families: list[Family]) -> str:
 
 # -- the guard outcome of safe_sync and guarded_cleanup --------------------------------------------------------------
 def guard_families(guard: str | None, name: str, unit: str, timestamp: float, refused: bool, planned: int, deleted: int,
-                   reference_healthy: bool | None = None) -> list[Family]:
-    """pmr_guard_* families for one run of a guarded job, each with labels guard, name and unit."""
+                   reference_healthy: bool | None = None, failed: bool = False) -> list[Family]:
+    """pmr_guard_* families for one run of a guarded job, each with labels guard, name and unit.
+
+    A run ends one of three ways: ok (refused 0, failed 0), refused (refused 1) or failed (failed 1: an error ended
+    it, before or during its work; what it deleted until then is in pmr_guard_deleted).
+    """
     if guard not in GUARDS:
         raise MetricsError("unknown guard %r (one of %s)" % (guard, ", ".join(GUARDS)))
     labels = {"guard": guard, "name": name, "unit": unit or ""}
     families = [
-        Family("pmr_guard_last_run_timestamp_seconds", "Unix time the guarded job last ran to a verdict.")
-        .add(timestamp, **labels),
+        Family("pmr_guard_last_run_timestamp_seconds", "Unix time the last run of the guarded job ended (ok, refused "
+               "or failed).").add(timestamp, **labels),
         Family("pmr_guard_refused", "1 when the guard refused the last run (nothing was deleted), else 0.")
-        .add(1 if refused else 0, **labels),
+        .add(1 if refused and not failed else 0, **labels),
+        Family("pmr_guard_failed", "1 when an error ended the last run (not a refusal: see pmr_guard_deleted), else 0.")
+        .add(1 if failed else 0, **labels),
         Family("pmr_guard_planned_deletions", "Deletions the last run planned (refused or not).")
         .add(planned, **labels),
         Family("pmr_guard_deleted", "Items the last run deleted or took out of place (0 when refused).")
@@ -145,25 +152,30 @@ def guard_outcome(guard: str, allowed: bool, checks: list[Check], result: dict[s
     return planned, deleted, healthy
 
 
-def write_guard_metrics(module: AnsibleModule, guard: str, verdict: Verdict, result: dict[str, Any]) -> None:
-    """Write the pmr_guard_* metrics of this run to the module's metrics_file, when one is given.
+def write_guard_metrics(module: AnsibleModule, guard: str, verdict: Verdict | None, result: dict[str, Any],
+                        failed: bool = False) -> None:
+    """Write the pmr_guard_* metrics of this run to the module's metrics_file, when one is given; once per run.
 
-    Never in check mode (nothing on the host changes). A file that cannot be written is a warning and a
-    ``metrics_error`` in the result, not a failure: the guarded work has already happened (or been refused).
+    Never in check mode (nothing on the host changes). ``failed``: an error ended the run (``verdict`` is None when it
+    ended before the module had one: bad parameters). A file that cannot be written is a warning and a
+    ``metrics_error`` in the result, never a failure and never a rename through ``module.atomic_move`` (which would
+    fail the module): the guarded work has already happened, been refused or failed, and the task says which.
     """
-    params = module.params
+    params = module.params or {}
     path = params.get("metrics_file")
-    if not path or module.check_mode:
+    if not path or module.check_mode or getattr(module, "pmr_guard_metrics_written", False):
         return
-    planned, deleted, healthy = guard_outcome(guard, verdict.allowed, verdict.checks, result)
+    module.pmr_guard_metrics_written = True  # type: ignore[attr-defined]  # a refusal that fails must stay a refusal
+    allowed = verdict.allowed if verdict is not None else True
+    planned, deleted, healthy = guard_outcome(guard, allowed or failed, verdict.checks if verdict else [], result)
     name = params.get("metrics_name") or params.get("dest") or params.get("path") or ""
-    text = render(guard_families(guard, name, params.get("metrics_unit") or "", time.time(),
-                                 not verdict.allowed, planned, deleted, healthy))
     try:
+        text = render(guard_families(guard, str(name), params.get("metrics_unit") or "", time.time(),
+                                     not allowed, planned, deleted, healthy, failed=failed))
         if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise OSError("directory %s does not exist" % os.path.dirname(os.path.abspath(path)))
-        write_atomically(path, text, move=module.atomic_move)
-    except (IOError, OSError) as exc:
+        write_atomically(path, text)
+    except (IOError, OSError, MetricsError, TypeError, ValueError) as exc:
         result["metrics_error"] = "metrics file %s not written: %s" % (path, exc)
         module.warn("%s; the guard's alerts cannot see this run (create the directory, or fix metrics_file)"
                     % result["metrics_error"])

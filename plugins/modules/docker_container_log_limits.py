@@ -19,9 +19,13 @@ description:
     are kept; its writable layer (files written outside volumes) is not.
   - It plans first. It refuses, with the reason, and changes nothing when the container cannot be re-created
     faithfully - not running; started with C(--rm) (it could not be put back); managed by Compose, Swarm or
-    Kubernetes (by their labels, unless I(allow_managed)); anonymous volumes (the copy would get new, empty ones);
-    sharing the network, PID or IPC namespace of another container, or holding one that others share; carrying
-    I(keep_label). A refusal is a success with C(refused=true).
+    Kubernetes (by their labels, unless I(allow_managed)); anonymous volumes of its own (the copy would get new,
+    empty ones); sharing the network, PID or IPC namespace of another container, or holding one that others share
+    (stopping it would cut their network or kill their processes); the target of a legacy C(--link) (the linking
+    containers' C(/etc/hosts) and environment name the old one); carrying I(keep_label). A refusal is a success
+    with C(refused=true).
+  - Re-created the same - a healthcheck, a restart policy, C(--init), a chosen hostname, a legacy C(--link) to
+    another container, and C(--volumes-from) (the copy takes the same volumes again, anonymous ones included).
   - The old container is renamed (C(NAME-pmr-old-TIMESTAMP)) and kept, stopped, until the new one runs after
     I(settle_seconds); on any failure the copy is removed and the old container gets its name back and runs again.
     Then the old container is removed (never its volumes), and its log file with it.
@@ -137,6 +141,7 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._container_
     changes,
     container_name,
     create_spec,
+    neighbours,
     recreate,
     refusals,
 )
@@ -182,7 +187,7 @@ def run(module: AnsibleModule, api: DockerAPI) -> dict[str, Any]:
     if bounded:
         result["msg"] = "%s: log already bounded (%s); left alone" % (name, why)
         return result
-    reasons = refusals(container, api.containers(all=True), params["allow_managed"], params["keep_label"])
+    reasons = refusals(container, neighbours(api, container), params["allow_managed"], params["keep_label"])
     daemon_config = None if params["max_size"] else daemon_log_config(api, container)
     log_after, source = bounded_log_config(log_before, daemon_config, params["max_size"], params["max_file"])
     if log_after is None:

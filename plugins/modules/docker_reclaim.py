@@ -387,7 +387,11 @@ class ReclaimManager:
         return result
 
     def _reclaim(self, result: dict[str, Any], target: int | None) -> dict[str, Any]:
-        lock = acquire_lock(self.module.params["lock_file"], self.module.params["lock_timeout"])
+        try:
+            lock = acquire_lock(self.module.params["lock_file"], self.module.params["lock_timeout"])
+        except OSError as exc:
+            self.module.fail_json(msg="docker_reclaim: cannot take the lock %s: %s: %s; nothing was removed"
+                                      % (self.module.params["lock_file"], type(exc).__name__, exc), **result)
         if lock is None:
             self.module.fail_json(msg="docker_reclaim: another prune holds %s after %ss; try again when it ends"
                                       % (self.module.params["lock_file"], self.module.params["lock_timeout"]),
@@ -395,13 +399,14 @@ class ReclaimManager:
         started = time.time()
         try:
             reports = self.reclaimer.run(target=target, with_volumes="volumes" in self.tiers)
-        except (DockerAPIError, PolicyError) as exc:
+        except (DockerAPIError, PolicyError, OSError) as exc:
             # What the earlier tiers removed is reported: the caller must not read this failure as "nothing done".
             self._record(result, getattr(exc, "reports", []), target, started)
             self.module.fail_json(
                 msg="docker_reclaim: stopped in tier %s, %s: %s; the earlier tiers removed: %s"
                     % (getattr(exc, "tier", "?"),
-                       "the engine's state is not plausible" if isinstance(exc, PolicyError) else "the engine failed",
+                       "the engine's state is not plausible" if isinstance(exc, PolicyError)
+                       else "the engine failed" if isinstance(exc, DockerAPIError) else "a file operation failed",
                        exc, self._removed_summary(result["removed"])),
                 **result)
         finally:
@@ -468,7 +473,10 @@ def main() -> None:
         check_path_values(module, {"docker_host": socket_path(module.params["docker_host"])})
     except ValueError as exc:
         module.fail_json(msg="invalid path: %s" % exc, refused=True, reason=str(exc), changed=False)
-    module.exit_json(**ReclaimManager(module).run())
+    try:
+        module.exit_json(**ReclaimManager(module).run())
+    except Exception as exc:  # an error nothing above expects: named, never a bare traceback
+        module.fail_json(msg="docker_reclaim: unexpected %s: %s" % (type(exc).__name__, exc))
 
 
 if __name__ == "__main__":

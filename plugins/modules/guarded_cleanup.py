@@ -319,7 +319,6 @@ import os
 import re
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.postmortem.remediation.plugins.module_utils._cleanup_items import ItemRules
 from ansible_collections.postmortem.remediation.plugins.module_utils._cleanup_moves import (
     Ledger,
@@ -337,6 +336,7 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_g
     check_bounds,
     exit_with_verdict,
 )
+from ansible_collections.postmortem.remediation.plugins.module_utils._guard_module import GuardedModule
 from ansible_collections.postmortem.remediation.plugins.module_utils._textfile_metrics import (
     GUARD_METRICS_ARGSPEC,
     write_guard_metrics,
@@ -353,7 +353,7 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._quarantine
 
 
 class GuardedCleanup(object):
-    def __init__(self, module: AnsibleModule) -> None:
+    def __init__(self, module: GuardedModule) -> None:
         self.module = module
         self.params = module.params
         self.path = os.path.abspath(self.params["path"])
@@ -368,6 +368,7 @@ class GuardedCleanup(object):
         self.result: dict[str, Any] = {"changed": False, "refused": False, "reason": "",
                                        "quarantine_dir": self.quarantine_dir,
                                        "quarantined": [], "purged": [], "restored": []}
+        module.attach(self.verdict, self.result)
 
     def list_items(self) -> list[str]:
         if not os.path.isdir(self.path):
@@ -514,7 +515,8 @@ class GuardedCleanup(object):
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = GuardedModule(
+        "guarded_cleanup",
         argument_spec=dict(
             path=dict(type="path", required=True),
             pattern=dict(type="str", default="*"),
@@ -556,9 +558,13 @@ def main() -> None:
             re.compile(params["key_regex"])
     except (ValueError, re.error) as exc:
         module.fail_json(msg="invalid option: %s" % exc)
+    module.run("cleanup of %s" % params["path"], lambda: run_cleanup(module))
+
+
+def run_cleanup(module: GuardedModule) -> None:
     cleanup = GuardedCleanup(module)
     try:
-        cleanup.restore() if params["state"] == "restore" else cleanup.reconcile()
+        cleanup.restore() if module.params["state"] == "restore" else cleanup.reconcile()
     finally:
         cleanup.close()  # the lock ends with the run, also when it fails
 

@@ -255,7 +255,6 @@ cmd:
 import os
 from typing import Any, NoReturn
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_guard import (
     DELETION_GUARD_ARGUMENT_SPEC,
     DeletionGuard,
@@ -268,6 +267,7 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_g
     printable,
     printable_data,
 )
+from ansible_collections.postmortem.remediation.plugins.module_utils._guard_module import GuardedModule
 from ansible_collections.postmortem.remediation.plugins.module_utils._textfile_metrics import (
     GUARD_METRICS_ARGSPEC,
     write_guard_metrics,
@@ -282,7 +282,7 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._rsync impo
 
 
 class SafeSync(object):
-    def __init__(self, module: AnsibleModule) -> None:
+    def __init__(self, module: GuardedModule) -> None:
         self.module = module
         self.params = module.params
         self.src = Location("src", self.params["src"])
@@ -292,6 +292,7 @@ class SafeSync(object):
             "changed": False, "refused": False, "reason": "", "transferred": 0, "transferred_files": [],
             "deleted": 0, "deleted_files": [], "deleted_dirs": 0, "lists_truncated": False,
         }
+        module.attach(self.verdict, self.result)
 
     # -- steps ------------------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -463,7 +464,8 @@ class SafeSync(object):
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = GuardedModule(
+        "safe_sync",
         argument_spec=dict(
             src=dict(type="str", required=True),
             dest=dict(type="str", required=True),
@@ -484,7 +486,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     check_bounds(module, ratios=("max_delete_ratio",), counts=("max_delete",))
-    SafeSync(module).run()
+    module.run("sync of %s to %s" % (module.params["src"], module.params["dest"]), lambda: SafeSync(module).run())
 
 
 if __name__ == "__main__":

@@ -11,7 +11,11 @@ _prune_metrics.py, _files.py) and the engine client in _docker_api.py, copied be
 collection's plugins/module_utils: one source of truth for the module and the timer.
 
 Run as `python3 docker_prune.py [--dry-run] [--ignore-window] [--check-config]`.
-Exit status: 0 for a run that finished or was skipped, 1 when the run failed, 2 for an unusable configuration.
+Exit status: 0 for a run that finished or was skipped, 1 when the run failed, 2 for an unusable configuration,
+3 when the run finished but its metrics file could not be written (the journal line before says how the run ended).
+Every run that is not skipped for the lock writes the metrics, a failed one too (docker_prune_last_run_success 0):
+an unexpected error, SIGTERM (a stop, TimeoutStartSec), and an unusable configuration whose "textfile" can still be
+read, included.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -95,23 +100,46 @@ def previous_success(textfile: str | None) -> float | None:
     """The last success time carried over from the previous metrics file, so a failed run does not erase it."""
     if not textfile or not os.path.exists(textfile):
         return None
-    with open(textfile) as handle:
-        for line in handle:
-            if line.startswith("docker_prune_last_success_timestamp_seconds "):
-                try:
+    try:
+        with open(textfile) as handle:
+            for line in handle:
+                if line.startswith("docker_prune_last_success_timestamp_seconds "):
                     return float(line.split()[1])
-                except (IndexError, ValueError):
-                    return None
+    except (OSError, UnicodeDecodeError, IndexError, ValueError):
+        return None  # unreadable: writing this run's metrics will say so, if it fails too
     return None
 
 
-def write_metrics(config: dict, run: dict) -> None:
+def write_metrics(config: dict, run: dict) -> bool:
+    """Whether the metrics of ``run`` are in the textfile (or none is configured); a failure is said, never raised."""
     if not config["textfile"]:
-        return
-    directory = os.path.dirname(config["textfile"])
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o755, exist_ok=True)
-    policy.write_atomically(config["textfile"], policy.render_metrics(run))
+        return True
+    try:
+        directory = os.path.dirname(config["textfile"])
+        if not os.path.isdir(directory):
+            os.makedirs(directory, 0o755, exist_ok=True)
+        policy.write_atomically(config["textfile"], policy.render_metrics(run))
+    except OSError as exc:
+        say(f"FAILED to write the metrics file {config['textfile']}: {exc}; the alerts cannot see this run")
+        return False
+    return True
+
+
+def failed_run(textfile: str | None, started: float) -> dict:
+    """The metrics of a run that an error ended before any tier ran."""
+    now = time.time()
+    return {"success": False, "skipped": False, "tiers": {}, "timestamp": now, "duration": now - started,
+            "last_success_timestamp": previous_success(textfile)}
+
+
+def textfile_of(path: str) -> str | None:
+    """The "textfile" of a configuration load_config refused, when it can still be read: the failure is recorded."""
+    try:
+        with open(path) as handle:
+            textfile = json.load(handle).get("textfile")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return textfile if isinstance(textfile, str) and textfile else None
 
 
 def summary_line(run: dict) -> str:
@@ -173,6 +201,14 @@ def prune(config: dict, dry_run: bool) -> tuple[int, dict]:
     return 0, run
 
 
+class Terminated(BaseException):
+    """SIGTERM: systemd stopping the unit, or TimeoutStartSec passed. Recorded as a failed run, then the exit."""
+
+
+def terminate(signum: int, frame: object) -> None:
+    raise Terminated(f"terminated by signal {signum} (the unit was stopped, or ran past TimeoutStartSec)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="/etc/docker-prune/config.json")
@@ -180,10 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ignore-window", action="store_true", help="run even inside a configured window")
     parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
     args = parser.parse_args(argv)
+    started = time.time()
     try:
         config = load_config(args.config)
-    except (OSError, ValueError, KeyError, policy.PolicyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, policy.PolicyError) as exc:
         say(f"FAILED: unusable configuration {args.config}: {exc}")
+        textfile = textfile_of(args.config)
+        if textfile and not (args.check_config or args.dry_run):
+            write_metrics({"textfile": textfile}, failed_run(textfile, started))
         return 2
     if args.check_config:
         say(f"configuration {args.config} is valid: tiers {', '.join(config['tiers']) or 'none'}")
@@ -197,22 +237,28 @@ def main(argv: list[str] | None = None) -> int:
         say(f"skipped: {time.strftime('%H:%M')} is inside the {name} window {window['start']}-{window['end']}, "
             "when nothing may be pruned")
         if not args.dry_run:
-            write_metrics(config, {"success": True, "skipped": True, "skip_reason": reason, "timestamp": time.time(),
-                                   "duration": 0, "tiers": {},
-                                   "last_success_timestamp": previous_success(config["textfile"])})
+            written = write_metrics(config, {"success": True, "skipped": True, "skip_reason": reason,
+                                             "timestamp": time.time(), "duration": 0, "tiers": {},
+                                             "last_success_timestamp": previous_success(config["textfile"])})
+            return 0 if written else 3
         return 0
 
-    lock = policy.acquire_lock(config["lock_file"], 0)
-    if lock is None:
-        say(f"skipped: another prune or reclaim holds {config['lock_file']}")
-        return 0
+    signal.signal(signal.SIGTERM, terminate)
     try:
-        status, run = prune(config, args.dry_run)
-        if not args.dry_run:
-            write_metrics(config, run)
-    finally:
-        lock.close()
-    return status
+        lock = policy.acquire_lock(config["lock_file"], 0)
+        if lock is None:
+            say(f"skipped: another prune or reclaim holds {config['lock_file']}")
+            return 0
+        try:
+            status, run = prune(config, args.dry_run)
+        finally:
+            lock.close()
+    except (Exception, Terminated) as exc:  # what prune() does not expect: recorded like any failure, not a traceback
+        say(f"FAILED after {time.time() - started:.1f} s: {type(exc).__name__}: {exc}")
+        status, run = 1, failed_run(config["textfile"], started)
+    if args.dry_run:
+        return status
+    return status if write_metrics(config, run) or status else 3
 
 
 if __name__ == "__main__":

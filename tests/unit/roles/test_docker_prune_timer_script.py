@@ -4,8 +4,11 @@ checks, the blackout window, the lock, and a failed engine call recorded in the 
 from __future__ import annotations
 
 import json
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -159,3 +162,51 @@ def test_a_failure_in_a_later_tier_keeps_what_the_earlier_tiers_did_in_the_metri
     assert "docker_prune_last_run_success 0" in text
     assert 'docker_prune_removed_objects{kind="build_cache"} 1' in text
     assert [path for method, path in fake_engine.requests if method != "GET"] == ["/build/prune"]
+
+
+# Every run that is not skipped for the lock leaves its outcome in the metrics, so that DockerPruneTimerFailing pages
+# within its `for:` instead of DockerPruneTimerStale two days later; a metrics file that cannot be written is said.
+def test_an_unusable_configuration_is_recorded_as_a_failed_run(installed, tmp_path):
+    textfile = tmp_path / "textfile" / "docker_prune.prom"
+    textfile.parent.mkdir()
+    textfile.write_text("docker_prune_last_success_timestamp_seconds 1700000000\n")
+    result = run(installed, "--config", str(write_config(tmp_path, timeout=0)))
+    assert result.returncode == 2 and "FAILED: unusable configuration" in result.stdout
+    text = metrics(tmp_path)
+    assert "docker_prune_last_run_success 0" in text
+    assert "docker_prune_last_success_timestamp_seconds 1700000000" in text
+
+
+def test_an_unexpected_error_is_a_failed_run_not_a_traceback(installed, tmp_path):
+    (tmp_path / "not-a-dir").write_text("a file where the lock's directory should be\n")
+    result = run(installed, "--config", str(write_config(tmp_path, lock_file=str(tmp_path / "not-a-dir/prune.lock"))))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "FAILED after" in result.stdout and "not-a-dir" in result.stdout
+    assert "docker_prune_last_run_success 0" in metrics(tmp_path)
+
+
+def test_sigterm_while_the_engine_hangs_is_a_failed_run(installed, tmp_path):
+    hanging = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # accepts the connection, never answers
+    hanging.bind(str(tmp_path / "hanging.sock"))
+    hanging.listen(1)
+    try:
+        config = write_config(tmp_path, docker_socket=str(tmp_path / "hanging.sock"), timeout=60)
+        process = subprocess.Popen([sys.executable, str(installed), "--config", str(config)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        hanging.close()
+    assert process.returncode == 1, out + err
+    assert "terminated by signal 15" in out
+    assert "docker_prune_last_run_success 0" in metrics(tmp_path)
+
+
+def test_a_metrics_file_that_cannot_be_written_is_said_and_exits_3(installed, tmp_path):
+    (tmp_path / "textfile" / "docker_prune.prom").mkdir(parents=True)  # a directory where the file should be
+    result = run(installed, "--config", str(write_config(tmp_path, windows=WHOLE_DAY)))
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "skipped:" in result.stdout  # how the run itself ended comes first
+    assert "FAILED to write the metrics file" in result.stdout and "Traceback" not in result.stderr

@@ -96,7 +96,8 @@ def test_guard_families_name_every_series_by_guard_name_and_unit() -> None:
     promtool_lint(text)
     labels = (("guard", "guarded_cleanup"), ("name", "/srv/backups"), ("unit", "cleanup.service"))
     assert parse(text) == {("pmr_guard_last_run_timestamp_seconds", labels): 100.0, ("pmr_guard_refused", labels): 1,
-                           ("pmr_guard_planned_deletions", labels): 57, ("pmr_guard_deleted", labels): 0,
+                           ("pmr_guard_failed", labels): 0, ("pmr_guard_planned_deletions", labels): 57,
+                           ("pmr_guard_deleted", labels): 0,
                            ("pmr_guard_reference_healthy", labels): 0}
     with pytest.raises(tm.MetricsError):
         tm.guard_families("rsync", "x", "", 0, False, 0, 0)
@@ -215,6 +216,7 @@ def test_guarded_cleanup_writes_its_verdict_and_the_reference_health(
     assert bool(result.get("refused")) == bool(refused), result.get("msg")
     samples = guard_samples(backups / "metrics/cleanup.prom")
     assert samples == {"pmr_guard_last_run_timestamp_seconds": pytest.approx(samples[
-        "pmr_guard_last_run_timestamp_seconds"]), "pmr_guard_refused": refused, "pmr_guard_planned_deletions": planned,
+        "pmr_guard_last_run_timestamp_seconds"]), "pmr_guard_refused": refused, "pmr_guard_failed": 0,
+        "pmr_guard_planned_deletions": planned,
         "pmr_guard_deleted": deleted, "pmr_guard_reference_healthy": healthy}
     assert 0 < __import__("time").time() - samples["pmr_guard_last_run_timestamp_seconds"] < 60

@@ -128,3 +128,15 @@ def test_paths_follow_the_rules_of_every_destructive_module(module_runner, optio
     result = module_runner("docker_reclaim", {"target_free": "2G", option: value})
     assert result.get("failed") is True
     assert fragment in result["msg"], result["msg"]
+
+
+def test_a_lock_file_that_cannot_be_created_fails_naming_it_before_any_tier(module_runner, fake_engine, tmp_path):
+    # An OSError outside the engine calls was a traceback: no message naming the object and the cause.
+    (tmp_path / "not-a-dir").write_text("a file where the lock's directory should be\n")
+    args = {"target_free": unmet_target(tmp_path), "docker_host": str(tmp_path / "docker.sock"),
+            "lock_file": str(tmp_path / "not-a-dir" / "prune.lock")}
+    result = module_runner("docker_reclaim", args)
+    assert result.get("failed") is True, result
+    assert "cannot take the lock" in result["msg"] and "not-a-dir" in result["msg"], result["msg"]
+    assert result["changed"] is False and result["removed"] == {}
+    assert mutations(fake_engine) == []
