@@ -134,3 +134,10 @@ def fill(directory: Path) -> Path:
         pass
     os.close(fd)
     return filler
+
+
+def unique_run_id(base: str) -> str:
+    """A run id of this test process: the executor and recovery find a run's processes (and the probe playbook its
+    /tmp file) by run id across the whole machine, so two test runs at once must never share one."""
+    return f"{base}-{os.getpid():x}"
+

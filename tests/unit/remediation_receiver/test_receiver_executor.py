@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 import receiver_helpers
-from receiver_helpers import TOKEN, fill, small_filesystem, write_config
+from receiver_helpers import TOKEN, fill, small_filesystem, unique_run_id, write_config
 
 from remediation_receiver.dispatcher import Dispatcher
 from remediation_receiver.executor import (
@@ -154,6 +154,7 @@ def test_events_are_summarised(event: dict[str, Any], kept: str | None) -> None:
 
 
 def make_run(journal: Journal, run_id: str, **extravars: Any) -> RunRecord:
+    run_id = unique_run_id(run_id)
     journal.add_run({"id": run_id, "rule": "probe", "playbook": "receiver_probe.yml", "host": "ctl1",
                      "fingerprint": "f00d", "starts_at": "s", "dedup_key": f"k-{run_id}", "attempt": 1,
                      "mode": "auto", "status": "queued",
@@ -200,7 +201,8 @@ def executor(tmp_path: Path) -> tuple[Executor, Journal, Any]:
 
 def test_a_successful_run_streams_events_and_leaves_no_secret_on_disk(executor: Any) -> None:
     ex, journal, cfg = executor
-    Path("/tmp/receiver-probe-r-ok").unlink(missing_ok=True)
+    probe_file = Path(f"/tmp/receiver-probe-{unique_run_id('r-ok')}")
+    probe_file.unlink(missing_ok=True)
     os.environ["SOME_API_TOKEN"] = TOKEN
     try:
         run = run_and_wait(ex, journal, make_run(journal, "r-ok", probe_note=TOKEN))
@@ -211,12 +213,12 @@ def test_a_successful_run_streams_events_and_leaves_no_secret_on_disk(executor: 
     events = [e["event"] for e in run.events]
     assert events[0] == "playbook_on_start" and events[-1] == "playbook_on_stats"
     assert "runner_on_ok" in events
-    assert Path("/tmp/receiver-probe-r-ok").exists()
-    pdd = Path(cfg.artifacts_dir) / "r-ok"
+    assert probe_file.exists()
+    probe_file.unlink()
+    pdd = Path(cfg.artifacts_dir) / run.id
     everything = "".join(p.read_text(errors="replace") for p in pdd.rglob("*") if p.is_file())
     assert TOKEN not in everything and "do-not-store-me-123" not in everything
     assert TOKEN not in json.dumps(run.events)
-    Path("/tmp/receiver-probe-r-ok").unlink()
 
 
 @pytest.mark.parametrize(("extravars", "settings", "status", "reason"), [
@@ -324,7 +326,7 @@ def test_a_journal_fault_during_a_run_neither_stops_watching_the_playbook_nor_lo
                 caplog.set_level(logging.WARNING, logger="remediation_receiver.executor")
                 # The playbook ends while the disk is full: its last events and its end cannot be written.
                 wait_until(lambda: not find_run_processes(run.id), 60, "the playbook to end")
-                wait_until(lambda: any("r-fault" in r.getMessage() and "status" in r.getMessage()
+                wait_until(lambda: any(run.id in r.getMessage() and "status" in r.getMessage()
                                        for r in caplog.records) or done.is_set(), 60,
                            "the executor to meet the full disk with the run's end")
                 filler.unlink()

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from receiver_helpers import write_config
+from receiver_helpers import unique_run_id, write_config
 
 from remediation_receiver.dispatcher import Dispatcher
 from remediation_receiver.executor import RUN_MARKER, Executor, find_run_processes
@@ -39,24 +39,25 @@ def crashed_run(journal: Journal, run_id: str, status: str = "running") -> None:
 def test_a_run_found_running_is_interrupted_and_handled_by_its_rule(
         tmp_path: Path, on_interrupted: str, new_runs: int, notification: str | None) -> None:
     dispatcher, journal = dispatcher_for(tmp_path, on_interrupted)
-    crashed_run(journal, "r-crashed")
+    crashed = unique_run_id("r-crashed")
+    crashed_run(journal, crashed)
     # What the killed receiver left behind: a process group carrying the run's marker.
-    orphan = subprocess.Popen(["sleep", "300"], env={**os.environ, RUN_MARKER: "r-crashed"},
+    orphan = subprocess.Popen(["sleep", "300"], env={**os.environ, RUN_MARKER: crashed},
                               start_new_session=True)
     try:
-        assert find_run_processes("r-crashed") == [orphan.pid]
-        assert dispatcher.recover() == ["r-crashed"]
+        assert find_run_processes(crashed) == [orphan.pid]
+        assert dispatcher.recover() == [crashed]
         assert orphan.wait(timeout=10) is not None
     finally:
         if orphan.poll() is None:
             orphan.kill()
-    run = journal.get_run("r-crashed")
+    run = journal.get_run(crashed)
     assert run is not None and run.status == "interrupted" and run.handled
     assert "stopped 1 leftover process" in run.reason
-    others = [r for r in journal.list_runs() if r.id != "r-crashed"]
+    others = [r for r in journal.list_runs() if r.id != crashed]
     assert len(others) == new_runs
     if new_runs:
-        assert (others[0].status, others[0].attempt, others[0].parent_run) == ("queued", 2, "r-crashed")
+        assert (others[0].status, others[0].attempt, others[0].parent_run) == ("queued", 2, crashed)
         assert others[0].extravars["remediation_run_id"] == others[0].id
     kinds = [n["kind"] for n in journal.notifications()]
     assert kinds == ([notification] if notification else [])
