@@ -167,7 +167,7 @@ REFUSALS = [
 
 @pytest.mark.parametrize(("text", "settings", "fragment"), REFUSALS)
 def test_a_refused_plan_is_refused_with_docker_daemon_configs_message(module_runner, engine, tmp_path, text,
-                                                                       settings, fragment):
+                                                                      settings, fragment):
     daemon_json = tmp_path / "daemon.json"
     if text == "->missing":
         daemon_json.symlink_to(tmp_path / "missing.json")
