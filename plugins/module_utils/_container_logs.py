@@ -49,3 +49,33 @@ def log_bytes(container: dict[str, Any], data_root: str) -> int:
         with contextlib.suppress(OSError):  # a file may rotate away between listing and stat
             total += os.path.getsize(path)
     return total
+
+
+def describe(container: dict[str, Any], data_root: str) -> dict[str, Any]:
+    """A container's log configuration from its inspect record: driver, options, bounded and why, bytes now."""
+    log_config = container["HostConfig"]["LogConfig"]
+    driver = log_config.get("Type") or ""
+    options = log_config.get("Config") or {}
+    bounded, reason = classify(driver, options)
+    return dict(
+        id=container["Id"][:12],
+        name=container["Name"].lstrip("/"),
+        state=container["State"]["Status"],
+        driver=driver,
+        options=options,
+        bounded=bounded,
+        reason=reason,
+        log_bytes=log_bytes(container, data_root),
+    )
+
+
+def log_report(inspected: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:
+    """Every container's log configuration, the unbounded ones largest first, and their bytes together."""
+    containers = [describe(container, info["DockerRootDir"]) for container in inspected]
+    unbounded = sorted((c for c in containers if not c["bounded"]), key=lambda c: -c["log_bytes"])
+    return dict(
+        daemon_log_driver=info.get("LoggingDriver"),
+        containers=containers,
+        unbounded=unbounded,
+        unbounded_log_bytes=sum(c["log_bytes"] for c in unbounded),
+    )

@@ -151,6 +151,18 @@ def coerce(config: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def exec_start_command(show_value: str) -> str:
+    """The command line in the ExecStart value systemctl show prints.
+
+    It looks like "{ path=/usr/sbin/dockerd ; argv[]=/usr/sbin/dockerd -H fd:// ; ... }".
+    """
+    for part in show_value.split(";"):
+        part = part.strip()
+        if part.startswith("argv[]="):
+            return part[len("argv[]="):]
+    return show_value.strip()
+
+
 def exec_start_argv(exec_start: str | None) -> list[str]:
     """A unit's ExecStart line as its arguments (split on whitespace when its quoting does not parse)."""
     try:
@@ -275,6 +287,14 @@ def changed_keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
 def needs_restart(keys: Iterable[str]) -> bool:
     """True when any changed key is one dockerd only reads at start."""
     return any(key not in RELOADABLE_KEYS for key in keys)
+
+
+def change_summary(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """What writing desired over current changes, and whether dockerd needs a restart or a reload for it."""
+    keys = changed_keys(current, desired)
+    restart = needs_restart(keys)
+    return dict(changed_keys=keys, restart_needed=bool(keys) and restart, reload_enough=bool(keys) and not restart,
+                config=desired)
 
 
 def render(config: dict[str, Any]) -> str:

@@ -235,3 +235,22 @@ def after_restart(before: Iterable[dict[str, Any]], now_by_id: dict[str, dict[st
         else:
             stopped.append(entry)
     return came_back, stopped, orphans
+
+
+def apply_decision(plan: dict[str, Any], pending: str, live_restore_now: bool) -> dict[str, Any]:
+    """What a run that writes plan (docker_daemon_config's summary) does next, given what the daemon still waits for.
+
+    action: 'restart', 'reload' or '' (nothing to apply). check_keys: the keys the daemon must run afterwards, what
+    the plan changes and, when an earlier run left the file unapplied, every key of it. write: the file changes.
+    live_restore_first: live-restore, on in the planned file and off in the daemon, is reloaded before the restart
+    so that it keeps the running containers running.
+    """
+    restart = bool(plan["restart_needed"]) or pending == "restart"
+    action = "restart" if restart else "reload" if plan["reload_enough"] or pending == "reload" else ""
+    check_keys = set(plan["changed_keys"]) | (set(plan["config"]) if pending else set())
+    return dict(
+        action=action,
+        check_keys=sorted(check_keys),
+        write=bool(plan["changed_keys"]),
+        live_restore_first=restart and plan["config"].get("live-restore") is True and not live_restore_now,
+    )

@@ -165,8 +165,8 @@ from ansible.module_utils.common.text.converters import to_bytes, to_native
 
 from ansible_collections.postmortem.remediation.plugins.module_utils._daemon_config import (
     ConfigError,
-    changed_keys,
-    needs_restart,
+    change_summary,
+    exec_start_command,
     parse_existing,
     plan,
     render,
@@ -208,14 +208,7 @@ class DaemonConfig:
             [systemctl, "show", self.params["service_name"], "--property=ExecStart", "--value"],
             environ_update={"LANG": "C"},
         )
-        if rc != 0:
-            return ""
-        # Output looks like "{ path=/usr/sbin/dockerd ; argv[]=/usr/sbin/dockerd -H fd:// ; ... }".
-        for part in out.split(";"):
-            part = part.strip()
-            if part.startswith("argv[]="):
-                return part[len("argv[]="):]
-        return out.strip()
+        return exec_start_command(out) if rc == 0 else ""
 
     def dockerd(self) -> str | None:
         given = self.params["dockerd_path"]
@@ -291,19 +284,10 @@ class DaemonConfig:
                 msg="Refusing to write %s: %s" % (self.path, "; ".join(problems)), problems=problems, path=self.path
             )
 
-        keys = changed_keys(current, desired)
         # Compared as data, not text: a hand-formatted file that already says the same is left alone.
-        changed = bool(keys)
-        restart = needs_restart(keys)
-        result = dict(
-            changed=changed,
-            changed_keys=keys,
-            restart_needed=changed and restart,
-            reload_enough=changed and not restart,
-            config=desired,
-            path=self.path,
-            validated_with="rules",
-        )
+        summary = change_summary(current, desired)
+        changed = bool(summary["changed_keys"])
+        result = dict(changed=changed, path=self.path, validated_with="rules", **summary)
         after_text = render(desired)
         if self.module._diff:
             result["diff"] = dict(

@@ -19,6 +19,11 @@ description:
     about a refused reload, and says which containers that ran before came back, stayed stopped, or were left
     running outside Docker's control (a containerd-shim or a process in the container's cgroup with no container
     running in Docker).
+  - With O(settings), it also plans the change of the file as M(postmortem.remediation.docker_daemon_config) with
+    the same settings would (merge, coercion, and the same refusals of keys dockerd does not know, keys the unit
+    already sets with a flag, a file that is not valid JSON, a link to nothing) and decides what a run that writes it
+    does next (RV(decision)). With O(log_report), it also reports every container's log configuration as
+    M(postmortem.remediation.docker_log_info) does. The docker_log_rotation role reads all of it in this one call.
   - Talks to the Docker Engine API over its Unix socket with the standard library, and reads systemd and the journal
     with C(systemctl) and C(journalctl).
 author:
@@ -71,6 +76,22 @@ options:
     type: list
     elements: dict
     default: []
+  settings:
+    description:
+      - Settings to merge into O(daemon_config), as O(postmortem.remediation.docker_daemon_config#module:settings).
+        The file is not written; the plan is in RV(plan) and what a run that writes it does next in RV(decision).
+      - Checked with the rules M(postmortem.remediation.docker_daemon_config) applies before it writes (with its
+        default O(postmortem.remediation.docker_daemon_config#module:allow_unknown_keys=false)); the check with
+        C(dockerd --validate) is left to the write.
+      - When O(live_restore) is not given and the planned file turns C(live-restore) on, RV(will_stop) counts it in
+        effect at the stop, because the run reloads it first (RV(decision.live_restore_first)).
+    type: dict
+  log_report:
+    description:
+      - Also report the log configuration of every container, stopped ones included, in RV(log_report), from the
+        same reads of the Engine API.
+    type: bool
+    default: false
 
   timeout:
     default: 30
@@ -88,6 +109,21 @@ EXAMPLES = r"""
 - name: Name the containers the restart would stop
   ansible.builtin.debug:
     msg: "{{ before.will_stop | map(attribute='name') | list }}"
+
+- name: Plan a daemon.json change, read the daemon and the containers' log limits in one call
+  postmortem.remediation.docker_daemon_state:
+    settings:
+      log-driver: local
+      log-opts:
+        max-size: 10m
+    log_report: true
+  register: state
+
+- name: Say what a run that writes it would do
+  ansible.builtin.debug:
+    msg: >-
+      {{ state.plan.changed_keys }} change; then {{ state.decision.action or 'nothing' }};
+      {{ state.log_report.unbounded | length }} container(s) with unbounded logs
 
 - name: After the restart, check the changed keys and the containers
   postmortem.remediation.docker_daemon_state:
@@ -198,6 +234,57 @@ applied_record:
   description: What to write to O(record_file) once the daemon is known to run the file.
   returned: always
   type: dict
+plan:
+  description:
+    - What writing O(settings) into O(daemon_config) changes, as M(postmortem.remediation.docker_daemon_config)
+      returns it in check mode.
+  returned: when O(settings) is given
+  type: dict
+  contains:
+    changed_keys:
+      description: Top-level keys whose value would change.
+      type: list
+      elements: str
+    restart_needed:
+      description: True when a changed key is only read by dockerd at start.
+      type: bool
+    reload_enough:
+      description: True when the file would change and every changed key is applied by a reload (SIGHUP).
+      type: bool
+    config:
+      description: The configuration the file would hold.
+      type: dict
+decision:
+  description: What a run that writes RV(plan) does next.
+  returned: when O(settings) is given
+  type: dict
+  contains:
+    action:
+      description:
+        - C(restart) when a changed key is read only at start or the daemon waits for a restart (RV(pending)),
+          C(reload) when a reload applies the change or what the daemon waits for, empty when there is nothing to
+          apply.
+      type: str
+    check_keys:
+      description:
+        - The keys to check against the daemon after the restart or reload (O(keys) of that call), that is the
+          changed keys and, when the daemon does not run the file yet, every key of the planned file.
+      type: list
+      elements: str
+    write:
+      description: Whether the file changes (the plan has changed keys).
+      type: bool
+    live_restore_first:
+      description:
+        - The action is a restart, the planned file turns C(live-restore) on and the daemon does not run it yet.
+          Reload first, so that the running containers keep running through the restart.
+      type: bool
+log_report:
+  description:
+    - Every container's log configuration, with the keys M(postmortem.remediation.docker_log_info) returns, that is
+      C(containers), C(unbounded) (largest first), C(unbounded_log_bytes) and C(daemon_log_driver).
+  returned: when O(log_report=true) and the Engine API answered
+  type: dict
 """
 
 import hashlib
@@ -208,9 +295,20 @@ from collections.abc import Iterable
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_native
 
+from ansible_collections.postmortem.remediation.plugins.module_utils._container_logs import log_report
+from ansible_collections.postmortem.remediation.plugins.module_utils._daemon_config import (
+    ConfigError,
+    change_summary,
+    exec_start_command,
+    parse_existing,
+    plan,
+    validate,
+)
 from ansible_collections.postmortem.remediation.plugins.module_utils._daemon_state import (
     after_restart,
+    apply_decision,
     container_summary,
     describe_mismatch,
     key_checks,
@@ -223,6 +321,7 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api
     docker_api_argument_spec,
     docker_api_from_module,
 )
+from ansible_collections.postmortem.remediation.plugins.module_utils._files import WriteTargetError, write_target
 
 
 class DaemonState:
@@ -230,14 +329,22 @@ class DaemonState:
         self.module = module
         self.params = module.params
         self.api = docker_api_from_module(module)
+        self.exec_start = ""
+        self.inspected: list[dict[str, Any]] = []
 
-    def read_config(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    def read_file(self) -> tuple[bytes | None, float | None]:
+        """The bytes of the file and its modification time, (None, None) when it cannot be read."""
         path = self.params["daemon_config"]
         try:
             with open(path, "rb") as handle:
                 raw = handle.read()
-            mtime = os.stat(path).st_mtime
+            return raw, os.stat(path).st_mtime
         except (IOError, OSError):
+            return None, None
+
+    def read_config(self, raw: bytes | None, mtime: float | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        path = self.params["daemon_config"]
+        if raw is None:
             return dict(path=path, exists=False, mtime=None, checksum=None), {}
         try:
             config = json.loads(raw.decode("utf-8")) if raw.strip() else {}
@@ -248,17 +355,42 @@ class DaemonState:
             config = {}
         return dict(path=path, exists=True, mtime=mtime, checksum=hashlib.sha1(raw).hexdigest()), config
 
+    def plan_settings(self, raw: bytes | None) -> dict[str, Any]:
+        """What docker_daemon_config with these settings would write, refused for the same reasons, nothing written."""
+        path = self.params["daemon_config"]
+        if raw is None and os.path.exists(path):
+            self.module.fail_json(msg="Cannot read %s: it exists but could not be opened" % path)
+        try:
+            write_target(path)  # a link to nothing is refused, as the write would refuse it
+            current = parse_existing(raw.decode("utf-8"), path) if raw is not None else {}
+            desired = plan(current, self.params["settings"])
+        except WriteTargetError as exc:
+            self.module.fail_json(msg="Refusing to write %s: %s" % (path, exc), path=path)
+        except UnicodeDecodeError as exc:
+            self.module.fail_json(msg="Cannot read %s: %s" % (path, to_native(exc)))
+        except ConfigError as exc:
+            self.module.fail_json(msg=to_native(exc), path=path)
+        problems = validate(desired, False, self.exec_start)
+        if problems:
+            self.module.fail_json(msg="Refusing to write %s: %s" % (path, "; ".join(problems)), problems=problems,
+                                  path=path)
+        return change_summary(current, desired)
+
     def unit_process(self) -> tuple[int, float | None]:
-        """(main PID, Unix start time) of the unit's main process, from systemd's monotonic start stamp."""
+        """(main PID, Unix start time) of the unit's main process, from systemd's monotonic start stamp.
+
+        The same call reads the unit's ExecStart, which the plan of O(settings) checks flags against.
+        """
         systemctl = self.module.get_bin_path("systemctl")
         if not systemctl:
             return 0, None
         rc, out, _err = self.module.run_command(
             [systemctl, "show", self.params["service_name"], "--property=MainPID",
-             "--property=ExecMainStartTimestampMonotonic"], environ_update={"LANG": "C"})
+             "--property=ExecMainStartTimestampMonotonic", "--property=ExecStart"], environ_update={"LANG": "C"})
         if rc != 0:
             return 0, None
         values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        self.exec_start = exec_start_command(values.get("ExecStart") or "")
         pid = int(values.get("MainPID") or 0)
         monotonic = int(values.get("ExecMainStartTimestampMonotonic") or 0)
         if not pid or not monotonic:
@@ -299,10 +431,13 @@ class DaemonState:
         result = {}
         for item in self.api.containers(all=True):
             try:
-                result[item["Id"]] = container_summary(self.api.inspect_container(item["Id"]))
+                inspected = self.api.inspect_container(item["Id"])
             except DockerAPIError as exc:
                 if exc.status != 404:  # removed since the listing
                     raise
+                continue
+            self.inspected.append(inspected)
+            result[item["Id"]] = container_summary(inspected)
         return result
 
     @staticmethod
@@ -328,9 +463,12 @@ class DaemonState:
 
     def run(self) -> dict[str, Any]:
         params = self.params
-        config_info, file_config = self.read_config()
-        expected = params["expected"] if params["expected"] is not None else file_config
+        raw, mtime = self.read_file()
         pid, started_at = self.unit_process()
+        # Planned first, so a file docker_daemon_config refuses is refused with its message.
+        planned = self.plan_settings(raw) if params["settings"] is not None else None
+        config_info, file_config = self.read_config(raw, mtime)
+        expected = params["expected"] if params["expected"] is not None else file_config
         record = self.read_record()
         unreachable = ""
         try:
@@ -349,16 +487,23 @@ class DaemonState:
             applied_record=dict(pid=pid, started_at=started_at, checksum=config_info["checksum"],
                                 path=config_info["path"]),
         )
+        if planned is not None:
+            result["plan"] = planned
+            result["decision"] = apply_decision(planned, "", result["daemon"]["live_restore"])
         if info is None:
             result["daemon"]["error"] = unreachable
             # Nothing to compare with; after a restart the caller retries until the daemon answers.
             return result
+        if params["log_report"]:
+            result["log_report"] = log_report(self.inspected, info)
 
         covered = bool(record) and record.get("checksum") == config_info["checksum"] \
             and record.get("pid") == pid and started_at is not None \
             and abs(float(record.get("started_at") or 0) - started_at) < 1.0
         result["pending"], result["pending_reasons"] = pending_apply(
             file_config, info, config_info["mtime"], started_at, covered)
+        if planned is not None:
+            result["decision"] = apply_decision(planned, result["pending"], result["daemon"]["live_restore"])
 
         reloaded = None
         if params["reload_since"] is not None:
@@ -373,7 +518,7 @@ class DaemonState:
 
         running = [c for c in all_containers.values() if c["running"]]
         live_restore = params["live_restore"] if params["live_restore"] is not None \
-            else result["daemon"]["live_restore"]
+            else result["daemon"]["live_restore"] or bool(planned and planned["config"].get("live-restore") is True)
         result["running"] = sorted(running, key=lambda c: c["name"])
         result["will_stop"], result["may_stop"], result["will_return"] = restart_plan(
             result["running"], live_restore, params["driver_change"])
@@ -398,6 +543,8 @@ def main() -> None:
             driver_change=dict(type="bool", default=False),
             live_restore=dict(type="bool"),
             before=dict(type="list", elements="dict", default=[]),
+            settings=dict(type="dict"),
+            log_report=dict(type="bool", default=False),
             **docker_api_argument_spec(timeout=30)
         ),
         supports_check_mode=True,

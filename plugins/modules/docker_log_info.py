@@ -91,7 +91,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.postmortem.remediation.plugins.module_utils._container_logs import classify, log_bytes
+from ansible_collections.postmortem.remediation.plugins.module_utils._container_logs import log_report
 from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import (
     DockerAPI,
     DockerAPIError,
@@ -112,23 +112,6 @@ def inspect_all(api: DockerAPI, listed: list[dict[str, Any]]) -> list[dict[str, 
     return inspected
 
 
-def describe(container: dict[str, Any], data_root: str) -> dict[str, Any]:
-    log_config = container["HostConfig"]["LogConfig"]
-    driver = log_config.get("Type") or ""
-    options = log_config.get("Config") or {}
-    bounded, reason = classify(driver, options)
-    return dict(
-        id=container["Id"][:12],
-        name=container["Name"].lstrip("/"),
-        state=container["State"]["Status"],
-        driver=driver,
-        options=options,
-        bounded=bounded,
-        reason=reason,
-        log_bytes=log_bytes(container, data_root),
-    )
-
-
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
@@ -140,18 +123,11 @@ def main() -> None:
     api = docker_api_from_module(module)
     try:
         info = api.info()
-        listed = api.containers(all=module.params["include_stopped"])
-        containers = [describe(container, info["DockerRootDir"]) for container in inspect_all(api, listed)]
+        inspected = inspect_all(api, api.containers(all=module.params["include_stopped"]))
+        report = log_report(inspected, info)
     except DockerAPIError as exc:
         module.fail_json(msg="Cannot read container log settings: %s" % exc)
-    unbounded = sorted((c for c in containers if not c["bounded"]), key=lambda c: -c["log_bytes"])
-    module.exit_json(
-        changed=False,
-        daemon_log_driver=info.get("LoggingDriver"),
-        containers=containers,
-        unbounded=unbounded,
-        unbounded_log_bytes=sum(c["log_bytes"] for c in unbounded),
-    )
+    module.exit_json(changed=False, **report)
 
 
 if __name__ == "__main__":

@@ -149,3 +149,39 @@ def test_after_restart_tells_came_back_stopped_and_orphaned_apart():
     assert [(c["name"], c["visible"]) for c in stopped] == [("a", True)]
     # Not listed by docker any more (another driver) while its shim still runs: orphaned.
     assert [(c["name"], c["visible"]) for c in orphans] == [("c", False)]
+
+
+def _plan(changed_keys, restart_needed, config):
+    return dict(changed_keys=changed_keys, restart_needed=restart_needed,
+                reload_enough=bool(changed_keys) and not restart_needed, config=config)
+
+
+LOGS = {"log-driver": "local", "log-opts": {"max-size": "10m"}}
+DECISIONS = [
+    # (plan, pending, live-restore now, action, check_keys, write, live_restore_first)
+    (_plan([], False, LOGS), "", False, "", [], False, False),
+    (_plan(["log-opts"], True, LOGS), "", False, "restart", ["log-opts"], True, False),
+    (_plan(["debug"], False, dict(LOGS, debug=True)), "", False, "reload", ["debug"], True, False),
+    # an earlier run wrote the file and never applied it: every key of the file is checked afterwards
+    (_plan([], False, LOGS), "restart", False, "restart", ["log-driver", "log-opts"], False, False),
+    (_plan([], False, dict(LOGS, debug=True)), "reload", False, "reload", ["debug", "log-driver", "log-opts"], False,
+     False),
+    (_plan(["debug"], False, dict(LOGS, debug=True)), "restart", False, "restart", ["debug", "log-driver", "log-opts"],
+     True, False),
+    # live-restore turned on with a restart: reloaded first, unless the daemon already runs it
+    (_plan(["live-restore", "log-opts"], True, dict(LOGS, **{"live-restore": True})), "", False, "restart",
+     ["live-restore", "log-opts"], True, True),
+    (_plan(["log-opts"], True, dict(LOGS, **{"live-restore": True})), "", True, "restart", ["log-opts"], True, False),
+    # a reload applies live-restore by itself; a string "true" is not the boolean dockerd needs
+    (_plan(["live-restore"], False, dict(LOGS, **{"live-restore": True})), "", False, "reload", ["live-restore"], True,
+     False),
+    (_plan(["log-opts"], True, dict(LOGS, **{"live-restore": "true"})), "", False, "restart", ["log-opts"], True,
+     False),
+]
+
+
+@pytest.mark.parametrize(("plan", "pending", "live_restore_now", "action", "check_keys", "write", "first"), DECISIONS)
+def test_apply_decision_restarts_reloads_or_leaves_alone(plan, pending, live_restore_now, action, check_keys, write,
+                                                         first):
+    decision = ds.apply_decision(plan, pending, live_restore_now)
+    assert decision == dict(action=action, check_keys=check_keys, write=write, live_restore_first=first)

@@ -7,6 +7,7 @@ import subprocess
 import uuid
 
 import pytest
+from ansible_collections.postmortem.remediation.plugins.module_utils._container_logs import classify
 from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api import DockerAPI
 from ansible_collections.postmortem.remediation.plugins.modules import docker_log_info as li
 
@@ -33,7 +34,7 @@ CLASSIFY = [
 
 @pytest.mark.parametrize(("driver", "options", "bounded", "reason"), CLASSIFY)
 def test_classify_names_what_can_fill_the_disk(driver, options, bounded, reason):
-    got_bounded, got_reason = li.classify(driver, options)
+    got_bounded, got_reason = classify(driver, options)
     assert got_bounded is bounded
     assert reason in got_reason
 
