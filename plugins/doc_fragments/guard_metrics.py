@@ -37,4 +37,16 @@ options:
       - Empty when no timer runs the job.
     type: str
     default: ""
+  metrics_max_age:
+    description:
+      - How long after a run ended the job counts as stale - its timer disabled, its cron entry broken, the host
+        that runs it gone - written as C(pmr_guard_max_age_seconds) (same labels) so that the collection's
+        MirrorSyncStale and BackupCleanupStale alerts page when C(pmr_guard_last_run_timestamp_seconds) is older.
+        The module cannot know the job's schedule; this option says it.
+      - Whole seconds (C(93600)) or a whole number with a unit C(s), C(m), C(h), C(d) or C(w) (C(26h)). Set the
+        schedule's period plus a margin for a slow run - for a daily job C(26h) (the playbooks' default).
+      - Anything else, or 0, is refused (in check mode too) with the option's name, and the run fails.
+      - Unset (the default), no such metric is written and no staleness alert can fire for this job. Without
+        O(metrics_file) it has no effect.
+    type: raw
 """

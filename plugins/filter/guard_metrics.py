@@ -11,6 +11,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.postmortem.remediation.plugins.module_utils._textfile_metrics import (
     MetricsError,
     guard_families,
+    parse_max_age,
     render,
 )
 
@@ -24,7 +25,7 @@ def guard_metrics(outcome: Any, timestamp: float | str | None = None) -> str:
             outcome.get("guard"), str(outcome.get("name") or ""), str(outcome.get("unit") or ""),
             time.time() if timestamp is None else float(timestamp), bool(outcome.get("refused", True)),
             int(outcome.get("planned", 0)), int(outcome.get("deleted", 0)), outcome.get("reference_healthy"),
-            failed=bool(outcome.get("failed", False)))
+            failed=bool(outcome.get("failed", False)), max_age=parse_max_age(outcome.get("max_age"), "max_age"))
     except (MetricsError, TypeError, ValueError) as exc:
         raise AnsibleFilterError("guard_metrics: %s" % exc) from exc
     return render(families)

@@ -20,7 +20,10 @@ from typing import Any, NoReturn
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.postmortem.remediation.plugins.module_utils._deletion_guard import Verdict, printable_data
-from ansible_collections.postmortem.remediation.plugins.module_utils._textfile_metrics import write_guard_metrics
+from ansible_collections.postmortem.remediation.plugins.module_utils._textfile_metrics import (
+    parse_max_age,
+    write_guard_metrics,
+)
 
 
 class Terminated(BaseException):
@@ -38,6 +41,10 @@ class GuardedModule(AnsibleModule):
         self.pmr_guard_result: dict[str, Any] = {}
         self.pmr_guard_metrics_written = False
         super().__init__(**kwargs)
+        try:  # refused in check mode too, before any work: a typo must not silently disable the staleness alert
+            parse_max_age(self.params.get("metrics_max_age"))
+        except ValueError as exc:
+            self.fail_json(msg="invalid option: %s" % exc)
 
     def attach(self, verdict: Verdict, result: dict[str, Any]) -> None:
         """The run's verdict and result, which a failure's metrics report (what was planned and done so far)."""

@@ -41,7 +41,12 @@ GUARD_METRICS_ARGSPEC = dict(
     metrics_file=dict(type="path"),
     metrics_name=dict(type="str"),
     metrics_unit=dict(type="str", default=""),
+    # raw: seconds as a number (93600) or a duration string ("26h"); parse_max_age checks both
+    metrics_max_age=dict(type="raw"),
 )
+# A duration: a whole number of seconds, or a whole number with a unit s, m, h, d or w (the grace_period grammar).
+DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class MetricsError(ValueError):
@@ -101,13 +106,43 @@ def render(families: list[Family]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def parse_max_age(value: object, option: str = "metrics_max_age") -> int | None:
+    """Seconds of a max age given as a number of seconds or a duration (``26h``); None when unset (None or "").
+
+    Refused (ValueError naming ``option``): anything else, 0 or less, a bool, a fraction of a second.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    seconds: int | None = None
+    if isinstance(value, bool):
+        seconds = None
+    elif isinstance(value, int):
+        seconds = value
+    elif isinstance(value, float) and value.is_integer():
+        seconds = int(value)
+    elif isinstance(value, str):
+        match = DURATION_RE.match(value)
+        if match:
+            seconds = int(match.group(1)) * DURATION_UNITS[match.group(2)]
+    if seconds is None:
+        raise ValueError("%s %r is not a duration: give whole seconds (93600) or a number with a unit s, m, h, d or w "
+                         "(26h)" % (option, value))
+    if seconds <= 0:
+        raise ValueError("%s %r must be more than 0 seconds: a max age of 0 would call every run stale (leave it unset "
+                         "for no staleness alert)" % (option, value))
+    return seconds
+
+
 # -- the guard outcome of safe_sync and guarded_cleanup --------------------------------------------------------------
 def guard_families(guard: str | None, name: str, unit: str, timestamp: float, refused: bool, planned: int, deleted: int,
-                   reference_healthy: bool | None = None, failed: bool = False) -> list[Family]:
+                   reference_healthy: bool | None = None, failed: bool = False,
+                   max_age: float | None = None) -> list[Family]:
     """pmr_guard_* families for one run of a guarded job, each with labels guard, name and unit.
 
     A run ends one of three ways: ok (refused 0, failed 0), refused (refused 1) or failed (failed 1: an error ended
-    it, before or during its work; what it deleted until then is in pmr_guard_deleted).
+    it, before or during its work; what it deleted until then is in pmr_guard_deleted). ``max_age``: the seconds
+    after which a job that has not run is stale (pmr_guard_max_age_seconds, the MirrorSyncStale and
+    BackupCleanupStale alerts); no such series when None.
     """
     if guard not in GUARDS:
         raise MetricsError("unknown guard %r (one of %s)" % (guard, ", ".join(GUARDS)))
@@ -128,6 +163,9 @@ def guard_families(guard: str | None, name: str, unit: str, timestamp: float, re
         families.append(Family("pmr_guard_reference_healthy",
                                "1 when the reference list of the last run was healthy and plausible, else 0.")
                         .add(1 if reference_healthy else 0, **labels))
+    if max_age is not None:
+        families.append(Family("pmr_guard_max_age_seconds", "Seconds after the last run's end when the job is stale "
+                               "(its schedule has stopped): option metrics_max_age.").add(max_age, **labels))
     return families
 
 
@@ -170,8 +208,12 @@ def write_guard_metrics(module: AnsibleModule, guard: str, verdict: Verdict | No
     planned, deleted, healthy = guard_outcome(guard, allowed or failed, verdict.checks if verdict else [], result)
     name = params.get("metrics_name") or params.get("dest") or params.get("path") or ""
     try:
+        try:
+            max_age = parse_max_age(params.get("metrics_max_age"))
+        except ValueError:
+            max_age = None  # the run that fails on it (GuardedModule) still records its failure
         text = render(guard_families(guard, str(name), params.get("metrics_unit") or "", time.time(),
-                                     not allowed, planned, deleted, healthy, failed=failed))
+                                     not allowed, planned, deleted, healthy, failed=failed, max_age=max_age))
         if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise OSError("directory %s does not exist" % os.path.dirname(os.path.abspath(path)))
         write_atomically(path, text)

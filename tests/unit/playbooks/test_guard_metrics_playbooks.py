@@ -123,3 +123,29 @@ def test_backup_refusals_are_recorded_by_the_module_and_by_the_variable_checks(b
     samples = metrics(backups / "textfile" / "backups.prom")
     assert samples["pmr_guard_refused"].endswith(" 1") and 'guard="guarded_cleanup"' in samples["pmr_guard_refused"]
     assert "pmr_guard_reference_healthy" not in samples
+
+
+def test_the_playbooks_write_a_max_age_of_26h_unless_told_otherwise(mirror: Path) -> None:
+    (mirror / "build/debian/amd64/pkg0.deb").unlink()
+    assert play(mirror, "sync_mirror.yml", mirror_vars(mirror, "amd64")).returncode == 0
+    samples = metrics(mirror / "textfile" / "mirror.prom")
+    assert samples["pmr_guard_max_age_seconds"].endswith(" 93600")
+    assert 'name="debian/amd64"' in samples["pmr_guard_max_age_seconds"]
+    # '' turns the staleness alert off for this job: no series
+    assert play(mirror, "sync_mirror.yml", mirror_vars(mirror, "amd64", mirror_metrics_max_age="")).returncode == 0
+    assert "pmr_guard_max_age_seconds" not in metrics(mirror / "textfile" / "mirror.prom")
+    # a refusal of the variable checks keeps it: the job's staleness alert must not lose its max age
+    proc = play(mirror, "sync_mirror.yml", mirror_vars(mirror, "", mirror_metrics_max_age="2d"))
+    assert proc.returncode != 0 and "Refusing to publish" in proc.stdout
+    samples = metrics(mirror / "textfile" / "mirror.prom")
+    assert samples["pmr_guard_refused"].endswith(" 1") and samples["pmr_guard_max_age_seconds"].endswith(" 172800")
+
+
+def test_backup_max_age_is_passed_and_a_bad_one_refused(backups: Path) -> None:
+    proc = play(backups, "reconcile_backups.yml",
+                backup_vars(backups, backup_max_orphans=5, backup_metrics_max_age=3600))
+    assert proc.returncode != 0 and "more than the bound of 5" in proc.stdout
+    assert metrics(backups / "textfile" / "backups.prom")["pmr_guard_max_age_seconds"].endswith(" 3600")
+    proc = play(backups, "reconcile_backups.yml", backup_vars(backups, backup_metrics_max_age="daily"))
+    assert proc.returncode != 0 and "metrics_max_age 'daily' is not a duration" in proc.stdout
+    assert len(os.listdir(backups / "backups")) == 40  # nothing quarantined

@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "modules"))
 from ansible_collections.postmortem.remediation.plugins.module_utils import _textfile_metrics as tm
-from guard_module_runner import load, make_backups, make_mirror, require_program, run_module
+from guard_module_runner import load, make_backups, make_mirror, require_program, run_module, tree
 
 PROMTOOL = require_program("promtool", "prometheus")
 RSYNC = require_program("rsync", "rsync")
@@ -220,3 +220,90 @@ def test_guarded_cleanup_writes_its_verdict_and_the_reference_health(
         "pmr_guard_planned_deletions": planned,
         "pmr_guard_deleted": deleted, "pmr_guard_reference_healthy": healthy}
     assert 0 < __import__("time").time() - samples["pmr_guard_last_run_timestamp_seconds"] < 60
+
+
+# --- metrics_max_age: the job's schedule, for the staleness alerts ---------------------------------------------
+MAX_AGES = [
+    # (value, seconds)
+    ("26h", 93600), (93600, 93600), ("93600", 93600), (" 2d ", 172800), ("90m", 5400), ("1w", 604800),
+    ("45s", 45), (7200.0, 7200), (None, None), ("", None),
+]
+
+
+@pytest.mark.parametrize(("value", "seconds"), MAX_AGES, ids=[repr(v[0]) for v in MAX_AGES])
+def test_max_age_is_seconds_or_a_duration(value: Any, seconds: int | None) -> None:
+    assert tm.parse_max_age(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["26x", "26 hours", "1.5h", "-5", "h", "0", "0h", 0, -60, 1.5, True, [26]],
+                         ids=repr)
+def test_max_age_refuses_what_is_no_positive_duration(value: Any) -> None:
+    with pytest.raises(ValueError, match="metrics_max_age"):
+        tm.parse_max_age(value)
+
+
+def test_guard_families_write_the_max_age_only_when_given() -> None:
+    labels = (("guard", "safe_sync"), ("name", "debian/amd64"), ("unit", "mirror-sync.service"))
+    text = tm.render(tm.guard_families("safe_sync", "debian/amd64", "mirror-sync.service", 100.0, False, 0, 0,
+                                       max_age=93600))
+    promtool_lint(text)
+    assert parse(text)[("pmr_guard_max_age_seconds", labels)] == 93600
+    text = tm.render(tm.guard_families("safe_sync", "debian/amd64", "mirror-sync.service", 100.0, False, 0, 0))
+    assert "pmr_guard_max_age_seconds" not in text
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("26h", 93600), (7200, 7200)])
+def test_safe_sync_writes_its_max_age_with_the_job_labels(mirror: Path, value: Any, seconds: int) -> None:
+    result = sync(mirror, metrics_max_age=value)
+    assert not result.get("failed") and result["deleted"] == 1
+    samples = parse((mirror / "metrics/mirror.prom").read_text())
+    labels = (("guard", "safe_sync"), ("name", f"{mirror}/mirror/debian/amd64"), ("unit", "mirror-sync.service"))
+    assert samples[("pmr_guard_max_age_seconds", labels)] == seconds
+    assert ("pmr_guard_last_run_timestamp_seconds", labels) in samples  # the alert compares the two: same labels
+
+
+def test_a_refused_run_keeps_its_max_age(mirror: Path) -> None:
+    result = sync(mirror, max_delete=0, metrics_max_age="26h")
+    assert result["refused"]
+    samples = guard_samples(mirror / "metrics/mirror.prom")
+    assert samples["pmr_guard_refused"] == 1 and samples["pmr_guard_max_age_seconds"] == 93600
+
+
+@pytest.mark.parametrize("check_mode", [False, True], ids=["run", "check mode"])
+@pytest.mark.parametrize("value", ["26x", "0", -1, "1.5h"])
+def test_an_invalid_max_age_is_refused_before_any_work(mirror: Path, value: Any, check_mode: bool) -> None:
+    before = tree(mirror / "mirror")
+    result = sync(mirror, metrics_max_age=value, check_mode=check_mode)
+    assert result["failed"] and "metrics_max_age" in result["msg"] and repr(value) in result["msg"], result["msg"]
+    assert tree(mirror / "mirror") == before  # nothing synchronised, nothing deleted
+    if check_mode:
+        assert not (mirror / "metrics/mirror.prom").exists()
+    else:  # recorded as a failed run (MirrorSyncFailed), without a max age it does not have
+        samples = guard_samples(mirror / "metrics/mirror.prom")
+        assert samples["pmr_guard_failed"] == 1 and "pmr_guard_max_age_seconds" not in samples
+
+
+def test_check_mode_with_a_max_age_writes_nothing(mirror: Path) -> None:
+    result = sync(mirror, metrics_max_age="26h", check_mode=True)
+    assert result["changed"] and not result.get("failed")
+    assert os.listdir(mirror / "metrics") == []
+
+
+def test_guarded_cleanup_writes_its_max_age(backups: Path) -> None:
+    result = cleanup(backups, metrics_max_age="26h")
+    assert not result.get("failed"), result.get("msg")
+    assert guard_samples(backups / "metrics/cleanup.prom")["pmr_guard_max_age_seconds"] == 93600
+    result = cleanup(backups, metrics_max_age="soon")
+    assert result["failed"] and "metrics_max_age 'soon' is not a duration" in result["msg"]
+
+
+def test_the_guard_metrics_filter_writes_the_max_age() -> None:
+    from ansible.errors import AnsibleFilterError
+    from ansible_collections.postmortem.remediation.plugins.filter.guard_metrics import guard_metrics
+
+    text = guard_metrics({"guard": "guarded_cleanup", "name": "/srv/backups", "max_age": "26h"}, 100)
+    assert "pmr_guard_max_age_seconds" in text and parse(text)[(
+        "pmr_guard_max_age_seconds", (("guard", "guarded_cleanup"), ("name", "/srv/backups"), ("unit", "")))] == 93600
+    assert "pmr_guard_max_age_seconds" not in guard_metrics({"guard": "safe_sync", "max_age": ""}, 100)
+    with pytest.raises(AnsibleFilterError, match="max_age '26x'"):
+        guard_metrics({"guard": "safe_sync", "max_age": "26x"}, 100)
