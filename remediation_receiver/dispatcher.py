@@ -154,6 +154,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_loop = time.time()
+        self.woke = time.time()  # when the loop last started a pass (a run's 'woke' stage)
         self._last_prune = 0.0
         self._last_decided = 0.0
         self.owner = receiver_id(cfg)
@@ -181,6 +182,7 @@ class Dispatcher:
                 self.metrics.inc("remediation_receiver_errors_total", {"stage": "dispatcher"})
             self.wake.wait(timeout=0.5)
             self.wake.clear()
+            self.woke = time.time()
             if time.monotonic() - self._last_decided < 2 * BATCH_WINDOW:
                 # Deliveries are streaming in: let a few more arrive so one commit decides them all (deciding each
                 # alert as it lands cost an fsync per alert, competing with the deliveries' own). A lone alert is
@@ -230,6 +232,7 @@ class Dispatcher:
         reaches ansible-runner after two fsyncs (its delivery, this commit), and a crash leaves either the alert
         undecided or its run decided and claimed ('starting', which recovery handles)."""
         claimed: list[RunRecord] = []
+        picked = time.time()
         try:
             with self.journal.transaction():
                 # Another receiver may have decided some of them since they were read (a shared journal).
@@ -243,7 +246,11 @@ class Dispatcher:
                 self.executor.release(run)
             raise
         self._last_decided = time.monotonic()
+        committed = time.time()
+        received = {alert.id: alert.received_at for alert in alerts}
         for run in claimed:
+            self.executor.stamp(run.id, received=received.get(run.alert_id or 0), woke=self.woke, picked=picked,
+                                committed=committed)
             self.executor.launch(run)
 
     def decide_or_record(self, alert: AlertRecord) -> None:
