@@ -177,6 +177,10 @@ class Dispatcher:
             self._thread.join(timeout=30)
 
     def _loop(self) -> None:
+        try:
+            self.journal.warm()  # on this thread's connection
+        except Exception:
+            log.exception("journal warm-up failed (the first alert pays it)")
         while not self._stop.is_set():
             self.last_loop = time.time()
             try:

@@ -17,7 +17,7 @@ from remediation_receiver import dispatcher as dispatcher_module
 from remediation_receiver import targets
 from remediation_receiver.executor import Executor
 from remediation_receiver.ingress import Ingress
-from remediation_receiver.journal import Journal, RunRecord
+from remediation_receiver.journal import Journal, RunRecord, SQLiteJournal
 from remediation_receiver.metrics import Metrics
 from remediation_receiver.notify import Notifier
 from remediation_receiver.redact import Redactor
@@ -84,6 +84,9 @@ def test_a_stored_alert_wakes_the_dispatcher_without_a_poll_interval(tmp_path: P
             assert len(executor.started) == number
     finally:
         dispatcher.stop()
+    if isinstance(journal, SQLiteJournal):
+        # The dispatcher's thread warmed its connection and the group commit's before the first alert.
+        assert journal.query("SELECT value FROM meta WHERE key='last_start'"), "the journal was not warmed"
     stamps = executor.stamped[executor.started[1]]
     # Stamped before the launch: when the alert was stored, when the pass that took it began, picked it up and
     # committed its decision, in that order.
