@@ -418,7 +418,14 @@ class Executor:
             self.journal.add_run_events(run.id, pending)
 
         def event_handler(event: dict[str, Any]) -> bool:
+            first = "first_event" not in stages
             note_stage(event)
+            if first:
+                # ansible-playbook runs (its first event). Nothing acts on starting -> running (both are active;
+                # recovery treats them alike): no wait for the disk, and written here, not in the status handler,
+                # which runner calls just before it spawns ansible-playbook (a write there waits for the journal's
+                # lock, behind a delivery's fsync when one is committing, and the spawn waits with it).
+                self.journal.set_run_status(run.id, "running", expect=("starting",), durable=False)
             summary = summarise_event(event)
             if summary is not None:
                 with buffer_lock:
@@ -431,13 +438,11 @@ class Executor:
             return True
 
         def status_handler(data: dict[str, Any], runner_config: Any = None) -> None:
-            # The 'starting' status carries the full environment: keep only the status word. Nothing acts on
-            # starting -> running (both are active; recovery treats them alike): no wait for the disk.
+            # The 'starting' status carries the full environment: only the time is kept.
             if data.get("status") == "starting":
                 stages["starting"] = time.time()
-            if data.get("status") == "running":
+            elif data.get("status") == "running":  # ansible-playbook is spawned right after this returns
                 stages["spawning"] = time.time()
-                self.journal.set_run_status(run.id, "running", expect=("starting",), durable=False)
 
         def cancel_callback() -> bool:
             with self._lock:

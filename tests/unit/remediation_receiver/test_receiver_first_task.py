@@ -152,12 +152,22 @@ def test_an_unreadable_inventory_at_start_is_reported_at_decision_time(tmp_path:
     assert [d["outcome"] for d in decisions] == ["error"] and "does not exist" in decisions[0]["reason"]
 
 
-def test_a_run_records_its_stages_with_its_first_task(tmp_path: Path) -> None:
+def test_a_run_records_its_stages_with_its_first_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A real ansible-runner run: the 'stages' event holds the dispatcher's stamps and the executor's, in order,
-    and is written with the first task's start (no commit of its own)."""
+    and is written with the first task's start (no commit of its own). 'running' is written once ansible-playbook
+    runs, not in the spawn's path."""
     cfg = write_config(tmp_path)
     cfg.envvars["ANSIBLE_LOCAL_TEMP"] = str(tmp_path / "ansible-tmp")
     journal = Journal(cfg.journal)
+    running_written: list[float] = []
+    set_run_status = journal.set_run_status
+
+    def recording_set_run_status(run_id: str, status: str, **kwargs: Any) -> bool:
+        if status == "running":
+            running_written.append(time.time())
+        return set_run_status(run_id, status, **kwargs)
+
+    monkeypatch.setattr(journal, "set_run_status", recording_set_run_status)
     done = threading.Event()
     executor = Executor(cfg, journal, Redactor([]), on_finished=lambda run_id: done.set())
     journal.add_run({"id": "staged", "rule": "probe", "playbook": "receiver_probe.yml", "host": "ctl1",
@@ -186,3 +196,4 @@ def test_a_run_records_its_stages_with_its_first_task(tmp_path: Path) -> None:
     # ansible-playbook's own clock: it started the playbook, then the task, after it was spawned.
     assert stages["spawning"] <= stages["playbook_start"] <= stages["task_start"] <= stages["task_start_seen"]
     assert executor._stages == {}
+    assert len(running_written) == 1 and stages["first_event"] <= running_written[0], (running_written, stages)
