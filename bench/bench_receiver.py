@@ -586,6 +586,14 @@ def breakdown(stages: dict[str, list[dict[str, float]]]) -> list[str]:
         if rows:
             lines.append(f"  {side}: ansible_runner.run() called -> first task ran: "
                          f"{spread([(r['first_task'] - r['runner_called']) * 1000 for r in rows], fmt='.0f')} ms")
+    own = [(r["spawning"] - r["sent"]) * 1000 for r in stages.get("receiver", []) if "spawning" in r]
+    bare = [(r["spawning"] - r["sent"]) * 1000 for r in stages.get("bare", []) if "spawning" in r]
+    if own and bare:
+        # Up to the spawn the two sides differ; after it, both wait for the same ansible-playbook, whose start-up
+        # varies by far more than the target's margin on a shared machine.
+        lines.append(f"  before ansible-playbook exists (POST / run() -> spawned): receiver {spread(own, fmt='.1f')} "
+                     f"ms, bare {spread(bare, fmt='.1f')} ms: the receiver's own part "
+                     f"{statistics.median(own) - statistics.median(bare):+.1f} ms")
     return lines
 
 
