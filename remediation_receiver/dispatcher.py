@@ -25,6 +25,9 @@ from .targets import InventoryCache, TargetError, resolve
 log = logging.getLogger("remediation_receiver.dispatcher")
 # While alerts keep arriving, the dispatcher waits this long between passes so that one commit decides several.
 BATCH_WINDOW = 0.02
+# With nothing to do, the dispatcher sleeps this long at most: a stored delivery and a finished run wake it at once
+# (Ingress.on_stored, Executor.on_finished); the timeout only paces housekeeping (approvals that expire, takeovers).
+IDLE_WAIT = 0.5
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -154,6 +157,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_loop = time.time()
+        self.woke = time.time()  # when the loop last started a pass (a run's 'woke' stage)
         self._last_prune = 0.0
         self._last_decided = 0.0
         self.owner = receiver_id(cfg)
@@ -162,6 +166,7 @@ class Dispatcher:
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
         self.recover()
+        self.load_inventory(at_start=True)
         self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
         self._thread.start()
 
@@ -172,6 +177,10 @@ class Dispatcher:
             self._thread.join(timeout=30)
 
     def _loop(self) -> None:
+        try:
+            self.journal.warm()  # on this thread's connection
+        except Exception:
+            log.exception("journal warm-up failed (the first alert pays it)")
         while not self._stop.is_set():
             self.last_loop = time.time()
             try:
@@ -179,8 +188,9 @@ class Dispatcher:
             except Exception:
                 log.exception("dispatcher step failed")
                 self.metrics.inc("remediation_receiver_errors_total", {"stage": "dispatcher"})
-            self.wake.wait(timeout=0.5)
+            self.wake.wait(timeout=IDLE_WAIT)
             self.wake.clear()
+            self.woke = time.time()
             if time.monotonic() - self._last_decided < 2 * BATCH_WINDOW:
                 # Deliveries are streaming in: let a few more arrive so one commit decides them all (deciding each
                 # alert as it lands cost an fsync per alert, competing with the deliveries' own). A lone alert is
@@ -225,11 +235,26 @@ class Dispatcher:
                 log.info("journal retention (%.0f days): removed %s", self.cfg.journal_retention_days, removed)
 
     # -- deciding --------------------------------------------------------------------------------------------
+    def load_inventory(self, at_start: bool = False) -> None:
+        """Parse the inventory when it is new or changed, outside any journal transaction: at start (the first
+        alert a rule matched paid Ansible's inventory import and parse, about 300 ms, inside its decision's
+        transaction, delaying its run and every delivery behind it) and before each chunk of alerts (an edited
+        inventory). A failure here is not fatal: deciding an alert that needs the inventory records it."""
+        try:
+            self.inventory.get()
+        except Exception as exc:
+            if at_start:
+                log.warning("inventory %s could not be loaded: %s (alerts a rule matches are decided as errors "
+                            "until it can)", self.cfg.inventory, exc)
+
     def decide_chunk(self, alerts: list[AlertRecord]) -> None:
         """Decide `alerts` and claim the runs that may start now in one durable commit, then start them: an alert
         reaches ansible-runner after two fsyncs (its delivery, this commit), and a crash leaves either the alert
         undecided or its run decided and claimed ('starting', which recovery handles)."""
         claimed: list[RunRecord] = []
+        picked = time.time()
+        if any(alert.status == "firing" for alert in alerts):
+            self.load_inventory()
         try:
             with self.journal.transaction():
                 # Another receiver may have decided some of them since they were read (a shared journal).
@@ -243,7 +268,11 @@ class Dispatcher:
                 self.executor.release(run)
             raise
         self._last_decided = time.monotonic()
+        committed = time.time()
+        received = {alert.id: alert.received_at for alert in alerts}
         for run in claimed:
+            self.executor.stamp(run.id, received=received.get(run.alert_id or 0), woke=self.woke, picked=picked,
+                                committed=committed)
             self.executor.launch(run)
 
     def decide_or_record(self, alert: AlertRecord) -> None:

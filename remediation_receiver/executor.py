@@ -8,6 +8,7 @@ are removed by the retention bound.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
 import os
@@ -248,6 +249,7 @@ class Executor:
         self._active: dict[str, str] = {}  # run id -> host
         self._cancel: dict[str, str] = {}  # run id -> reason
         self._fenced: set[str] = set()  # runs stopped because their lease could not be renewed
+        self._stages: dict[str, dict[str, float]] = {}  # run id -> stage -> time.time(), until the run starts
         self._shutdown = threading.Event()
         # On a shared journal, the runs this receiver claims carry its name and a lease it renews (lease thread).
         self.owner = receiver_id(cfg)
@@ -289,6 +291,12 @@ class Executor:
 
     def launch(self, run: RunRecord) -> None:
         self._pool.submit(self._execute_safely, run)
+
+    def stamp(self, run_id: str, **stamps: float | None) -> None:
+        """Note when a run passed stages before the executor (received, woke, picked, committed): the run's
+        'stages' event records them with the executor's own."""
+        with self._lock:
+            self._stages.setdefault(run_id, {}).update({k: v for k, v in stamps.items() if v is not None})
 
     def cancel(self, run_id: str, reason: str) -> None:
         with self._lock:
@@ -391,6 +399,7 @@ class Executor:
                 self._active.pop(run.id, None)
                 self._cancel.pop(run.id, None)
                 self._fenced.discard(run.id)
+                self._stages.pop(run.id, None)
             try:
                 prune_artifacts(self.cfg.artifacts_dir, self.cfg.keep_runs, self.cfg.max_artifact_age_days,
                                 set(self.active()))
@@ -412,13 +421,32 @@ class Executor:
     def _execute(self, run: RunRecord) -> None:
         import ansible_runner
 
+        with self._lock:
+            stages = self._stages.pop(run.id, {})
+        stages["worker"] = time.time()
         rule = self.cfg.rule(run.rule)
         job_timeout = (rule.job_timeout if rule and rule.job_timeout else None) or self.cfg.job_timeout
         idle_timeout = (rule.idle_timeout if rule and rule.idle_timeout else None) or self.cfg.idle_timeout
         private_data_dir = self._prepare(run)
+        stages["prepared"] = time.time()
         buffer: list[dict[str, Any]] = []
         buffer_lock = threading.Lock()
         last_flush = [time.time()]
+
+        def note_stage(event: dict[str, Any]) -> None:
+            stages.setdefault("first_event", time.time())
+            name = event.get("event")
+            if name == "playbook_on_start":
+                stages.setdefault("playbook_start", event_created(event))
+            elif name == "playbook_on_task_start" and "task_start" not in stages:
+                stages["task_start"] = event_created(event)
+                stages["task_start_seen"] = time.time()
+
+        def stages_event() -> dict[str, Any]:
+            """When the run passed each stage from its alert to its first task: the 'stages' event, written once
+            with the first task's start (no commit of its own)."""
+            stages["written"] = time.time()
+            return {"event": "stages", "data": {k: round(v, 6) for k, v in stages.items()}}
 
         def flush(strict: bool = False) -> None:
             """Write the buffered events. Events are a record, not a state anything acts on: a journal that cannot
@@ -441,23 +469,34 @@ class Executor:
                             len(pending), exc)
 
         def event_handler(event: dict[str, Any]) -> bool:
+            first = "first_event" not in stages
+            note_stage(event)
+            if first:
+                # ansible-playbook runs (its first event). Nothing acts on starting -> running (both are active;
+                # recovery treats them alike): no wait for the disk, and written here, not in the status handler,
+                # which runner calls just before it spawns ansible-playbook (a write there waits for the journal's
+                # lock, behind a delivery's fsync when one is committing, and the spawn waits with it).
+                try:
+                    self.journal.set_run_status(run.id, "running", expect=("starting",), durable=False)
+                except self._journal_errors() as exc:  # the final status says how it ended; never stop the run here
+                    log.warning("run %s: could not record 'running': %s", run.id, exc)
             summary = summarise_event(event)
             if summary is not None:
                 with buffer_lock:
                     buffer.append(self.redactor.data(summary))
+                    if summary["event"] == "playbook_on_task_start" and "written" not in stages:
+                        buffer.append(stages_event())
                 if summary["event"] in ("playbook_on_task_start", "playbook_on_stats") or \
                         time.time() - last_flush[0] > 0.5:
                     flush()
             return True
 
         def status_handler(data: dict[str, Any], runner_config: Any = None) -> None:
-            # The 'starting' status carries the full environment: keep only the status word. Nothing acts on
-            # starting -> running (both are active; recovery treats them alike): no wait for the disk.
-            if data.get("status") == "running":
-                try:
-                    self.journal.set_run_status(run.id, "running", expect=("starting",), durable=False)
-                except self._journal_errors() as exc:  # the final status says how it ended; never stop the run here
-                    log.warning("run %s: could not record 'running': %s", run.id, exc)
+            # The 'starting' status carries the full environment: only the time is kept.
+            if data.get("status") == "starting":
+                stages["starting"] = time.time()
+            elif data.get("status") == "running":  # ansible-playbook is spawned right after this returns
+                stages["spawning"] = time.time()
 
         def cancel_callback() -> bool:
             with self._lock:
@@ -472,6 +511,7 @@ class Executor:
         cmdline = "--check --diff" if run.check_mode else None
         log.info("run %s: %s on %s (rule %s, attempt %d%s)", run.id, run.playbook, run.host, run.rule, run.attempt,
                  ", check mode" if run.check_mode else "")
+        stages["runner_called"] = time.time()
         runner = ansible_runner.run(
             private_data_dir=private_data_dir,
             project_dir=self.cfg.project_dir,
@@ -488,6 +528,9 @@ class Executor:
             status_handler=status_handler,
             cancel_callback=cancel_callback,
         )
+        with buffer_lock:
+            if "written" not in stages:  # no task started (the playbook failed before its first one)
+                buffer.append(stages_event())
         flush()  # committed without waiting for the disk: the final status below makes it durable
         status, reason = runner.status, ""
         with self._lock:
@@ -526,6 +569,17 @@ class Executor:
 
         self._record_end(run.id, status, record)
         log.info("run %s: %s rc=%s %s", run.id, status, runner.rc, reason)
+
+
+def event_created(event: dict[str, Any]) -> float:
+    """When ansible-playbook emitted `event` (its 'created', an ISO time), as time.time() counts; now if absent."""
+    try:
+        created = datetime.datetime.fromisoformat(str(event["created"]))
+    except (KeyError, ValueError):
+        return time.time()
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=datetime.UTC)
+    return created.timestamp()
 
 
 def _hosts_in_stats(stats: dict[str, Any]) -> set[str]:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import pgserver
 
 BOTH = {"test_receiver_decide", "test_receiver_schedule", "test_receiver_recovery", "test_receiver_executor",
-        "test_receiver_notify", "test_receiver_cli", "test_receiver_pg"}
+        "test_receiver_notify", "test_receiver_cli", "test_receiver_pg", "test_receiver_first_task"}
 _databases = itertools.count(1)
 
 

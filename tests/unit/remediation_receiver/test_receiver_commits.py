@@ -5,6 +5,7 @@ committed without an fsync, and a killed receiver still keeps them."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -186,3 +187,38 @@ def test_a_stream_of_alerts_is_decided_in_batches(tmp_path: Path, monkeypatch: p
     assert len(journal.query("SELECT id FROM decisions")) == 60
     # One commit per alert before (61 here); at most one per two alerts, even on a loaded machine.
     assert decision_commits <= 30, f"{decision_commits} commits decided 60 streaming alerts"
+
+
+WARM_CHILD = """
+import os, sys
+sys.path.insert(0, sys.argv[2])
+from remediation_receiver.journal import Journal
+journal = Journal(sys.argv[1])
+if sys.argv[3] == "warm":
+    journal.warm()
+os.mkdir(sys.argv[1] + ".begin")
+journal.store_delivery(remote="127.0.0.1", payload={"receiver": "r"}, raw_sha256="x", alerts=[])
+journal.set_state("decided", "1")
+os.mkdir(sys.argv[1] + ".end")
+"""
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="counts fsyncs with strace")
+@pytest.mark.parametrize("warm", ["warm", "cold"])
+def test_a_warmed_journal_takes_one_fsync_per_durable_commit(tmp_path: Path, warm: str) -> None:
+    """SQLite syncs the directory on the first sync of each connection's WAL (and the WAL's header when a commit
+    starts a new one): a receiver that did not take those syncs at start paid them in its first alert's path (a
+    delivery and a decision: 4 or 5 fsyncs instead of 2). Cold, the same trace shows them: the count can fail."""
+    path = tmp_path / "journal.sqlite"
+    Journal(str(path))  # created before the trace: its creation's syncs are not counted
+    trace = tmp_path / "trace"
+    subprocess.run(["strace", "-f", "-qq", "-y", "-o", str(trace), "-e", "trace=fsync,fdatasync,mkdir,mkdirat",
+                    sys.executable, "-c", WARM_CHILD, str(path), str(REPO), warm], check=True, timeout=60)
+    lines = trace.read_text().splitlines()
+    begin = next(i for i, line in enumerate(lines) if ".begin" in line)
+    end = next(i for i, line in enumerate(lines) if ".end" in line)
+    syncs = [line for line in lines[begin:end] if "sync(" in line]
+    if warm == "warm":
+        assert len(syncs) == 2 and all("-wal>" in line for line in syncs), syncs
+    else:
+        assert len(syncs) >= 4 and any(line.endswith(f"{tmp_path}>) = 0") for line in syncs), syncs
