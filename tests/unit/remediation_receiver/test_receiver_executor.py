@@ -196,10 +196,14 @@ def executor(tmp_path: Path) -> tuple[Executor, Journal, Any]:
 
 def test_a_successful_run_streams_events_and_leaves_no_secret_on_disk(executor: Any) -> None:
     ex, journal, cfg = executor
-    Path("/tmp/receiver-probe-r-ok").unlink(missing_ok=True)
+    # The probe writes /tmp/receiver-probe-RUN_ID on this machine: a run id of this process's own, so that another
+    # checkout running this test at once neither removes nor satisfies this one's file.
+    run_id = f"r-ok-{os.getpid()}"
+    probe = Path(f"/tmp/receiver-probe-{run_id}")
+    probe.unlink(missing_ok=True)
     os.environ["SOME_API_TOKEN"] = TOKEN
     try:
-        run = run_and_wait(ex, journal, make_run(journal, "r-ok", probe_note=TOKEN))
+        run = run_and_wait(ex, journal, make_run(journal, run_id, probe_note=TOKEN))
     finally:
         os.environ.pop("SOME_API_TOKEN")
     assert (run.status, run.rc) == ("successful", 0), run.reason
@@ -207,12 +211,12 @@ def test_a_successful_run_streams_events_and_leaves_no_secret_on_disk(executor: 
     events = [e["event"] for e in run.events]
     assert events[0] == "playbook_on_start" and events[-1] == "playbook_on_stats"
     assert "runner_on_ok" in events
-    assert Path("/tmp/receiver-probe-r-ok").exists()
-    pdd = Path(cfg.artifacts_dir) / "r-ok"
+    assert probe.exists()
+    pdd = Path(cfg.artifacts_dir) / run_id
     everything = "".join(p.read_text(errors="replace") for p in pdd.rglob("*") if p.is_file())
     assert TOKEN not in everything and "do-not-store-me-123" not in everything
     assert TOKEN not in json.dumps(run.events)
-    Path("/tmp/receiver-probe-r-ok").unlink()
+    probe.unlink()
 
 
 @pytest.mark.parametrize(("extravars", "settings", "status", "reason"), [
