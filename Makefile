@@ -18,8 +18,15 @@ export ANSIBLE_LOCAL_TEMP := $(ROOT)/build/ansible-home/tmp
 export ANSIBLE_FORCE_COLOR := false
 export PATH := $(BIN):$(PATH)
 LAB_HOSTS ?= 2
-# Lab hosts are named $(LAB_PREFIX)-1..N; lab-down removes exactly those (other labs on a shared engine stay).
-LAB_PREFIX ?= pmr-lab
+# Every name this checkout creates on the shared machine starts with LAB_PREFIX, computed once here (tests/lab/prefix.sh:
+# pmr- and 6 hex digits of this checkout's path, unless given) and exported to every target: the lab hosts of lab-up
+# (LAB_PREFIX-1..N; lab-down removes exactly those), Molecule's hosts, the end-to-end tests', the demo's, the benches'.
+# Two checkouts on one engine never share a name; `make lab-prefix` prints it.
+override LAB_PREFIX := $(shell LAB_PREFIX='$(LAB_PREFIX)' bash $(ROOT)/tests/lab/prefix.sh)
+ifeq ($(LAB_PREFIX),)
+$(error LAB_PREFIX: letters, digits, - and _ only (tests/lab/prefix.sh))
+endif
+export LAB_PREFIX
 
 .PHONY: help
 help:  ## List the targets
@@ -48,21 +55,26 @@ engine:  ## A Docker engine that answers (installs and starts Debian's docker.io
 image: engine  ## The lab host image and the workload image, rebuilt when their definition changes
 	bash tests/lab/image.sh
 
+.PHONY: lab-prefix
+lab-prefix:  ## Print LAB_PREFIX, the prefix of every lab host, container and loop file this checkout creates
+	@echo $(LAB_PREFIX)
+
 .PHONY: lab-up
 lab-up: venv image collection-link  ## Start LAB_HOSTS lab hosts named LAB_PREFIX-N; write lab/inventory.ini
 	bash tests/lab/lab.sh up $(LAB_HOSTS) $(LAB_PREFIX)
 
 .PHONY: lab-down
-lab-down:  ## Remove the lab hosts named exactly LAB_PREFIX-N (default pmr-lab), nothing else
+lab-down:  ## Remove the lab hosts named exactly LAB_PREFIX-N (this checkout's, make lab-prefix), nothing else
 	bash tests/lab/lab.sh down $(LAB_PREFIX)
 
 .PHONY: demo
 demo: venv image collection-link  ## The closed loop on lab hosts: five incidents, alert to verified fix (docs/demo.md)
+	echo "LAB_PREFIX=$(LAB_PREFIX): lab hosts $(LAB_PREFIX)-demo-N"
 	$(BIN)/python -m demo run
 
 .PHONY: demo-down
-demo-down:  ## Remove what `make demo` started (its lab hosts, processes and state; LAB_PREFIX)
-	if [ -x $(BIN)/python ]; then $(BIN)/python -m demo down; else bash tests/lab/lab.sh down $${LAB_PREFIX:-pmr-demo}; fi
+demo-down:  ## Remove what `make demo` started in this checkout (its lab hosts, processes and state; LAB_PREFIX)
+	if [ -x $(BIN)/python ]; then $(BIN)/python -m demo down; else bash tests/lab/lab.sh down $(LAB_PREFIX)-demo; fi
 
 .PHONY: lint
 lint: venv collection-link  ## ruff, mypy (plugins and receiver), ansible-lint (production profile), the documented commands (static check), role READMEs current, changelog fragments
@@ -128,6 +140,7 @@ build: venv  ## Build the collection artifact, install it, and check ansible-doc
 
 .PHONY: molecule
 molecule: venv image collection-link  ## Every Molecule scenario in extensions/molecule
+	echo "LAB_PREFIX=$(LAB_PREFIX): Molecule's lab hosts are $(LAB_PREFIX)-<platform>"
 	cd extensions
 	mkdir -p $(ROOT)/build/logs
 	for s in $$(ls molecule/*/molecule.yml | cut -d/ -f2 | sort); do
@@ -142,10 +155,12 @@ molecule: venv image collection-link  ## Every Molecule scenario in extensions/m
 
 .PHONY: e2e
 e2e: venv image collection-link postgresql  ## End-to-end tests (real Alertmanager, receiver, ansible-runner, lab hosts)
+	echo "LAB_PREFIX=$(LAB_PREFIX): the end-to-end tests' lab hosts are $(LAB_PREFIX)-<test>-N"
 	if ls tests/integration/test_*.py >/dev/null 2>&1; then $(BIN)/pytest -q tests/integration; else echo "no e2e tests"; fi
 
 .PHONY: bench
 bench: venv image collection-link postgresql  ## Benchmarks: print figures, record them in bench/results, rebuild bench/README.md
+	echo "LAB_PREFIX=$(LAB_PREFIX): the benches' lab hosts are $(LAB_PREFIX)-<bench>-..."
 	failed=""
 	for b in bench/bench_*.py; do $(BIN)/python bench/readme.py --run "$${b#bench/}" || failed="$$failed $$b"; done
 	if [ -n "$$failed" ]; then echo "missed a target or failed:$$failed" >&2; exit 1; fi

@@ -1,7 +1,8 @@
 """An idempotent harden run against a facts-only play, and a same-driver storage rollout, at several fleet sizes.
 
-On lab hosts of its own (PREFIX-1..N, default pmr-fleet-bench; it refuses to start when one of them exists already,
-and removes exactly those at the end), after converging them once and checking that a second run changes nothing:
+On lab hosts of its own (PREFIX-1..N, default LAB_PREFIX-fleet, LAB_PREFIX from tests/lab/prefix.sh; it refuses to
+start when one of them exists already, and removes exactly those at the end), after converging them once and checking
+that a second run changes nothing:
 
 1. settings: forks, pipelining and strategy (linear, free) tried at one size (--search-size), both sides with the
    same settings; the lowest ratio of the harden run to the facts-only play beside it picks the settings used below
@@ -40,6 +41,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB = ROOT / "tests" / "lab" / "lab.sh"
+# This checkout's LAB_PREFIX (exported by make, else computed from the checkout's path): another checkout's bench
+# never meets these hosts.
+LAB_PREFIX = subprocess.run(["bash", str(ROOT / "tests" / "lab" / "prefix.sh")], capture_output=True, text=True,
+                            check=True).stdout.strip()
 BIN = ROOT / ".venv" / "bin"
 TARGET_RATIO = 2.0
 FACTS_PLAY = """---
@@ -248,7 +253,7 @@ def main() -> int:
     parser.add_argument("--search-rounds", type=int, default=2)
     parser.add_argument("--settings", help="skip the search: FORKS,on|off,linear|free")
     parser.add_argument("--no-rollout", action="store_true")
-    parser.add_argument("--prefix", default="pmr-fleet-bench")
+    parser.add_argument("--prefix", default=f"{LAB_PREFIX}-fleet", help="host name prefix (default: LAB_PREFIX-fleet)")
     parser.add_argument("--collections", type=Path, default=ROOT / "build" / "collections",
                         help="directory holding ansible_collections/postmortem/remediation")
     args = parser.parse_args()

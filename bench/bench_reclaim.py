@@ -17,8 +17,9 @@ The bench prints, per contender, medians with min and max of wall time, bytes fr
 space reached, and what it removed that it should not have. Exit status 1 when docker_reclaim misses the free-space
 target or removes anything on the must-keep list, in any round.
 
-Host names are `<LAB_PREFIX or pmr-bench>-reclaim-<pid>-<round>-<n>`; a name already taken stops the bench (nothing
-of anyone else's is removed), and only the hosts and loop filesystems the bench created are removed.
+Host names are `<LAB_PREFIX>-reclaim-<pid>-<round>-<n>` (LAB_PREFIX: this checkout's, tests/lab/prefix.sh); a name
+already taken stops the bench (nothing of anyone else's is removed), and only the hosts and loop filesystems the bench
+created are removed.
 
     .venv/bin/python bench/bench_reclaim.py [--rounds 3] [--quick] [--markdown FILE]   (root, a Docker engine, pmr-lab)
 """
@@ -273,9 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds, one fresh host per contender each (default 3)")
     parser.add_argument("--quick", action="store_true", help="one round")
     parser.add_argument("--markdown", type=Path, help="also write the figures to this file")
-    parser.add_argument("--prefix", default=os.environ.get("LAB_PREFIX", "pmr-bench"),
-                        help="host name prefix (default: $LAB_PREFIX, else pmr-bench)")
+    parser.add_argument("--prefix", default=None, help="host name prefix (default: LAB_PREFIX, tests/lab/prefix.sh)")
     args = parser.parse_args(argv)
+    if args.prefix is None:
+        args.prefix = subprocess.run(["bash", str(REPO / "tests" / "lab" / "prefix.sh")], capture_output=True,
+                                     text=True, check=True).stdout.strip()
     if args.quick:
         args.rounds = 1
     if args.rounds < 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # The virtual environment the demo runs in (make venv: .venv); lab hosts get it read-only for their jobs.
 VENV = Path(sys.prefix).resolve()
+
+
+def checkout_prefix(environ: dict[str, str] | None = None) -> str:
+    """This checkout's LAB_PREFIX (tests/lab/prefix.sh): the given one (validated), else pmr-<6 hex digits of the
+    checkout's path>, the same prefix `make` computes, so `python -m demo` run by hand finds what `make demo` made."""
+    env = dict(os.environ if environ is None else environ)
+    given = {"LAB_PREFIX": env["LAB_PREFIX"]} if env.get("LAB_PREFIX") else {}
+    return subprocess.run(["bash", str(REPO / "tests" / "lab" / "prefix.sh")], capture_output=True, text=True,
+                          check=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **given}).stdout.strip()
+
+
+def demo_prefix(environ: dict[str, str] | None = None) -> str:
+    """The demo's host prefix, LAB_PREFIX-demo: its hosts LAB_PREFIX-demo-1..3 are not `make lab-up`'s LAB_PREFIX-N."""
+    return f"{checkout_prefix(environ)}-demo"
 
 
 def free_port() -> int:
@@ -37,8 +52,8 @@ class Ports:
 
 @dataclass(frozen=True)
 class Settings:
-    prefix: str = "pmr-demo"
-    state: Path = field(default_factory=lambda: REPO / "build" / "demo" / "pmr-demo")
+    prefix: str = field(default_factory=demo_prefix)
+    state: Path = field(default_factory=lambda: REPO / "build" / "demo" / demo_prefix())
     port_base: int | None = None
     # Every `for:` of the shipped rules becomes this in the demo's copy (the shipped values are minutes).
     alert_for: str = "10s"
@@ -52,7 +67,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
-        prefix = env.get("LAB_PREFIX") or "pmr-demo"
+        prefix = demo_prefix(env)
         base = env.get("DEMO_PORT_BASE")
         return cls(
             prefix=prefix,

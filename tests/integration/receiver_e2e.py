@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from lab_names import lab_prefix
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PLAYBOOKS = REPO / "tests" / "integration" / "playbooks"
-LAB_PREFIX = os.environ.get("RECEIVER_LAB_PREFIX", "pmr-i5")
+LAB_PREFIX = os.environ.get("RECEIVER_LAB_PREFIX") or lab_prefix("receiver")
 LAB_HOST = f"{LAB_PREFIX}-1"
 TOKEN = "e2e-receiver-token-0123456789abcdef"
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"

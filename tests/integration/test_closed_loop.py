@@ -12,6 +12,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from lab_names import lab_prefix  # noqa: E402
+
 from demo import stack as st  # noqa: E402
 from demo.cli import alert_history, down, prepare_hosts  # noqa: E402
 from demo.incidents import all_incidents  # noqa: E402
@@ -23,7 +25,8 @@ INCIDENT = "daemon"
 
 
 def test_closed_loop_daemon_config_rejected(tmp_path: Path) -> None:
-    settings = dataclasses.replace(Settings.from_env({}), prefix="pmr-demo-e2e", state=tmp_path / "demo", keep=False)
+    settings = dataclasses.replace(Settings.from_env({}), prefix=lab_prefix("demo-e2e"), state=tmp_path / "demo",
+                                   keep=False)
     down(settings)  # what a killed earlier run of this test left
     try:
         st.ensure_packages()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lab_names import lab_prefix
 from receiver_e2e import free_port, on_host, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,7 +24,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from bench_receiver import JAVA_HOME, RULEBOOK_VENV, ensure_rulebook  # noqa: E402
 
 RULEBOOK = REPO / "extensions" / "eda" / "rulebooks" / "postmortem_remediation.yml"
-PREFIX = "pmr-signals-eda"
+PREFIX = lab_prefix("eda")
 HOST = f"{PREFIX}-1"
 TOKEN = "eda-test-token-0123456789abcdef"
 SITE_PACKAGES = REPO / ".venv" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lab_names import lab_prefix
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv" / "bin"
-PREFIX = "pmr-docs-dry"
+PREFIX = lab_prefix("docs-dry")
 HOST = f"{PREFIX}-1"
 
 

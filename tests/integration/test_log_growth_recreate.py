@@ -4,7 +4,7 @@ bounded (same name, labels, env, restart policy, volume) and checks that on the 
 is refused with its reason and left running; check mode changes nothing; a second run changes nothing; without the
 flag nothing is re-created.
 
-One lab host named pmr-recreate-1, created and removed by this module.
+One lab host named LAB_PREFIX-recreate-1 (lab_names.py), created and removed by this module.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lab_names import lab_prefix
 from test_remediate_playbooks import REPO, log_size, play, sh
 
-PREFIX = "pmr-recreate"
+PREFIX = lab_prefix("recreate")
 HOST = f"{PREFIX}-1"
 
 

@@ -3,7 +3,7 @@ with docker exec only): a growing json-file log, a daemon.json that stops docker
 timer, a job timer to contain. For each: check mode changes nothing, the run fixes it (checked here independently,
 on the host), a second run changes nothing, and a run aimed at two hosts is refused before any host is touched.
 
-Two lab hosts named pmr-playbooks-1 and -2, created and removed by this module.
+Two lab hosts named LAB_PREFIX-playbooks-1 and -2 (lab_names.py), created and removed by this module.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lab_names import lab_prefix
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-PREFIX = "pmr-playbooks"
+PREFIX = lab_prefix("playbooks")
 LOG_HOST, DAEMON_HOST = f"{PREFIX}-1", f"{PREFIX}-2"
 PLAYBOOKS = ["disk_pressure", "log_growth", "docker_daemon", "storage_driver", "prune_timer", "mirror_sync",
              "backup_cleanup"]

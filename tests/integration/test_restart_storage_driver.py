@@ -2,8 +2,8 @@
 
 Issue 11 item 3: a switch with live-restore on left the running containers orphaned (their shims and workloads kept
 running while `docker ps -a` was empty) and the role reported the host switched. Item 7: a restart stops running
-containers and nothing said so. The host is pmr-restart-sd-1, created and removed here (ansible-playbook through
-the docker connection, no network).
+containers and nothing said so. The host is LAB_PREFIX-restart-sd-1 (lab_names.py), created and removed here
+(ansible-playbook through the docker connection, no network).
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lab_names import lab_prefix
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
-PREFIX = "pmr-restart-sd"
+PREFIX = lab_prefix("restart-sd")
 HOST = f"{PREFIX}-1"
 
 PLAYBOOK = """

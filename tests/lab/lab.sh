@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start or stop N lab hosts (containers running systemd and their own dockerd) and write an inventory.
-#   tests/lab/lab.sh up [N] [PREFIX]    default 2 hosts named PREFIX-1..N (PREFIX: $LAB_PREFIX, else pmr-lab)
+#   tests/lab/lab.sh up [N] [PREFIX]    default 2 hosts named PREFIX-1..N (PREFIX: tests/lab/prefix.sh, that is
+#                                       $LAB_PREFIX, else this checkout's own pmr-<hash>)
 #   tests/lab/lab.sh down [PREFIX]      removes the hosts named exactly PREFIX-<number>, nothing else
 # The inventory ($LAB_INVENTORY, else lab/inventory.ini) reaches each host through the docker connection: no network.
 # Options (environment), all off by default:
@@ -13,11 +14,11 @@ source "$(dirname "$0")/common.sh"
 
 action=${1:-up}
 count=${2:-2}
-prefix=${3:-${LAB_PREFIX:-pmr-lab}}
-[ "$action" = down ] && prefix=${2:-${LAB_PREFIX:-pmr-lab}}
+prefix=${3:-$(bash "$LAB_DIR/prefix.sh")}
+[ "$action" = down ] && prefix=${2:-$(bash "$LAB_DIR/prefix.sh")}
 inventory=${LAB_INVENTORY:-$REPO_ROOT/lab/inventory.ini}
 
-# Only PREFIX-<number>: on an engine shared by several labs, pmr-lab must not match pmr-lab-x-1 or pmr-lab-1-old.
+# Only PREFIX-<number>: on an engine shared by several labs, pmr-me must not match pmr-me-x-1 or pmr-me-1-old.
 is_lab_host() {
   [[ $1 =~ ^"$prefix"-[0-9]+$ ]]
 }

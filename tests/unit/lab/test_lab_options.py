@@ -8,7 +8,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
 LAB = REPO / "tests" / "lab" / "lab.sh"
-PREFIX = "pmr-demo-lt"
+# This checkout's LAB_PREFIX (tests/lab/prefix.sh): another checkout running this test at once has other names.
+PREFIX = subprocess.run(["bash", str(LAB.parent / "prefix.sh")], capture_output=True, text=True,
+                        check=True).stdout.strip() + "-lab-options"
 HOST = f"{PREFIX}-1"
 
 
