@@ -345,9 +345,15 @@ def test_metrics_count_acknowledged_deliveries(server: tuple[int, Journal, Metri
     port = server[0]
     for _round in range(3):
         request(port, "POST", "/alerts", body(payload(alert(), alert(fingerprint="beef"))), AUTH)
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", "/metrics")
-    text = conn.getresponse().read().decode()
+    # The ack time is observed once the reply has left, so the client may ask before the third is counted.
+    deadline = time.time() + 10
+    while True:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        if 'remediation_receiver_ack_seconds_bucket{le="+Inf"} 3' in text or time.time() > deadline:
+            break
+        time.sleep(0.05)
     assert "remediation_receiver_deliveries_total 3" in text
     assert "remediation_receiver_alerts_received_total 6" in text
     assert 'remediation_receiver_ack_seconds_bucket{le="+Inf"} 3' in text

@@ -45,6 +45,11 @@ def test_a_run_found_running_is_interrupted_and_handled_by_its_rule(
     orphan = subprocess.Popen(["sleep", "300"], env={**os.environ, RUN_MARKER: crashed},
                               start_new_session=True)
     try:
+        # Found once the kernel shows its environment (on a loaded machine not always at the first look).
+        deadline = time.time() + 10
+        while find_run_processes(crashed) != [orphan.pid] and orphan.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert orphan.poll() is None, f"the orphan ended before recovery (returncode {orphan.returncode})"
         assert find_run_processes(crashed) == [orphan.pid]
         assert dispatcher.recover() == [crashed]
         assert orphan.wait(timeout=10) is not None
