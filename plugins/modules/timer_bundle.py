@@ -25,6 +25,8 @@ description:
     (its own unit changed while it ran) or stopped and disabled only when its state is not the wanted one.
   - Files are written in the order given, units after the files, so a validation command may run a file written
     earlier in the same call.
+  - The text of the files and units is not logged to the host's journal nor echoed back in the result's
+    C(invocation); they show each text's size and SHA-256 instead. The diff still carries the text of what changes.
 author:
   - Postmortem Remediation Maintainers (@postmortem-remediation)
 options:
@@ -212,6 +214,7 @@ timer:
       type: str
 """
 
+import hashlib
 import os
 import re
 import shlex
@@ -238,6 +241,43 @@ def read_bytes(path: str) -> bytes | None:
             return handle.read()
     except FileNotFoundError:
         return None
+
+
+def summarized(params: dict) -> dict:
+    """``params`` with the text of every file and unit replaced by its size and SHA-256.
+
+    AnsibleModule logs its arguments to the host's journal on every run and echoes them back in the result
+    (``invocation``): with the text of every file in them that was some 75 kB each way on every idempotent run, for
+    nothing a reader of the log or of the result needs (the diff carries the text of what changes).
+    """
+    brief = dict(params)
+    for key in ("files", "units"):
+        if isinstance(brief.get(key), list):
+            brief[key] = [dict(entry, content=digest(entry["content"]))
+                          if isinstance(entry, dict) and isinstance(entry.get("content"), str) else entry
+                          for entry in brief[key]]
+    return brief
+
+
+def digest(content: str) -> str:
+    data = to_bytes(content, errors="surrogate_or_strict")
+    return "(%d bytes, sha256 %s)" % (len(data), hashlib.sha256(data).hexdigest())
+
+
+class BundleModule(AnsibleModule):
+    """AnsibleModule that logs and returns its arguments without the text of the files and units."""
+
+    def _log_invocation(self) -> None:
+        params = self.params
+        self.params = summarized(params)
+        try:
+            super()._log_invocation()
+        finally:
+            self.params = params
+
+    def _return_formatted(self, kwargs: dict) -> None:
+        kwargs.setdefault("invocation", {"module_args": summarized(self.params)})
+        super()._return_formatted(kwargs)
 
 
 def verify_warnings(stderr: str, names: list[str]) -> list[str]:
@@ -484,30 +524,33 @@ class TimerBundle:
         return result
 
 
+ARGUMENT_SPEC: dict = dict(
+    directories=dict(type="list", elements="path", default=[]),
+    directory_mode=dict(type="raw", default="0755"),
+    files=dict(type="list", elements="dict", default=[], options=dict(
+        dest=dict(type="path", required=True),
+        content=dict(type="str", required=True),
+        mode=dict(type="raw", default="0644"),
+        validate=dict(type="str"),
+    )),
+    units=dict(type="list", elements="dict", default=[], options=dict(
+        name=dict(type="str", required=True),
+        content=dict(type="str", required=True),
+    )),
+    unit_dir=dict(type="path", default="/etc/systemd/system"),
+    daemon_reload=dict(type="bool", default=True),
+    verify_units=dict(type="bool", default=True),
+    timer=dict(type="str"),
+    timer_active=dict(type="bool", default=True),
+    owner=dict(type="str", default="root"),
+    group=dict(type="str", default="root"),
+    backup=dict(type="bool", default=True),
+)
+
+
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            directories=dict(type="list", elements="path", default=[]),
-            directory_mode=dict(type="raw", default="0755"),
-            files=dict(type="list", elements="dict", default=[], options=dict(
-                dest=dict(type="path", required=True),
-                content=dict(type="str", required=True),
-                mode=dict(type="raw", default="0644"),
-                validate=dict(type="str"),
-            )),
-            units=dict(type="list", elements="dict", default=[], options=dict(
-                name=dict(type="str", required=True),
-                content=dict(type="str", required=True),
-            )),
-            unit_dir=dict(type="path", default="/etc/systemd/system"),
-            daemon_reload=dict(type="bool", default=True),
-            verify_units=dict(type="bool", default=True),
-            timer=dict(type="str"),
-            timer_active=dict(type="bool", default=True),
-            owner=dict(type="str", default="root"),
-            group=dict(type="str", default="root"),
-            backup=dict(type="bool", default=True),
-        ),
+    module = BundleModule(
+        argument_spec=ARGUMENT_SPEC,
         supports_check_mode=True,
     )
     module.exit_json(**TimerBundle(module).run())

@@ -6,6 +6,8 @@ lab host (the timer active and enabled, and an idempotent run that verifies noth
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import stat
 from collections.abc import Callable
@@ -181,3 +183,38 @@ def test_a_directory_where_a_file_should_be_is_refused(module_runner: Runner, tm
     result = module_runner("timer_bundle", bundle(tmp_path))
     assert result["failed"] is True
     assert f"{tmp_path / 'lib/script.py'} is a directory" in result["msg"]
+
+
+def test_the_result_and_the_log_carry_no_file_text_but_its_size_and_digest(
+        module_runner: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every run logged its arguments to the host's journal and echoed them in the result, with the text of every file
+    # and unit (some 75 kB each way for the prune timer): now only their size and SHA-256 go there.
+    args = bundle(tmp_path)
+    module_runner("timer_bundle", args)
+    again = module_runner("timer_bundle", args)
+    assert again["changed"] is False, again
+    echoed = again["invocation"]["module_args"]
+    assert [f["dest"] for f in echoed["files"]] == [f["dest"] for f in args["files"]]
+    script = hashlib.sha256(b"import helper\n").hexdigest()
+    assert echoed["files"][0]["content"] == f"(14 bytes, sha256 {script})"
+    assert echoed["units"][1]["content"].startswith(f"({len(TIMER)} bytes, sha256 ")
+    assert TIMER not in json.dumps(again)
+
+    from ansible.module_utils.testing import patch_module_args
+    from ansible_collections.postmortem.remediation.plugins.modules import timer_bundle
+
+    logged: list[str] = []
+    monkeypatch.setattr(timer_bundle.BundleModule, "log", lambda self, msg, log_args=None: logged.append(msg))
+    with patch_module_args(dict(args, _ansible_check_mode=True)):
+        module = timer_bundle.BundleModule(argument_spec=timer_bundle.ARGUMENT_SPEC, supports_check_mode=True)
+    assert len(logged) == 1 and script in logged[0] and "import helper" not in logged[0], logged
+    assert module.params["files"][0]["content"] == "import helper\n"  # the module itself still has the text
+
+
+def test_a_changed_file_still_diffs_its_text(module_runner: Runner, tmp_path: Path) -> None:
+    args = bundle(tmp_path)
+    module_runner("timer_bundle", args)
+    args["files"][1]["content"] = "VALUE = 2\n"
+    result = module_runner("timer_bundle", args, diff=True)
+    assert result["changed_files"] == [str(tmp_path / "lib" / "helper.py")]
+    assert [d for d in result["diff"] if d.get("after") == "VALUE = 2\n" and d.get("before") == "VALUE = 1\n"], result
