@@ -220,6 +220,9 @@ class Ingress:
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.on_stored = on_stored
+        # (since when, why) while deliveries cannot be stored: the last one failed and none was stored since.
+        # /healthz answers 503 meanwhile (a journal that reads but cannot write, a full disk, is not healthy).
+        self.store_failure: tuple[float, str] | None = None
 
     def refuse(self, remote: str, status: int, reason: str, size: int | None) -> Reply:
         self.metrics.inc("remediation_receiver_deliveries_refused_total", {"code": str(status)})
@@ -258,10 +261,13 @@ class Ingress:
             delivery_id = self.journal.store_delivery(
                 remote=remote, payload=payload, raw_sha256=hashlib.sha256(body).hexdigest(), alerts=alerts)
         except JournalError as exc:
+            since = self.store_failure[0] if self.store_failure else time.time()
+            self.store_failure = (since, str(exc))
             # 5xx makes Alertmanager retry: the only honest answer when the alert is not stored.
             self.metrics.inc("remediation_receiver_deliveries_refused_total", {"code": "503"})
             log.error("could not store a delivery from %s: %s", remote, exc)
             return Reply(503, {"error": "could not store the delivery; retry"})
+        self.store_failure = None
         self.metrics.inc("remediation_receiver_deliveries_total")
         self.metrics.inc("remediation_receiver_alerts_received_total", value=len(alerts))
         if int(payload.get("truncatedAlerts") or 0) > 0:

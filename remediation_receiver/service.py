@@ -22,6 +22,9 @@ from .redact import Redactor, secret_env_values
 
 log = logging.getLogger("remediation_receiver.service")
 
+# What /healthz writes to learn whether a journal that refused a delivery takes writes again.
+HEALTH_KEY = "health_write_probe"
+
 
 class Views:
     """What GET answers: health, metrics, runs. Reads only."""
@@ -30,12 +33,22 @@ class Views:
         self.journal = journal
         self.metrics = metrics
         self.dispatcher = dispatcher
+        self.ingress: Ingress | None = None  # set once the ingress exists: its last delivery's outcome
 
     def health(self) -> tuple[int, dict[str, Any]]:
         try:
             counts = self.journal.counts()
         except Exception as exc:
             return 503, {"status": "journal unavailable", "error": str(exc)}
+        failure = self.ingress.store_failure if self.ingress is not None else None
+        if failure is not None and self.ingress is not None:
+            # Written again here, so that a journal that recovered while no delivery came is seen healthy.
+            try:
+                self.journal.set_state(HEALTH_KEY, str(time.time()))
+                self.ingress.store_failure = None
+            except Exception:
+                return 503, {"status": "journal refuses deliveries", "since": round(failure[0], 3),
+                             "error": failure[1]}
         lag = time.time() - self.dispatcher.last_loop
         body = {"status": "ok" if lag < 30 else "dispatcher stalled", "paused": self.journal.get_state(PAUSE_KEY),
                 "undecided_alerts": counts["undecided"]["all"], "runs": counts["runs"],
@@ -117,6 +130,7 @@ class Service:
         self.metrics.add_gauges(self.views.gauges)
         self.ingress = Ingress(self.journal, token, cfg.max_body_bytes, self.metrics,
                                on_stored=self.dispatcher.wake.set)
+        self.views.ingress = self.ingress
         self.server = make_server(cfg.listen_host, cfg.listen_port, self.ingress, self.views,
                                   max_connections=cfg.max_connections, request_timeout=cfg.request_timeout)
         self._stopped = threading.Event()

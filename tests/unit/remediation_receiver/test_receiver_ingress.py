@@ -364,3 +364,32 @@ def test_metrics_count_acknowledged_deliveries(server: tuple[int, Journal, Metri
 def test_the_times_alertmanager_writes_are_accepted(when: str) -> None:
     [parsed] = parse_payload(body(payload(dict(alert(), startsAt=when, endsAt=when))))[1]
     assert (parsed["startsAt"], parsed["endsAt"]) == (when, when)
+
+
+def test_healthz_is_503_while_the_journal_refuses_deliveries(tmp_path: Any) -> None:
+    """A journal that still reads but cannot write (its disk full, produced for real on a tmpfs of the test's own):
+    deliveries get 503 and so does /healthz, until a delivery is stored again. (Before: /healthz said 200, so a load
+    balancer kept sending Alertmanager to a receiver that could store nothing.)"""
+    from receiver_helpers import fill, small_filesystem
+
+    from remediation_receiver.service import Views
+
+    with small_filesystem(tmp_path / "fs") as fs:
+        journal = Journal(str(fs / "journal.sqlite"))
+        ingress = Ingress(journal, TOKEN, 64 * 1024, Metrics())
+        views = Views(journal, Metrics(), types.SimpleNamespace(last_loop=time.time()))
+        views.ingress = ingress
+        assert ingress.accept("127.0.0.1", body(payload(alert(fingerprint="a0")))).status == 202
+        assert views.health()[0] == 200
+        filler = fill(fs)
+        big = body(payload(*[alert(fingerprint=f"b{i}", note="x" * 2000) for i in range(20)]))
+        assert ingress.accept("127.0.0.1", big).status == 503
+        status, health = views.health()
+        assert (status, health["status"]) == (503, "journal refuses deliveries"), health
+        assert views.health()[0] == 503, "asked again while the disk is still full"
+        filler.unlink()
+        # Healthy again once the journal takes a write, even before Alertmanager sends the next delivery.
+        assert views.health()[0] == 200
+        assert ingress.store_failure is None
+        assert ingress.accept("127.0.0.1", body(payload(alert(fingerprint="a1")))).status == 202
+        journal.close()
