@@ -29,7 +29,8 @@ case "$action" in
       # A left-over image from an interrupted run is recreated: the lab host's data-root starts empty.
       rm -f "$image"
       truncate -s "$size" "$image"
-      mkfs.ext4 -q -F -m 0 -L "$name" "$image"
+      # An ext4 label holds 16 characters: the end of the name (it carries the host's number) fits.
+      mkfs.ext4 -q -F -m 0 -L "${name: -16}" "$image"
       # -o loop attaches a loop device with autoclear: unmounting detaches it.
       mount -o loop,noatime "$image" "$mnt"
       log "loopfs $name: $(df -h --output=size,avail "$mnt" | tail -n 1 | xargs) (size avail) at $mnt"
