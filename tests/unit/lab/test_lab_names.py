@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import jinja2
-import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[3]
