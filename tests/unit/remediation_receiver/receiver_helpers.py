@@ -141,3 +141,14 @@ def unique_run_id(base: str) -> str:
     /tmp file) by run id across the whole machine, so two test runs at once must never share one."""
     return f"{base}-{os.getpid():x}"
 
+
+def add_probe_run(journal: Any, base: str, **extravars: Any) -> str:
+    """A queued run of receiver_probe.yml on ctl1 under a run id of this test process (see unique_run_id)."""
+    run_id = unique_run_id(base)
+    journal.add_run({"id": run_id, "rule": "probe", "playbook": "receiver_probe.yml", "host": "ctl1",
+                     "fingerprint": "f", "starts_at": "s", "dedup_key": f"k-{run_id}", "attempt": 1,
+                     "mode": "auto", "status": "queued",
+                     "extravars": {"remediation_run_id": run_id, "remediation_alert": {"labels": {"a": "b"}},
+                                   **extravars}})
+    return run_id
+

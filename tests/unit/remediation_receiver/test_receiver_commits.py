@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from receiver_helpers import REPO, alert, write_config
+from receiver_helpers import REPO, add_probe_run, alert, write_config
 
 from remediation_receiver.dispatcher import Dispatcher
 from remediation_receiver.executor import Executor
@@ -120,11 +120,8 @@ def test_a_real_run_waits_for_the_disk_twice(tmp_path: Path) -> None:
     journal = Journal(cfg.journal)
     done = threading.Event()
     executor = Executor(cfg, journal, Redactor([]), on_finished=lambda run_id: done.set())
-    journal.add_run({"id": "real", "rule": "probe", "playbook": "receiver_probe.yml", "host": "ctl1",
-                     "fingerprint": "f", "starts_at": "s", "dedup_key": "k", "attempt": 1, "mode": "auto",
-                     "status": "queued", "extravars": {"remediation_run_id": "real",
-                                                       "remediation_alert": {"labels": {"a": "b"}}}})
-    run = journal.get_run("real")
+    run_id = add_probe_run(journal, "real")
+    run = journal.get_run(run_id)
     assert run is not None
     before = dict(journal.commits)
     try:
@@ -132,7 +129,7 @@ def test_a_real_run_waits_for_the_disk_twice(tmp_path: Path) -> None:
         assert done.wait(120), "the run did not finish"
     finally:
         executor.shutdown(0)
-    final = journal.get_run("real", with_events=True)
+    final = journal.get_run(run_id, with_events=True)
     assert final is not None and final.status == "successful", final
     assert len(final.events) >= 4
     assert journal.commits["full"] - before["full"] == 2, journal.commits

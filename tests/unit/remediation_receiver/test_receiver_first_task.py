@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from receiver_helpers import TOKEN, RecordingExecutor, alert, payload, recording_receiver, write_config
+from receiver_helpers import TOKEN, RecordingExecutor, add_probe_run, alert, payload, recording_receiver, write_config
 
 from remediation_receiver import dispatcher as dispatcher_module
 from remediation_receiver import targets
@@ -170,19 +170,16 @@ def test_a_run_records_its_stages_with_its_first_task(tmp_path: Path, monkeypatc
     monkeypatch.setattr(journal, "set_run_status", recording_set_run_status)
     done = threading.Event()
     executor = Executor(cfg, journal, Redactor([]), on_finished=lambda run_id: done.set())
-    journal.add_run({"id": "staged", "rule": "probe", "playbook": "receiver_probe.yml", "host": "ctl1",
-                     "fingerprint": "f", "starts_at": "s", "dedup_key": "k", "attempt": 1, "mode": "auto",
-                     "status": "queued", "extravars": {"remediation_run_id": "staged",
-                                                       "remediation_alert": {"labels": {"a": "b"}}}})
-    run = journal.get_run("staged")
+    run_id = add_probe_run(journal, "staged")
+    run = journal.get_run(run_id)
     assert run is not None
-    executor.stamp("staged", received=1.0, woke=2.0, picked=3.0, committed=4.0, ignored=None)
+    executor.stamp(run_id, received=1.0, woke=2.0, picked=3.0, committed=4.0, ignored=None)
     try:
         assert executor.submit(run)
         assert done.wait(120), "the run did not finish"
     finally:
         executor.shutdown(0)
-    final = journal.get_run("staged", with_events=True)
+    final = journal.get_run(run_id, with_events=True)
     assert final is not None and final.status == "successful", final
     names = [e["event"] for e in final.events]
     assert names.count("stages") == 1, names
