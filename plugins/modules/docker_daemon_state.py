@@ -10,7 +10,8 @@ module: docker_daemon_state
 short_description: Compare the running dockerd with daemon.json, and say what a restart does to running containers
 version_added: 0.1.0
 description:
-  - Read-only. The roles that restart dockerd call it before the restart (the plan) and after it (the check).
+  - Reads only, unless it is given O(timer_bundles). The roles that restart dockerd call it before the restart (the
+    plan) and after it (the check).
   - Before, it lists the running containers and splits them by what a restart does to them given their restart policy,
     C(live-restore) and whether the storage driver changes; and it says whether the running daemon still waits for
     the file (a run interrupted after writing daemon.json and before the restart).
@@ -24,6 +25,10 @@ description:
     already sets with a flag, a file that is not valid JSON, a link to nothing) and decides what a run that writes it
     does next (RV(decision)). With O(log_report), it also reports every container's log configuration as
     M(postmortem.remediation.docker_log_info) does. The docker_log_rotation role reads all of it in this one call.
+  - With O(timer_bundles), it first installs each bundle as M(postmortem.remediation.timer_bundle) would, in the
+    same call, then reads. C(playbooks/harden_docker_hosts.yml) hands it the bundles of the docker_prune_timer and
+    docker_signals roles, so that an idempotent harden run costs one module call per host instead of three (each
+    call's fixed cost, Python start-up and AnsiballZ, is most of an idempotent run).
   - Talks to the Docker Engine API over its Unix socket with the standard library, and reads systemd and the journal
     with C(systemctl) and C(journalctl).
 author:
@@ -92,14 +97,38 @@ options:
         same reads of the Engine API.
     type: bool
     default: false
+  timer_bundles:
+    description:
+      - Bundles to install before the read, in this order, each as M(postmortem.remediation.timer_bundle) installs
+        one (directories, files, units, the timer), with the same checks, backups, check mode and diff.
+      - Each item takes the options of M(postmortem.remediation.timer_bundle) and a O(timer_bundles[].name), which
+        names it in messages and in RV(timer_bundles). Every item is checked before the first is installed.
+      - A bundle that fails stops the call, naming the bundle; RV(timer_bundles) then lists the bundles installed
+        before it.
+      - The text of the files and units is not logged nor echoed in the result's C(invocation) (size and SHA-256
+        instead), as with M(postmortem.remediation.timer_bundle).
+    type: list
+    elements: dict
+    default: []
 
   timeout:
     default: 30
 extends_documentation_fragment:
   - postmortem.remediation.attributes
-  - postmortem.remediation.attributes.read_only
   - postmortem.remediation.attributes.actiongroup_docker
-  - postmortem.remediation.docker_api"""
+  - postmortem.remediation.docker_api
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Reads the same in check mode. O(timer_bundles) are planned and not installed, as with
+        M(postmortem.remediation.timer_bundle) in check mode.
+  diff_mode:
+    support: full
+    details: The diff of every file and unit of O(timer_bundles) that changes; the read has nothing to diff.
+  idempotent:
+    support: full
+    details: The read never changes the host; a second run with the same O(timer_bundles) changes nothing."""
 
 EXAMPLES = r"""
 - name: Plan the restart
@@ -134,6 +163,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+timer_bundles:
+  description:
+    - One result per item of O(timer_bundles), in their order, with the keys M(postmortem.remediation.timer_bundle)
+      returns (RV(postmortem.remediation.timer_bundle#module:changed_files),
+      RV(postmortem.remediation.timer_bundle#module:timer) with its plan...) and the bundle's C(name).
+    - C(changed) of the whole call is true when one of them changed.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: docker_prune_timer, changed: false, changed_files: [], changed_units: [], timer: {plan: ""}}]
 daemon:
   description: The running daemon.
   returned: always
@@ -292,7 +331,7 @@ import json
 import os
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
@@ -322,6 +361,7 @@ from ansible_collections.postmortem.remediation.plugins.module_utils._docker_api
     docker_api_from_module,
 )
 from ansible_collections.postmortem.remediation.plugins.module_utils._files import WriteTargetError, write_target
+from ansible_collections.postmortem.remediation.plugins.module_utils._timer_bundle import BundleModule, run_bundles
 
 
 class DaemonState:
@@ -531,8 +571,20 @@ class DaemonState:
         return result
 
 
+class StateModule(BundleModule):
+    """BundleModule (no file text in the journal or the invocation) whose failures also carry the results of the
+    timer bundles installed before them, so that a failed call still says what it changed."""
+
+    bundle_results: list[dict] = []
+
+    def fail_json(self, msg: str, **kwargs: Any) -> NoReturn:
+        kwargs.setdefault("timer_bundles", self.bundle_results)
+        kwargs.setdefault("changed", any(result.get("changed") for result in self.bundle_results))
+        super().fail_json(msg=msg, **kwargs)
+
+
 def main() -> None:
-    module = AnsibleModule(
+    module = StateModule(
         argument_spec=dict(
             daemon_config=dict(type="path", default="/etc/docker/daemon.json"),
             service_name=dict(type="str", default="docker"),
@@ -545,11 +597,20 @@ def main() -> None:
             before=dict(type="list", elements="dict", default=[]),
             settings=dict(type="dict"),
             log_report=dict(type="bool", default=False),
+            timer_bundles=dict(type="list", elements="dict", default=[]),
             **docker_api_argument_spec(timeout=30)
         ),
         supports_check_mode=True,
     )
-    module.exit_json(**DaemonState(module).run())
+    # Installed first: the read then sees what they installed (a drop-in of docker.service, for one).
+    module.bundle_results = []
+    diffs = run_bundles(module, module.params["timer_bundles"], module.bundle_results)
+    result = DaemonState(module).run()
+    result["timer_bundles"] = module.bundle_results
+    result["changed"] = any(bundle["changed"] for bundle in module.bundle_results)
+    if module._diff:
+        result["diff"] = diffs
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """`ansible-playbook playbooks/harden_docker_hosts.yml --check --diff` on a fresh lab host plans and changes nothing
-(issue 11, item 8: it used to stop with rc 2, "Could not find the requested service docker-prune.timer")."""
+(issue 11, item 8: it used to stop with rc 2, "Could not find the requested service docker-prune.timer"); then the
+real run installs everything, and an idempotent run costs one module call on the host (issue 13: it cost three), with
+the timer bundles still installed when docker_log_rotation's call is turned off or left out by tags."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,14 +36,24 @@ def on_host(*argv: str) -> str:
     return subprocess.run(["docker", "exec", HOST, *argv], capture_output=True, text=True, check=False).stdout
 
 
-def test_check_diff_on_a_fresh_host_plans_and_touches_nothing(fresh_host: Path) -> None:
+def harden(inventory: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / "build" / "collections"),
                ANSIBLE_HOME=str(REPO / "build" / "ansible-home"), ANSIBLE_FORCE_COLOR="false",
-               PATH=f"{BIN}:{os.environ['PATH']}")
+               ANSIBLE_PIPELINING="true", PATH=f"{BIN}:{os.environ['PATH']}")
+    return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), "playbooks/harden_docker_hosts.yml",
+                           *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=600, check=False)
+
+
+def recap(output: str) -> dict[str, int]:
+    match = re.search(rf"^{re.escape(HOST)}\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
+                      output, re.MULTILINE)
+    assert match, output[-3000:]
+    return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, match.groups()), strict=True))
+
+
+def test_check_diff_on_a_fresh_host_plans_and_touches_nothing(fresh_host: Path) -> None:
     # The command as docs/log_rotation.md and the README give it.
-    run = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(fresh_host), "playbooks/harden_docker_hosts.yml",
-                          "--check", "--diff"], cwd=REPO, capture_output=True, text=True, env=env, timeout=600,
-                         check=False)
+    run = harden(fresh_host, "--check", "--diff")
     output = run.stdout + run.stderr
     assert run.returncode == 0, output
     # Every role of the playbook that installs a timer plans it (docker_signals had the same mistake).
@@ -52,3 +65,31 @@ def test_check_diff_on_a_fresh_host_plans_and_touches_nothing(fresh_host: Path) 
     assert "docker-prune" not in listing and "pmr-docker-signals" not in listing, listing
     assert "daemon.json" not in listing, listing
     assert on_host("systemctl", "is-enabled", "docker-prune.timer").strip() in ("", "not-found"), listing
+
+
+def test_the_real_run_installs_everything_and_an_idempotent_run_is_one_module_call(fresh_host: Path) -> None:
+    first = harden(fresh_host)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr
+    for timer in ("docker-prune.timer", "pmr-docker-signals.timer"):
+        assert on_host("systemctl", "is-active", timer).strip() == "active", timer
+        assert on_host("systemctl", "is-enabled", timer).strip() == "enabled", timer
+    assert "log-opts" in on_host("cat", "/etc/docker/daemon.json")
+    # -vvv prints one EXEC line per docker exec: with pipelining, one per module call.
+    again = harden(fresh_host, "-vvv")
+    assert again.returncode == 0 and recap(again.stdout)["changed"] == 0, again.stdout[-4000:]
+    calls = re.findall(rf"^<{re.escape(HOST)}> EXEC ", again.stdout, re.MULTILINE)
+    assert len(calls) == 1, f"{len(calls)} module calls on the host, not 1"
+
+
+@pytest.mark.parametrize("args", [("--tags", "docker_prune_timer,docker_signals"),
+                                  ("-e", "docker_log_rotation_config_enabled=false")])
+def test_bundles_handed_over_are_installed_when_docker_log_rotation_installs_none(
+        fresh_host: Path, args: tuple[str, ...]) -> None:
+    on_host("systemctl", "disable", "--now", "docker-prune.timer", "pmr-docker-signals.timer")
+    on_host("rm", "-f", "/etc/docker-prune/config.json")
+    run = harden(fresh_host, *args)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr
+    assert recap(run.stdout)["changed"] >= 1
+    for timer in ("docker-prune.timer", "pmr-docker-signals.timer"):
+        assert on_host("systemctl", "is-active", timer).strip() == "active", (args, timer)
+    assert "keep_label" in on_host("cat", "/etc/docker-prune/config.json"), args

@@ -179,3 +179,67 @@ def test_a_refused_plan_is_refused_with_docker_daemon_configs_message(module_run
     assert config["failed"] is True and state["failed"] is True
     assert fragment in state["msg"]
     assert state["msg"] == config["msg"]
+
+
+# -- timer_bundles: the timer roles' bundles installed in the same call as the read (one module call per host) ------
+def _bundle(tmp_path, name: str, text: str = "print(1)\n", **overrides) -> dict:
+    return dict(dict(name=name, directories=[str(tmp_path / name)],
+                     files=[dict(dest=str(tmp_path / name / "script.py"), content=text)],
+                     units=[dict(name=f"pmr-{name}.service",
+                                 content="[Unit]\nDescription=t\n\n[Service]\nType=oneshot\nExecStart=/bin/true\n")],
+                     unit_dir=str(tmp_path / "units"), daemon_reload=False, verify_units=False), **overrides)
+
+
+def test_timer_bundles_are_installed_then_read_and_a_second_call_changes_nothing(module_runner, engine, tmp_path):
+    daemon_json = tmp_path / "daemon.json"
+    bundles = [_bundle(tmp_path, "prune"), _bundle(tmp_path, "signals", "print(2)\n")]
+    first = _state(module_runner, engine, daemon_json, settings=LIMITS, timer_bundles=bundles)
+    assert not first.get("failed"), first
+    assert first["changed"] is True
+    assert [b["name"] for b in first["timer_bundles"]] == ["prune", "signals"]
+    assert first["timer_bundles"][1]["changed_files"] == [str(tmp_path / "signals" / "script.py")]
+    assert (tmp_path / "signals" / "script.py").read_text() == "print(2)\n"
+    assert (tmp_path / "units" / "pmr-prune.service").exists()
+    assert first["decision"]["action"] == "restart", "the read after the bundles is the read without them"
+    # The text of the files is neither logged nor echoed back: its size and digest are.
+    echoed = json.dumps(first["invocation"])
+    assert "print(2)" not in echoed and "sha256" in echoed, echoed
+    second = _state(module_runner, engine, daemon_json, settings=LIMITS, timer_bundles=bundles)
+    assert second["changed"] is False, second["timer_bundles"]
+    assert all(not b["changed"] and b["changed_files"] == [] for b in second["timer_bundles"])
+    alone = _state(module_runner, engine, daemon_json, settings=LIMITS)
+    assert alone["changed"] is False and alone["timer_bundles"] == []
+
+
+def test_timer_bundles_in_check_mode_plan_and_diff_and_write_nothing(module_runner, engine, tmp_path):
+    state = module_runner("docker_daemon_state", dict(
+        daemon_config=str(tmp_path / "daemon.json"), record_file=str(tmp_path / "record.json"), service_name=SERVICE,
+        docker_host=f"unix://{engine.server_address}", timer_bundles=[_bundle(tmp_path, "prune")]),
+        check_mode=True, diff=True)
+    assert state["changed"] is True and str(tmp_path / "prune") in state["timer_bundles"][0]["created_directories"]
+    assert any(d.get("after") == "print(1)\n" for d in state["diff"]), state["diff"]
+    assert not (tmp_path / "prune").exists()
+
+
+def test_a_bad_timer_bundle_is_refused_before_any_bundle_is_installed(module_runner, engine, tmp_path):
+    bad = _bundle(tmp_path, "signals", files=[dict(content="x")])  # no dest
+    state = _state(module_runner, engine, tmp_path / "daemon.json", timer_bundles=[_bundle(tmp_path, "prune"), bad])
+    assert state["failed"] and state["msg"].startswith("timer bundle signals: "), state["msg"]
+    assert "dest" in state["msg"]
+    assert not (tmp_path / "prune").exists(), "a bundle was installed before every bundle was checked"
+    twice = _state(module_runner, engine, tmp_path / "daemon.json",
+                   timer_bundles=[_bundle(tmp_path, "prune"), _bundle(tmp_path, "prune")])
+    assert twice["failed"] and "prune is given more than once" in twice["msg"], twice["msg"]
+    unnamed = _state(module_runner, engine, tmp_path / "daemon.json", timer_bundles=[{"files": []}])
+    assert unnamed["failed"] and "timer_bundles[0] has no name" in unnamed["msg"], unnamed["msg"]
+
+
+def test_a_failing_timer_bundle_names_itself_and_reports_what_was_installed_before(module_runner, engine, tmp_path):
+    refused = _bundle(tmp_path, "signals")
+    refused["files"][0]["validate"] = "false %s"
+    state = _state(module_runner, engine, tmp_path / "daemon.json", settings=LIMITS,
+                   timer_bundles=[_bundle(tmp_path, "prune"), refused])
+    assert state["failed"], state
+    assert state["msg"].startswith("timer bundle signals: ") and "script.py was not written" in state["msg"]
+    assert [b["name"] for b in state["timer_bundles"]] == ["prune"] and state["changed"] is True
+    assert (tmp_path / "prune" / "script.py").exists() and not (tmp_path / "signals" / "script.py").exists()
