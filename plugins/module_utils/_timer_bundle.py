@@ -39,7 +39,7 @@ def read_bytes(path: str) -> bytes | None:
 
 
 def summarized(params: dict) -> dict:
-    """``params`` with the text of every file and unit replaced by its size and SHA-256, also in O(timer_bundles).
+    """``params`` with the text of every file and unit replaced by its size and SHA-256, also in ``timer_bundles``.
 
     AnsibleModule logs its arguments to the host's journal on every run and echoes them back in the result
     (``invocation``): with the text of every file in them that was some 75 kB each way on every idempotent run, for
@@ -349,10 +349,8 @@ ARGUMENT_SPEC: dict = dict(
 )
 
 
-
-
 def bundle_params(module: AnsibleModule, entry: object, index: int) -> tuple[str, dict]:
-    """(name, parameters) of one item of O(timer_bundles): checked against ARGUMENT_SPEC with its defaults filled in,
+    """(name, parameters) of one item of ``timer_bundles``: checked against ARGUMENT_SPEC with its defaults filled in,
     as the module itself would check them; the module fails naming the bundle and what is wrong."""
     if not isinstance(entry, dict):
         module.fail_json(msg="timer_bundles[%d] is not a dictionary of timer_bundle options" % index)

@@ -101,8 +101,8 @@ options:
     description:
       - Bundles to install before the read, in this order, each as M(postmortem.remediation.timer_bundle) installs
         one (directories, files, units, the timer), with the same checks, backups, check mode and diff.
-      - Each item takes the options of M(postmortem.remediation.timer_bundle) and a O(timer_bundles[].name), which
-        names it in messages and in RV(timer_bundles). Every item is checked before the first is installed.
+      - Each item takes the options of M(postmortem.remediation.timer_bundle) and a C(name), which names it in
+        messages and in RV(timer_bundles). Every item is checked before the first is installed.
       - A bundle that fails stops the call, naming the bundle; RV(timer_bundles) then lists the bundles installed
         before it.
       - The text of the files and units is not logged nor echoed in the result's C(invocation) (size and SHA-256
