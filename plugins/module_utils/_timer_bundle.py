@@ -87,7 +87,7 @@ class TimerBundle:
     """Plans every directory, file, unit and the timer first, then changes only what differs."""
 
     def __init__(self, module: AnsibleModule, params: dict | None = None, label: str = "") -> None:
-        """``params`` are the module's own unless given (one of O(docker_daemon_state)'s O(timer_bundles), checked
+        """``params`` are the module's own unless given (one of docker_daemon_state's ``timer_bundles``, checked
         with bundle_params); ``label`` starts every failure message, to say which bundle failed."""
         self.module = module
         self.params = module.params if params is None else params
