@@ -43,6 +43,9 @@ def inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         subprocess.run([*lab, "down", PREFIX], check=False, cwd=REPO)
 
 
+# The workloads run with --init: docker-init (PID 1) passes the SIGTERM of a dockerd stop on to them, and they end at
+# once. Without it their PID 1 ignores SIGTERM, and every dockerd restart and clean stop here waited out the stop
+# timeout (10 s, the storage-driver role's 30 s) for each of them.
 def sh(host: str, script: str, check: bool = True) -> str:
     result = subprocess.run(["docker", "exec", host, "sh", "-c", script], capture_output=True, text=True, check=False)
     if check and result.returncode != 0:
@@ -98,7 +101,7 @@ def test_log_growth_cuts_a_real_growing_log_and_bounds_new_containers(inventory:
     # default json-file. The burst happens once: the container keeps its file system when dockerd's restart restarts
     # it (a second burst would be a real re-flood, and the playbook would rightly fail).
     line = "L" * 100
-    sh(host, "docker run -d --restart always --name flood pmr-workload:latest sh -c "
+    sh(host, "docker run -d --restart always --init --name flood pmr-workload:latest sh -c "
              f"'[ -e /burst-done ] || {{ yes {line} | head -c 5000000; touch /burst-done; }}; "
              f"while true; do yes {line} | head -c 1010; sleep 1; done' >/dev/null")
     time.sleep(3)
@@ -142,7 +145,7 @@ def test_docker_daemon_moves_a_rejected_daemon_json_aside_when_dockerd_started_w
     host = DAEMON_HOST
     assert sh(host, "test -e /etc/docker/daemon.json && echo yes || echo no") == "no"
     assert sh(host, "systemctl is-active docker") == "active"
-    sh(host, "docker run -d --restart always --name nofile pmr-workload:latest sleep 100000 >/dev/null")
+    sh(host, "docker run -d --restart always --init --name nofile pmr-workload:latest sleep 100000 >/dev/null")
     time.sleep(1.1)  # the file must be newer than dockerd's last start (whole seconds in systemd's timestamp)
     sh(host, "echo '{\"storage-driver\": \"zfs\"}' > /etc/docker/daemon.json")
     break_dockerd(host)
@@ -189,7 +192,7 @@ def test_docker_daemon_moves_a_rejected_daemon_json_aside_when_dockerd_started_w
 def test_docker_daemon_restores_the_daemon_json_dockerd_last_started_with(inventory: Path) -> None:
     host = DAEMON_HOST
     sh(host, "echo '{\"log-level\": \"info\"}' > /etc/docker/daemon.json && systemctl restart docker")
-    sh(host, "docker run -d --restart always --name svc pmr-workload:latest sleep 100000 >/dev/null")
+    sh(host, "docker run -d --restart always --init --name svc pmr-workload:latest sleep 100000 >/dev/null")
     good = sh(host, "cat /etc/docker/daemon.json")
     # The change an operator makes through the collection (which keeps a backup): a driver this host cannot run.
     ansible(inventory, host, "postmortem.remediation.docker_daemon_config", {"settings": {"storage-driver": "zfs"}})
@@ -290,7 +293,7 @@ def test_storage_driver_goes_back_to_the_driver_of_the_roles_backup(inventory: P
              "docker_storage_driver_probe_prepare_command": ["/usr/local/sbin/pmr-workload-image"],
              "docker_storage_driver_soak_samples": 1, "docker_storage_driver_soak_interval": 1}
     sh(host, "docker inspect svc >/dev/null 2>&1 || "
-             "docker run -d --restart always --name svc pmr-workload:latest sleep 100000 >/dev/null")
+             "docker run -d --restart always --init --name svc pmr-workload:latest sleep 100000 >/dev/null")
     # The switch the alert is about, made by the role itself (which writes the backup): overlay2 to vfs.
     switch = inventory.parent / "switch_to_vfs.yml"
     switch.write_text(json.dumps([{

@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
 PREFIX = lab_prefix("restart-sd")
 HOST = f"{PREFIX}-1"
+# The workloads end on the SIGTERM of `docker stop` (docker-init as PID 1 passes it on to sleep): as PID 1, sleep would
+# ignore it and the role's clean stop would wait its whole docker_storage_driver_stop_timeout (30 s) per container.
+STOPS_ON_SIGTERM = ("--init", "--stop-timeout", "2")
 
 PLAYBOOK = """
 - name: Switch the storage driver and keep what the role said
@@ -60,7 +63,7 @@ def host() -> Iterator[str]:
     # live-restore on, two running containers: one without a restart policy, one with always.
     on_host("sh", "-c", "echo '{\"live-restore\": true}' > /etc/docker/daemon.json && systemctl restart docker")
     for name, policy in (("no-policy", "no"), ("with-policy", "always")):
-        on_host("docker", "run", "-d", "--name", name, "--restart", policy, "--stop-timeout", "2",
+        on_host("docker", "run", "-d", "--name", name, "--restart", policy, *STOPS_ON_SIGTERM,
                 "pmr-workload:latest", "sleep", "3600")
     yield HOST
     if not os.environ.get("RESTART_KEEP_LAB"):
@@ -143,7 +146,7 @@ def test_a_switch_told_to_stop_them_leaves_no_orphan_and_says_which_stopped(host
 def test_a_rollback_says_which_containers_run_again(host, tmp_path):
     # The host runs vfs now. zfs cannot start on this ext4 volume: the switch is rolled back to vfs.
     for name, policy in (("no-policy-vfs", "no"), ("with-policy-vfs", "always")):
-        on_host("docker", "run", "-d", "--name", name, "--restart", policy, "--stop-timeout", "2",
+        on_host("docker", "run", "-d", "--name", name, "--restart", policy, *STOPS_ON_SIGTERM,
                 "pmr-workload:latest", "sleep", "3600")
     failed = run_role(tmp_path, {"docker_storage_driver_name": "zfs", "docker_storage_driver_preflight_enabled": False,
                                  "docker_storage_driver_running_containers": "stop",
