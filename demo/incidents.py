@@ -129,8 +129,10 @@ class LogFlood(Incident):
 
     def before_setup(self) -> None:
         """Created before docker_log_rotation runs on the host (demo/playbooks/setup.yml)."""
+        # --init: the workload ends on docker stop's SIGTERM, as a real service does (as PID 1, sh and sleep ignore it,
+        # and every dockerd restart of the demo then waited out the 10 s stop timeout).
         sh(self.host, f"docker rm -f {self.container} >/dev/null 2>&1 || true; "
-                      f"docker run -d --name {self.container} --restart unless-stopped pmr-workload:latest "
+                      f"docker run -d --name {self.container} --restart unless-stopped --init pmr-workload:latest "
                       f"sh -c {shlex.quote(self.script)} >/dev/null")
 
     def prepare(self) -> None:
@@ -183,8 +185,8 @@ class DaemonConfigRejected(Incident):
         # The host runs with the daemon.json it has, or with none (dockerd's defaults, as on a fresh Debian host):
         # docker_daemon.yml restores a recorded copy, or moves the rejected file aside when there was none.
         sh(self.host, f"docker rm -f {self.app} >/dev/null 2>&1 || true; "
-                      f"docker run -d --name {self.app} --restart unless-stopped pmr-workload:latest sleep 86400 "
-                      f">/dev/null")
+                      f"docker run -d --name {self.app} --restart unless-stopped --init pmr-workload:latest "
+                      f"sleep 86400 >/dev/null")
 
     def inject(self, alert_state: AlertProbe) -> float:
         sh(self.host, "python3 - <<'PY'\n"
