@@ -65,6 +65,12 @@ def test_check_diff_on_a_fresh_host_plans_and_touches_nothing(fresh_host: Path) 
     assert "docker-prune" not in listing and "pmr-docker-signals" not in listing, listing
     assert "daemon.json" not in listing, listing
     assert on_host("systemctl", "is-enabled", "docker-prune.timer").strip() in ("", "not-found"), listing
+    # With docker_log_rotation's call left out by tags, the playbook's own install plans the timers as the roles do.
+    tagged = harden(fresh_host, "--check", "--tags", "docker_prune_timer,docker_signals")
+    assert tagged.returncode == 0, tagged.stdout[-4000:] + tagged.stderr
+    assert "would enable and start docker-prune.timer" in tagged.stdout, tagged.stdout[-4000:]
+    assert "would enable and start pmr-docker-signals.timer" in tagged.stdout, tagged.stdout[-4000:]
+    assert "docker-prune" not in on_host("ls", "/etc/systemd/system")
 
 
 def test_the_real_run_installs_everything_and_an_idempotent_run_is_one_module_call(fresh_host: Path) -> None:
@@ -74,6 +80,10 @@ def test_the_real_run_installs_everything_and_an_idempotent_run_is_one_module_ca
         assert on_host("systemctl", "is-active", timer).strip() == "active", timer
         assert on_host("systemctl", "is-enabled", timer).strip() == "enabled", timer
     assert "log-opts" in on_host("cat", "/etc/docker/daemon.json")
+    # The signals' record drop-in was in place (and systemd reloaded) before the restart for the new log limits: the
+    # restart itself recorded the daemon.json dockerd started with (ExecStartPost= of docker.service).
+    started = on_host("journalctl", "--unit", "docker.service", "--no-pager", "--output", "cat")
+    assert "as the configuration dockerd started with" in started, started[-3000:]
     # -vvv prints one EXEC line per docker exec: with pipelining, one per module call.
     again = harden(fresh_host, "-vvv")
     assert again.returncode == 0 and recap(again.stdout)["changed"] == 0, again.stdout[-4000:]
