@@ -89,6 +89,11 @@ def test_the_real_run_installs_everything_and_an_idempotent_run_is_one_module_ca
     assert again.returncode == 0 and recap(again.stdout)["changed"] == 0, again.stdout[-4000:]
     calls = re.findall(rf"^<{re.escape(HOST)}> EXEC ", again.stdout, re.MULTILINE)
     assert len(calls) == 1, f"{len(calls)} module calls on the host, not 1"
+    # The bundles handed over carry the text of every file: the results of the tasks that hand them over do not echo it.
+    for script in ("docker_prune_timer/files/docker_prune.py", "docker_signals/files/docker_signals.py"):
+        lines = (REPO / "roles" / script).read_text().splitlines()
+        line = next(line for line in lines if len(line) > 60 and '"' not in line and "\\" not in line)
+        assert line.strip() not in again.stdout, f"{script} echoed in the output: {line}"
 
 
 @pytest.mark.parametrize("args", [("--tags", "docker_prune_timer,docker_signals"),
