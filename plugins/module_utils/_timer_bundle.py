@@ -355,8 +355,6 @@ ARGUMENT_SPEC: dict = dict(
 )
 
 
-
-
 def bundle_params(module: AnsibleModule, entry: object, index: int) -> tuple[str, dict]:
     """(name, parameters) of one item of O(timer_bundles): checked against ARGUMENT_SPEC with its defaults filled in,
     as the module itself would check them; the module fails naming the bundle and what is wrong."""

@@ -101,7 +101,7 @@ options:
     description:
       - Bundles to install before the read, in this order, each as M(postmortem.remediation.timer_bundle) installs
         one (directories, files, units, the timer), with the same checks, backups, check mode and diff.
-      - Each item takes the options of M(postmortem.remediation.timer_bundle) and a O(timer_bundles[].name), which
+      - Each item takes the options of M(postmortem.remediation.timer_bundle) and a C(name), which
         names it in messages and in RV(timer_bundles). Every item is checked before the first is installed.
       - A bundle that fails stops the call, naming the bundle; RV(timer_bundles) then lists the bundles installed
         before it.

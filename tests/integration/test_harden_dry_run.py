@@ -97,7 +97,8 @@ def test_the_real_run_installs_everything_and_an_idempotent_run_is_one_module_ca
 
 
 @pytest.mark.parametrize("args", [("--tags", "docker_prune_timer,docker_signals"),
-                                  ("-e", "docker_log_rotation_config_enabled=false")])
+                                  ("-e", "docker_log_rotation_config_enabled=false"),
+                                  ("-e", '{"docker_log_rotation_timer_bundles": []}')])
 def test_bundles_handed_over_are_installed_when_docker_log_rotation_installs_none(
         fresh_host: Path, args: tuple[str, ...]) -> None:
     on_host("systemctl", "disable", "--now", "docker-prune.timer", "pmr-docker-signals.timer")

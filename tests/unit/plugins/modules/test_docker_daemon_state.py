@@ -251,8 +251,8 @@ def test_a_failing_timer_bundle_names_itself_and_reports_what_was_installed_befo
     dict(files=[dict(dest="/abs/script.py", content="x", validate="true")]),
     dict(timer="pmr-signals.service"),
 ], ids=["unit name", "relative dest", "validate without %s", "timer name"])
-def test_a_bundle_its_own_checks_refuse_is_refused_before_any_bundle_is_installed(module_runner, engine, tmp_path,
-                                                                                   bad):
+def test_a_bundle_its_own_checks_refuse_is_refused_before_any_bundle_is_installed(
+        module_runner, engine, tmp_path, bad):
     """The checks timer_bundle makes of its names and paths before it writes anything (not only the argument spec)
     refuse the call before the first bundle is installed, not after it."""
     state = _state(module_runner, engine, tmp_path / "daemon.json",
