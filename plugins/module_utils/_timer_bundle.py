@@ -99,7 +99,15 @@ class TimerBundle:
 
     # -- helpers -----------------------------------------------------------------------------------------------
     def fail(self, msg: str) -> None:
-        self.module.fail_json(msg=self.label + msg, **self.result)
+        """Fail naming the bundle, with ``changed`` saying what this bundle changed before the failure."""
+        self.module.fail_json(msg=self.label + msg, **dict(self.result, changed=self.changed()))
+
+    def changed(self) -> bool:
+        """Whether anything was (check mode: would be) changed so far."""
+        result = self.result
+        return bool(result["changed"] or result["changed_files"] or result["changed_units"]
+                    or result["created_directories"] or result["daemon_reloaded"]
+                    or result.get("timer", {}).get("actions"))
 
     def attributes(self, path: str, mode: object) -> dict:
         return self.module.load_file_common_arguments(
@@ -317,9 +325,7 @@ class TimerBundle:
         self.units()
         self.timer()
         result = self.result
-        result["changed"] = bool(result["changed"] or result["changed_files"] or result["changed_units"]
-                                 or result["created_directories"] or result["daemon_reloaded"]
-                                 or result.get("timer", {}).get("actions"))
+        result["changed"] = self.changed()
         if self.module._diff:
             result["diff"] = self.diffs
         return result
@@ -377,8 +383,10 @@ def run_bundles(module: AnsibleModule, entries: list, results: list[dict]) -> li
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         module.fail_json(msg="timer_bundles: the name %s is given more than once" % ", ".join(repeated))
-    for name, params in checked:
-        bundle = TimerBundle(module, params, label="timer bundle %s: " % name)
+    bundles = [(name, TimerBundle(module, params, label="timer bundle %s: " % name)) for name, params in checked]
+    for _name, bundle in bundles:  # the checks run() starts with, for every bundle before the first is installed
+        bundle.check_names()
+    for name, bundle in bundles:
         result = bundle.run()
         result.pop("diff", None)
         results.append(dict(result, name=name))

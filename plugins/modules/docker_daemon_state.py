@@ -579,7 +579,8 @@ class StateModule(BundleModule):
 
     def fail_json(self, msg: str, **kwargs: Any) -> NoReturn:
         kwargs.setdefault("timer_bundles", self.bundle_results)
-        kwargs.setdefault("changed", any(result.get("changed") for result in self.bundle_results))
+        # A failing bundle's own result says what it changed before it failed; the bundles before it changed too.
+        kwargs["changed"] = bool(kwargs.get("changed")) or any(result.get("changed") for result in self.bundle_results)
         super().fail_json(msg=msg, **kwargs)
 
 

@@ -65,6 +65,12 @@ def test_check_diff_on_a_fresh_host_plans_and_touches_nothing(fresh_host: Path) 
     assert "docker-prune" not in listing and "pmr-docker-signals" not in listing, listing
     assert "daemon.json" not in listing, listing
     assert on_host("systemctl", "is-enabled", "docker-prune.timer").strip() in ("", "not-found"), listing
+    # With docker_log_rotation's call left out by tags, the playbook's own install plans the timers as the roles do.
+    tagged = harden(fresh_host, "--check", "--tags", "docker_prune_timer,docker_signals")
+    assert tagged.returncode == 0, tagged.stdout[-4000:] + tagged.stderr
+    assert "would enable and start docker-prune.timer" in tagged.stdout, tagged.stdout[-4000:]
+    assert "would enable and start pmr-docker-signals.timer" in tagged.stdout, tagged.stdout[-4000:]
+    assert "docker-prune" not in on_host("ls", "/etc/systemd/system")
 
 
 def test_the_real_run_installs_everything_and_an_idempotent_run_is_one_module_call(fresh_host: Path) -> None:
@@ -74,15 +80,25 @@ def test_the_real_run_installs_everything_and_an_idempotent_run_is_one_module_ca
         assert on_host("systemctl", "is-active", timer).strip() == "active", timer
         assert on_host("systemctl", "is-enabled", timer).strip() == "enabled", timer
     assert "log-opts" in on_host("cat", "/etc/docker/daemon.json")
+    # The signals' record drop-in was in place (and systemd reloaded) before the restart for the new log limits: the
+    # restart itself recorded the daemon.json dockerd started with (ExecStartPost= of docker.service).
+    started = on_host("journalctl", "--unit", "docker.service", "--no-pager", "--output", "cat")
+    assert "as the configuration dockerd started with" in started, started[-3000:]
     # -vvv prints one EXEC line per docker exec: with pipelining, one per module call.
     again = harden(fresh_host, "-vvv")
     assert again.returncode == 0 and recap(again.stdout)["changed"] == 0, again.stdout[-4000:]
     calls = re.findall(rf"^<{re.escape(HOST)}> EXEC ", again.stdout, re.MULTILINE)
     assert len(calls) == 1, f"{len(calls)} module calls on the host, not 1"
+    # The bundles handed over carry the text of every file: the results of the tasks that hand them over do not echo it.
+    for script in ("docker_prune_timer/files/docker_prune.py", "docker_signals/files/docker_signals.py"):
+        lines = (REPO / "roles" / script).read_text().splitlines()
+        line = next(line for line in lines if len(line) > 60 and '"' not in line and "\\" not in line)
+        assert line.strip() not in again.stdout, f"{script} echoed in the output: {line}"
 
 
 @pytest.mark.parametrize("args", [("--tags", "docker_prune_timer,docker_signals"),
-                                  ("-e", "docker_log_rotation_config_enabled=false")])
+                                  ("-e", "docker_log_rotation_config_enabled=false"),
+                                  ("-e", '{"docker_log_rotation_timer_bundles": []}')])
 def test_bundles_handed_over_are_installed_when_docker_log_rotation_installs_none(
         fresh_host: Path, args: tuple[str, ...]) -> None:
     on_host("systemctl", "disable", "--now", "docker-prune.timer", "pmr-docker-signals.timer")

@@ -243,3 +243,41 @@ def test_a_failing_timer_bundle_names_itself_and_reports_what_was_installed_befo
     assert state["msg"].startswith("timer bundle signals: ") and "script.py was not written" in state["msg"]
     assert [b["name"] for b in state["timer_bundles"]] == ["prune"] and state["changed"] is True
     assert (tmp_path / "prune" / "script.py").exists() and not (tmp_path / "signals" / "script.py").exists()
+
+
+@pytest.mark.parametrize("bad", [
+    dict(units=[dict(name="not a unit", content="[Unit]\n")]),
+    dict(files=[dict(dest="relative/script.py", content="x")]),
+    dict(files=[dict(dest="/abs/script.py", content="x", validate="true")]),
+    dict(timer="pmr-signals.service"),
+], ids=["unit name", "relative dest", "validate without %s", "timer name"])
+def test_a_bundle_its_own_checks_refuse_is_refused_before_any_bundle_is_installed(
+        module_runner, engine, tmp_path, bad):
+    """The checks timer_bundle makes of its names and paths before it writes anything (not only the argument spec)
+    refuse the call before the first bundle is installed, not after it."""
+    state = _state(module_runner, engine, tmp_path / "daemon.json",
+                   timer_bundles=[_bundle(tmp_path, "prune"), _bundle(tmp_path, "signals", **bad)])
+    assert state["failed"] and state["msg"].startswith("timer bundle signals: "), state["msg"]
+    assert not (tmp_path / "prune").exists(), "a bundle was installed before every bundle was checked"
+    assert not (tmp_path / "units" / "pmr-prune.service").exists()
+    assert state["changed"] is False and state["timer_bundles"] == []
+
+
+def test_a_failing_bundle_that_changed_nothing_itself_still_reports_the_changes_before_it(module_runner, engine,
+                                                                                          tmp_path):
+    """changed says what the call changed: the bundles installed before the failure, and what the failing one wrote
+    before it failed, even when the failing bundle created no directory."""
+    (tmp_path / "signals").mkdir()
+    refused = _bundle(tmp_path, "signals")
+    refused["files"][0]["validate"] = "false %s"
+    state = _state(module_runner, engine, tmp_path / "daemon.json", timer_bundles=[_bundle(tmp_path, "prune"), refused])
+    assert state["failed"] and state["msg"].startswith("timer bundle signals: "), state["msg"]
+    assert [b["name"] for b in state["timer_bundles"]] == ["prune"]
+    assert state["changed"] is True, "the prune bundle was installed by this call"
+    # The failing bundle wrote its first file, then its second was refused: that write is a change of the call too.
+    second = _bundle(tmp_path, "signals")
+    second["files"].append(dict(dest=str(tmp_path / "signals" / "config.json"), content="{}", validate="false %s"))
+    state = _state(module_runner, engine, tmp_path / "daemon.json", timer_bundles=[_bundle(tmp_path, "prune"), second])
+    assert state["failed"] and "config.json was not written" in state["msg"], state["msg"]
+    assert (tmp_path / "signals" / "script.py").exists()
+    assert state["changed"] is True and state["changed_files"] == [str(tmp_path / "signals" / "script.py")], state

@@ -128,6 +128,20 @@ def test_a_file_its_validate_command_refuses_is_not_written(module_runner: Runne
     assert sorted(os.listdir(tmp_path / "etc")) == ["config.json"]  # no candidate left behind
 
 
+def test_a_failure_after_a_write_says_the_run_changed_the_host(module_runner: Runner, tmp_path: Path) -> None:
+    """A run that wrote the script and then had its configuration refused changed the host: its result says so (it
+    said changed false whenever no directory was created, so a handler or a report took it for a no-op)."""
+    module_runner("timer_bundle", bundle(tmp_path))
+    args = bundle(tmp_path)
+    args["files"][0]["content"] = "import helper  # new\n"
+    args["files"][2]["content"] = '{"a": 1,,}\n'
+    result = module_runner("timer_bundle", args)
+    assert result["failed"] is True and "config.json was not written" in result["msg"], result["msg"]
+    assert (tmp_path / "lib" / "script.py").read_text() == "import helper  # new\n"
+    assert result["changed_files"] == [str(tmp_path / "lib" / "script.py")]
+    assert result["changed"] is True
+
+
 def test_a_unit_systemd_analyze_warns_about_is_refused_and_nothing_of_the_units_is_written(
         module_runner: Runner, tmp_path: Path) -> None:
     module_runner("timer_bundle", bundle(tmp_path))
