@@ -19,7 +19,8 @@ that a second run changes nothing:
    (rollout_storage_driver_batch_soak_seconds=3, docker_storage_driver_soak_samples=2 and
    docker_storage_driver_soak_interval=2 instead of 60, 3 and 10): every batch sleeps 5 s, printed with the batch
    structure; "rest" is each run with those sleeps subtracted, what the rollout itself costs. Each round is printed
-   with its load, then medians with min and max per size.
+   with its load, then medians with min and max per size. (A host's first switch to vfs imports the image there;
+   later ones find it.)
 
    What the hosts carry, and why the switch is allowed: the lab image pmr-workload:latest (imported by
    tests/lab/lab.sh) and no container, checked before every switch (a switch stops running containers, which the
@@ -433,6 +434,8 @@ def main() -> int:
     parser.add_argument("--collections", type=Path, default=ROOT / "build" / "collections",
                         help="directory holding ansible_collections/postmortem/remediation")
     args = parser.parse_args()
+    if args.switch_rounds < 0:
+        parser.error("--switch-rounds must be 0 (no switch) or more")
     sizes = sorted({int(s) for s in args.sizes.split(",")})
     mem_available = int(re.search(r"MemAvailable:\s+(\d+)", Path("/proc/meminfo").read_text())[1]) / 1024
     work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
