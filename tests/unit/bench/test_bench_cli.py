@@ -29,6 +29,15 @@ def test_a_meaningless_argument_is_refused_before_anything_starts(name: str, arg
     assert proc.returncode == 2 and "--rounds must be at least 1" in proc.stderr
 
 
+def test_the_fleet_switch_phase_is_off_unless_asked_and_refuses_a_negative_count() -> None:
+    helped = subprocess.run([sys.executable, str(BENCH / "bench_fleet.py"), "--help"], capture_output=True, text=True,
+                            check=False)
+    assert helped.returncode == 0 and "--switch-rounds" in helped.stdout and "(0: none)" in helped.stdout
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_fleet.py"), "--switch-rounds", "-1"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "--switch-rounds must be 0 (no switch) or more" in proc.stderr
+
+
 def test_sides_are_interleaved_and_each_goes_first_as_often() -> None:
     order = list(bench_safe_sync.interleaved(4, ("A", "B")))
     assert order == ["A", "B", "B", "A", "A", "B", "B", "A"]
