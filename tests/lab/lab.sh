@@ -62,7 +62,15 @@ wait_running() {
     sleep 1
   done
   log "$name did not come up (systemd: ${state:-no answer})"
-  docker exec "$name" systemctl --failed --no-pager >&2 || true
+  local failed
+  failed=$(docker exec "$name" systemctl --failed --no-pager 2>&1 || true)
+  printf '%s\n' "$failed" >&2
+  # Each lab host's systemd takes several inotify instances, counted per user (root) machine-wide: with the default
+  # limit of 128, path units fail from about the 19th host on.
+  if grep -q '\.path ' <<<"$failed"; then
+    log "its .path units failed: fs.inotify.max_user_instances ($(sysctl -n fs.inotify.max_user_instances 2>/dev/null)) is" \
+        "probably used up by the lab hosts running; raise it (sysctl -w fs.inotify.max_user_instances=1024) to run more"
+  fi
   return 1
 }
 
