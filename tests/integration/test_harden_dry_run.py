@@ -109,3 +109,30 @@ def test_bundles_handed_over_are_installed_when_docker_log_rotation_installs_non
     for timer in ("docker-prune.timer", "pmr-docker-signals.timer"):
         assert on_host("systemctl", "is-active", timer).strip() == "active", (args, timer)
     assert "keep_label" in on_host("cat", "/etc/docker-prune/config.json"), args
+
+
+def test_a_refused_restart_says_the_timer_bundles_of_its_call_were_installed(tmp_path: Path) -> None:
+    """The first harden run on a host with a running container that a restart would stop: the restart for the new
+    log limits is refused, daemon.json is not written, and the message says the same call installed the timer
+    bundles (it used to say "Nothing was written")."""
+    prefix = lab_prefix("docs-refuse")
+    host = f"{prefix}-1"
+    inventory = tmp_path / "inventory.ini"
+    lab = ["bash", str(REPO / "tests/lab/lab.sh")]
+    env = dict(os.environ, LAB_INVENTORY=str(inventory))
+    subprocess.run([*lab, "down", prefix], check=True, env=env)
+    subprocess.run([*lab, "up", "1", prefix], check=True, env=env)
+    try:
+        subprocess.run(["docker", "exec", host, "docker", "run", "-d", "--init", "--name", "no-policy",
+                        "pmr-workload:latest", "sleep", "600"], check=True, capture_output=True)
+        run = harden(inventory, "-e", "docker_restart_refuse_stopping_containers=true")
+        output = run.stdout + run.stderr
+        assert run.returncode != 0, output[-3000:]
+        assert "Refused to restart docker" in output and "no-policy" in output, output[-3000:]
+        assert ("/etc/docker/daemon.json was not written; the timer bundles docker_prune_timer, docker_signals were "
+                "installed by the same call") in " ".join(output.split()), output[-3000:]
+        listing = subprocess.run(["docker", "exec", host, "ls", "/etc/systemd/system", "/etc/docker"],
+                                 capture_output=True, text=True, check=False).stdout
+        assert "docker-prune.timer" in listing and "daemon.json" not in listing, listing
+    finally:
+        subprocess.run([*lab, "down", prefix], check=False, env=env)
