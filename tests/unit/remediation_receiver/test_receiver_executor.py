@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 import receiver_helpers
-from receiver_helpers import TOKEN, fill, small_filesystem, unique_run_id, write_config
+from receiver_helpers import TOKEN, add_probe_run, fill, small_filesystem, unique_run_id, write_config
 
 from remediation_receiver.dispatcher import Dispatcher
 from remediation_receiver.executor import (
@@ -154,13 +154,7 @@ def test_events_are_summarised(event: dict[str, Any], kept: str | None) -> None:
 
 
 def make_run(journal: Journal, run_id: str, **extravars: Any) -> RunRecord:
-    run_id = unique_run_id(run_id)
-    journal.add_run({"id": run_id, "rule": "probe", "playbook": "receiver_probe.yml", "host": "ctl1",
-                     "fingerprint": "f00d", "starts_at": "s", "dedup_key": f"k-{run_id}", "attempt": 1,
-                     "mode": "auto", "status": "queued",
-                     "extravars": {"remediation_run_id": run_id, "remediation_alert": {"labels": {"a": "b"}},
-                                   **extravars}})
-    run = journal.get_run(run_id)
+    run = journal.get_run(add_probe_run(journal, run_id, **extravars))
     assert run is not None
     return run
 
