@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import select
 import signal
 import socket
 import threading
@@ -161,20 +163,45 @@ class Service:
         self.notifier.stop()
 
     def serve_forever(self) -> None:
-        done = threading.Event()
-
-        def on_signal(signum: int, _frame: Any) -> None:
-            log.info("signal %s received", signal.Signals(signum).name)
-            done.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        stop_signals = StopSignals()
         self.start()
         _notify_systemd("READY=1")
-        while not done.wait(timeout=1.0):
-            pass
+        signum = stop_signals.wait()
+        log.info("signal %s received", signal.Signals(signum).name)
         _notify_systemd("STOPPING=1")
         self.stop()
+
+
+class StopSignals:
+    """SIGTERM and SIGINT, received from the moment this is made and waited for in the main thread.
+
+    The handler takes no lock: Python runs a handler in the main thread between any two of its bytecodes, including
+    while that thread holds a lock. The handler used to set a threading.Event that the main thread was waiting on;
+    a signal landing while the main thread held the Event's own lock (the moment its 1 s wait timed out) blocked the
+    handler on that lock for good, and the receiver never stopped (a SIGTERM, then a SIGKILL 90 s later under
+    systemd). Here the handler only appends to a list; the wake-up file descriptor that Python's C-level handler
+    writes to ends the wait at once. A later signal, during the stop, is recorded and changes nothing: the grace
+    period of running playbooks is kept."""
+
+    def __init__(self, signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        self.received: list[int] = []
+        self._reader, self._writer = socket.socketpair()
+        for end in (self._reader, self._writer):
+            end.setblocking(False)
+        signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        for signum in signals:
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.received.append(signum)  # list.append takes no lock (see the class's docstring)
+
+    def wait(self, poll: float = 1.0) -> int:
+        """The first signal received; waits for it. `poll` only bounds each wait (the wake-up ends it sooner)."""
+        while not self.received:
+            select.select([self._reader], [], [], poll)
+            with contextlib.suppress(BlockingIOError):  # woken by the poll, not by a signal
+                self._reader.recv(4096)
+        return self.received[0]
 
 
 def _notify_systemd(state: str) -> None:
