@@ -344,7 +344,15 @@ class BackupCleanupDatabaseDown(Incident):
         # The database dies holding its write lock: every read of the catalogue times out.
         sh(self.host, "systemd-run --unit=backupd-db-crash --quiet python3 -c \"import sqlite3, time; "
                       f"c = sqlite3.connect('{self.catalogue}', isolation_level=None); "
-                      "c.execute('BEGIN EXCLUSIVE'); time.sleep(3600)\" && sleep 1")
+                      "c.execute('BEGIN EXCLUSIVE'); time.sleep(3600)\"")
+        # Until a read fails: on a loaded machine Python can take longer to start than any fixed wait, and a cleanup
+        # that runs before the lock is taken meets a healthy database (the incident is not replayed).
+        locked = sh(self.host, "for i in $(seq 300); do out=$(python3 -c \"import sqlite3; sqlite3.connect("
+                               f"'{self.catalogue}', timeout=0).execute('SELECT count(*) FROM backups')\" 2>&1 "
+                               "|| true); case $out in *'database is locked'*) echo locked; exit 0;; esac; sleep 0.1; "
+                               "done", check=False)
+        if "locked" not in locked:
+            raise RuntimeError(f"{self.host}: the catalogue {self.catalogue} was never locked by backupd-db-crash")
         run_job(self.host, self.job)
         return began
 
