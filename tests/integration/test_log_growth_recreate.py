@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from lab_names import lab_prefix
-from test_remediate_playbooks import REPO, log_size, play, sh
+from test_remediate_playbooks import REPO, log_size, play, sh, wait_for_burst
 
 PREFIX = lab_prefix("recreate")
 HOST = f"{PREFIX}-1"
@@ -54,8 +53,7 @@ def test_log_growth_recreates_unbounded_containers_only_when_asked(inventory: Pa
              f"trap \"exit 0\" TERM; while true; do yes {line} | head -c 1010; sleep 1; done' >/dev/null")
     sh(HOST, "docker run -d --rm --name ephemeral pmr-workload:latest sh -c "
              "'trap \"exit 0\" TERM; while true; do echo x; sleep 1; done' >/dev/null")
-    time.sleep(3)
-    assert log_size(HOST, "flood") > 4 * 1024**2
+    wait_for_burst(HOST, "flood", "/data/burst-done", 4 * 1024**2)
     flood, ephemeral = inspect("flood"), inspect("ephemeral")
     args = ["-l", HOST, "-e", "log_growth_max_size=4M", "-e", "log_growth_keep_tail=64K",
             "-e", "log_growth_rotation=false", "-e", "log_growth_rotation_max_size=1m",

@@ -87,6 +87,21 @@ def log_size(host: str, container: str) -> int:
     return int(sh(host, f"stat -c %s $(docker inspect -f '{{{{.LogPath}}}}' {container})"))
 
 
+def wait_for_burst(host: str, container: str, marker: str, minimum: int, timeout: float = 120) -> int:
+    """The container's log size once its burst is over (`marker` exists in it) and its log holds more than
+    `minimum` bytes: on a loaded machine the burst takes longer than any fixed wait (a fixed 3 s was used)."""
+    deadline = time.monotonic() + timeout
+    size = 0
+    while time.monotonic() < deadline:
+        done = sh(host, f"docker exec {container} test -e {marker} && echo done || true").strip() == "done"
+        size = log_size(host, container)
+        if done and size > minimum:
+            return size
+        time.sleep(0.5)
+    raise AssertionError(f"{container} on {host}: the burst did not end within {timeout:.0f} s (marker {marker}, "
+                         f"log {size} bytes, expected more than {minimum})")
+
+
 @pytest.mark.parametrize("name", PLAYBOOKS)
 def test_two_hosts_are_refused_before_any_host_is_touched(inventory: Path, name: str) -> None:
     run = play(inventory, name, "-e", "target_host=docker_hosts")
@@ -104,9 +119,7 @@ def test_log_growth_cuts_a_real_growing_log_and_bounds_new_containers(inventory:
     sh(host, "docker run -d --restart always --init --name flood pmr-workload:latest sh -c "
              f"'[ -e /burst-done ] || {{ yes {line} | head -c 5000000; touch /burst-done; }}; "
              f"while true; do yes {line} | head -c 1010; sleep 1; done' >/dev/null")
-    time.sleep(3)
-    before = log_size(host, "flood")
-    assert before > 5 * 1024**2
+    before = wait_for_burst(host, "flood", "/burst-done", 5 * 1024**2)
     limits = ["-e", "log_growth_container=flood", "-e", "log_growth_max_size=5M", "-e", "log_growth_keep_tail=64K"]
 
     # Check mode without leave to restart dockerd: plans, fails for escalation, touches nothing.
