@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, NoReturn
@@ -58,6 +59,27 @@ class GuardedModule(AnsibleModule):
                 kwargs["metrics_error"] = result["metrics_error"]
         super().fail_json(msg, **kwargs)
 
+    def run_command(self, args: Any, *posargs: Any, **kwargs: Any) -> tuple[int, str, str]:
+        """AnsibleModule.run_command, except that the command does not outlive the module: when SIGTERM (or any
+        exception) ends the wait, the command is stopped before the exception goes on. Without this an rsync whose
+        module was terminated went on transferring and deleting, and a hanging reference command ran to its timeout,
+        after the run had been recorded as failed."""
+        started: list[subprocess.Popen[Any]] = []
+        callback = kwargs.pop("before_communicate_callback", None)
+
+        def remember(process: subprocess.Popen[Any]) -> None:
+            started.append(process)
+            if callback is not None:
+                callback(process)
+
+        kwargs["before_communicate_callback"] = remember
+        try:
+            return super().run_command(args, *posargs, **kwargs)
+        except BaseException:
+            for process in started:
+                _stop(process)
+            raise
+
     def run(self, what: str, body: Callable[[], object]) -> NoReturn:
         """Run ``body`` (which ends with exit_json or fail_json); an exception or SIGTERM fails ``what``, recorded."""
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -73,6 +95,18 @@ class GuardedModule(AnsibleModule):
         finally:
             signal.signal(signal.SIGTERM, previous)
         self.fail_json(msg="%s ended without a result" % what, **printable_data(self.pmr_guard_result))
+
+
+def _stop(process: subprocess.Popen[Any], grace: float = 5) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds (rsync and timeout(1) end their own children on SIGTERM)."""
+    if process.poll() is not None:
+        return
+    try:
+        process.terminate()
+        process.wait(grace)
+    except (subprocess.TimeoutExpired, Terminated):
+        process.kill()
+        process.wait()
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -194,9 +193,12 @@ def test_sigterm_while_the_engine_hangs_is_a_failed_run(installed, tmp_path):
         config = write_config(tmp_path, docker_socket=str(tmp_path / "hanging.sock"), timeout=60)
         process = subprocess.Popen([sys.executable, str(installed), "--config", str(config)], stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
-        time.sleep(1.5)
+        # Signalled once the script waits on the engine (its handler is set by then): a fixed 1.5 s was a race.
+        hanging.settimeout(60)
+        connection = hanging.accept()[0]
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)
+        connection.close()
     finally:
         hanging.close()
     assert process.returncode == 1, out + err

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -108,3 +109,29 @@ def finish_module(process: subprocess.Popen[str], timeout: float = 60) -> dict:
     out, err = process.communicate(timeout=timeout)
     assert out.strip(), f"no result from the module (rc {process.returncode}): {err}"
     return json.loads(out)
+
+
+def processes_naming(text: str) -> list[str]:
+    """The command lines of the running processes whose command line contains ``text``."""
+    return list(_processes_naming(text).values())
+
+
+def kill_processes_naming(text: str) -> None:
+    """SIGKILL every process whose command line contains ``text`` (a test's own leftovers)."""
+    for pid in _processes_naming(text):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _processes_naming(text: str) -> dict[int, str]:
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found[int(entry.name)] = cmdline
+    return found

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +15,17 @@ from typing import Any
 
 import pytest
 from ansible.module_utils.basic import AnsibleModule
-from guard_module_runner import load, make_mirror, require_program, run_module, tree
+from guard_module_runner import (
+    finish_module,
+    kill_processes_naming,
+    load,
+    make_mirror,
+    processes_naming,
+    require_program,
+    run_module,
+    start_module,
+    tree,
+)
 
 RSYNC = require_program("rsync", "rsync")
 safe_sync = load("safe_sync")
@@ -400,6 +412,39 @@ def rsync_daemon(mirror: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     finally:
         daemon.terminate()
         daemon.wait(timeout=10)
+
+
+def test_sigterm_during_the_real_pass_stops_rsync(mirror: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A terminated module (a task timeout, a stopped receiver run) takes its rsync with it: before, rsync went on
+    transferring and deleting after the run had been recorded as failed."""
+    bin_dir = tmp_path_factory.mktemp("bin")
+    shell, hanging = bin_dir / "slowsh", bin_dir / "real-pass-started"
+    # The dry run goes through at once; the real pass (the second call) hangs in its remote shell, in a process whose
+    # command line names the shell (so that the test can end it).
+    shell.write_text(f'#!/bin/sh\nif [ -e {bin_dir}/planned ]; then touch {hanging}\n'
+                     f'exec {sys.executable} -c "import time; time.sleep(60)" {shell}; fi\n'
+                     f'touch {bin_dir}/planned\nshift\nexec "$@"\n')
+    shell.chmod(shell.stat().st_mode | stat.S_IXUSR)
+    before = tree(mirror / "mirror/debian/amd64")
+    args = sync_args(mirror) | {"dest": f"lab-host:{mirror}/mirror/debian/amd64", "rsh": str(shell),
+                                "metrics_file": str(mirror / "metrics/sync.prom")}
+    process = start_module("safe_sync", args)
+    try:
+        deadline = time.monotonic() + 60
+        while not hanging.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hanging.exists(), "the real pass never started"
+        process.send_signal(signal.SIGTERM)
+        result = finish_module(process)
+        assert result["failed"] and "terminated by SIGTERM" in result["msg"], result
+        deadline = time.monotonic() + 10
+        while processes_naming(f"--rsh={shell}") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert processes_naming(f"--rsh={shell}") == [], "rsync outlived its module"
+        assert tree(mirror / "mirror/debian/amd64") == before
+    finally:
+        process.kill()
+        kill_processes_naming(str(shell))
 
 
 def test_rsync_daemon_destination(mirror: Path, rsync_daemon: str) -> None:
