@@ -73,6 +73,30 @@ def test_check_diff_on_a_fresh_host_plans_and_touches_nothing(fresh_host: Path) 
     assert "docker-prune" not in on_host("ls", "/etc/systemd/system")
 
 
+def test_a_second_play_of_the_same_run_installs_only_what_it_hands_over(fresh_host: Path, tmp_path: Path) -> None:
+    # The playbook imported twice in one run, the prune timer off in the second play: its bundle, handed over by the
+    # first play, stays a fact for the whole run, and the second play planned (and would install) it again.
+    twice = tmp_path / "twice.yml"
+    twice.write_text(f"""---
+- name: First play
+  ansible.builtin.import_playbook: {REPO}/playbooks/harden_docker_hosts.yml
+- name: Second play, without the prune timer
+  ansible.builtin.import_playbook: {REPO}/playbooks/harden_docker_hosts.yml
+  vars:
+    docker_prune_timer_install_enabled: false
+    docker_prune_timer_units_enabled: false
+""")
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / "build" / "collections"),
+               ANSIBLE_HOME=str(REPO / "build" / "ansible-home"), ANSIBLE_FORCE_COLOR="false",
+               ANSIBLE_PIPELINING="true", PATH=f"{BIN}:{os.environ['PATH']}")
+    run = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(fresh_host), str(twice), "--check"], cwd=REPO,
+                         capture_output=True, text=True, env=env, timeout=600, check=False)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-4000:]
+    assert output.count("would enable and start pmr-docker-signals.timer") == 2, output[-6000:]
+    assert output.count("would enable and start docker-prune.timer") == 1, output[-6000:]
+
+
 def test_the_real_run_installs_everything_and_an_idempotent_run_is_one_module_call(fresh_host: Path) -> None:
     first = harden(fresh_host)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr
