@@ -98,8 +98,12 @@ def plan_restore(quarantine: Quarantine, names: Iterable[str] | None, ledger: Le
 
 
 def apply_moves(quarantine: Quarantine, origin_dir: str, purge: list[str], restore: list[str], quarantined: list[str],
-                key_of: Callable[[str], str | None], ledger: Ledger) -> None:
-    """Quarantine, move back and purge; the lists keep only what was done, the rest is in the ledger as kept."""
+                key_of: Callable[[str], str | None], ledger: Ledger, done: dict[str, list[str]] | None = None) -> None:
+    """Quarantine, move back and purge; the lists keep only what was done, the rest is in the ledger as kept.
+
+    ``done`` (keys quarantined, restored, purged) gets each name as soon as its move is made: an exception or SIGTERM
+    that ends the run half-way leaves there what it did (a failed run's result and pmr_guard_deleted)."""
+    done = done if done is not None else {}
     stale = [name for name in quarantine.entries if not os.path.lexists(quarantine.stored_path(name))]
     if not (purge or restore or quarantined or stale):
         if not quarantine.has_record():  # the first healthy run leaves a record: a lost state file is then seen
@@ -132,7 +136,9 @@ def apply_moves(quarantine: Quarantine, origin_dir: str, purge: list[str], resto
             del quarantine.entries[name]
             quarantined.remove(name)
             ledger.keep(name, "could not be moved: %s" % exc)
-    move_back(quarantine, restore, ledger)
+        else:
+            done.setdefault("quarantined", []).append(name)
+    move_back(quarantine, restore, ledger, done)
     for name in list(purge):
         stored = quarantine.stored_path(name)
         try:
@@ -144,12 +150,15 @@ def apply_moves(quarantine: Quarantine, origin_dir: str, purge: list[str], resto
             purge.remove(name)
             ledger.keep(name, "could not be purged: %s" % exc)
             continue
+        done.setdefault("purged", []).append(name)
         del quarantine.entries[name]
     quarantine.save(origin_dir)
 
 
-def move_back(quarantine: Quarantine, names: list[str], ledger: Ledger) -> None:
-    """Move quarantined items back to their origin; one that cannot go back stays quarantined and is kept."""
+def move_back(quarantine: Quarantine, names: list[str], ledger: Ledger, done: dict[str, list[str]] | None = None,
+              ) -> None:
+    """Move quarantined items back to their origin; one that cannot go back stays quarantined and is kept.
+    ``done['restored']`` gets each name as soon as it is back (see apply_moves)."""
     for name in list(names):
         origin = quarantine.entries[name]["origin"]
         try:
@@ -159,3 +168,5 @@ def move_back(quarantine: Quarantine, names: list[str], ledger: Ledger) -> None:
             ledger.keep(name, "not restored to %s: %s" % (origin, exc.strerror or exc))
         else:
             del quarantine.entries[name]
+            if done is not None:
+                done.setdefault("restored", []).append(name)

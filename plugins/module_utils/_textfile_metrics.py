@@ -182,7 +182,9 @@ def guard_outcome(guard: str, allowed: bool, checks: list[Check], result: dict[s
         planned = (result.get("plan") or {}).get("delete_count", result.get("deleted", 0)) or 0
         return planned, result.get("deleted", 0) if done else 0, None
     planned = result.get("orphan_count", 0) or 0
-    deleted = (result.get("quarantined_count", 0) + result.get("purged_count", 0)) if done else 0
+    # A run that failed half-way has no *_count yet (they are set when it ends): its lists hold what it moved so far.
+    deleted = (result.get("quarantined_count", len(result.get("quarantined", [])))
+               + result.get("purged_count", len(result.get("purged", [])))) if done else 0
     healthy = None
     if "reference" in result:
         healthy = not (result["reference"] or {}).get("error") and all(

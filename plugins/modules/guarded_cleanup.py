@@ -262,7 +262,10 @@ pending_quarantine:
   returned: when the reference was healthy
   type: int
 quarantined:
-  description: Items moved into the quarantine by this run (first O(list_limit); in check mode, would be).
+  description:
+    - Items moved into the quarantine by this run (first O(list_limit); in check mode, would be).
+    - When an error or SIGTERM ended the run half-way, every item it moved before that (with RV(purged) and
+      RV(restored) likewise); its C(pmr_guard_deleted) counts them.
   returned: always
   type: list
   elements: str
@@ -450,7 +453,14 @@ class GuardedCleanup(object):
         quarantined = [name for name in orphans if can_quarantine(quarantine, self.path, name, self.ledger)]
         changed = bool(purge or restore or quarantined)
         if not self.module.check_mode:
-            apply_moves(quarantine, self.path, purge, restore, quarantined, self.items.key_of, self.ledger)
+            # self.result's lists fill as the moves are made: a failure half-way reports (and counts) what was done,
+            # and says changed (the manifest is written before the first move).
+            try:
+                apply_moves(quarantine, self.path, purge, restore, quarantined, self.items.key_of, self.ledger,
+                            done=self.result)
+            except BaseException:
+                self.result["changed"] = True
+                raise
             changed = record.save(len(keys), previous, self.path) or changed
         else:
             changed = changed or len(keys) != previous
@@ -485,7 +495,11 @@ class GuardedCleanup(object):
         self.result["items"] = len(self.list_items())
         restore = plan_restore(self.quarantine, self.params["names"], self.ledger)
         if restore and not self.module.check_mode:
-            move_back(self.quarantine, restore, self.ledger)
+            try:
+                move_back(self.quarantine, restore, self.ledger, done=self.result)
+            except BaseException:  # what was restored before the failure is in the result
+                self.result["changed"] = bool(self.result["restored"])
+                raise
             self.quarantine.save(self.path)
         self.result.update(changed=bool(restore), restored=restore)
         return self.finish()

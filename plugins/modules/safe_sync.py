@@ -209,7 +209,9 @@ transferred_files:
   elements: str
   sample: [pool/main/h/hello_2.10-3_amd64.deb]
 deleted:
-  description: Files deleted at the destination (in check mode or when refused, would have been).
+  description:
+    - Files deleted at the destination (in check mode or when refused, would have been).
+    - When an error or SIGTERM ended the real run, the files its finished passes deleted (see RV(pass_in_progress)).
   returned: always
   type: int
   sample: 2
@@ -219,6 +221,14 @@ deleted_files:
   type: list
   elements: str
   sample: [pool/main/h/hello_2.10-2_amd64.deb]
+pass_in_progress:
+  description:
+    - The real rsync pass (C(transfer), C(planned deletions) or C(directory times)) that an exception or SIGTERM ended
+      before it finished. RV(transferred) and RV(deleted) count the passes before it; this one may have made some of
+      its planned changes (RV(plan) lists how many there were in all).
+  returned: when an exception or SIGTERM ended a real rsync pass
+  type: str
+  sample: transfer
 planned_not_deleted:
   description:
     - Planned deletions (files, and directories ending in C(/)) that the real run did not make, because the source
@@ -363,6 +373,9 @@ class SafeSync(object):
     def real_run(self, plan: RsyncPlan) -> RsyncPlan:
         """Transfer without deleting, then delete the planned paths that are still extraneous, and nothing else."""
         done = RsyncPlan()
+        # From here on the result (and a failed run's pmr_guard_deleted) counts what the real passes did, not what
+        # the dry run planned (result['plan'] keeps that): an error or SIGTERM in a pass reports the truth.
+        self.report(done)
         if plan.changed:  # the planned paths only: the dry run has compared the trees already (see _rsync)
             self.rsync_pass(self.command(dry_run=False, listed=plan.transfer_list()), done, "transfer")
         if self.params["delete"] and (plan.deleted_files or plan.deleted_dirs):
@@ -383,11 +396,14 @@ class SafeSync(object):
         return done
 
     def rsync_pass(self, argv: list[str], done: RsyncPlan, what: str) -> None:
-        """One real rsync run, folded into ``done``; a failure reports what the passes before it did."""
+        """One real rsync run, folded into ``done``; a failure reports what the passes before it did. While it runs
+        the result names it (``pass_in_progress``): an exception or SIGTERM that ends it cannot count what it did."""
+        self.result["pass_in_progress"] = what
         rc, out, err = self.rsync(argv)
+        del self.result["pass_in_progress"]
         done.add(RsyncPlan.parse(out))
+        self.report(done)
         if rc not in RSYNC_OK:
-            self.report(done)
             self.module.fail_json(msg="sync of %s to %s failed in the %s pass (rc %d): %s; what the run did is in "
                                       "transferred_files and deleted_files" % (
                                           self.src.spec, self.dest.spec, what, rc, err.strip()),

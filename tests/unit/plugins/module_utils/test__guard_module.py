@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "modules"))
-from ansible_collections.postmortem.remediation.plugins.module_utils import _files
+from ansible_collections.postmortem.remediation.plugins.module_utils import _cleanup_moves, _files
 from guard_module_runner import (
     finish_module,
     load,
@@ -134,6 +134,30 @@ def test_an_unexpected_error_mid_way_is_a_failure_that_counts_what_was_done(
     samples = guard_samples(backups / "metrics/cleanup.prom")
     assert outcome(samples) == "failed" and samples["pmr_guard_planned_deletions"] == 2
     assert samples["pmr_guard_reference_healthy"] == 1
+
+
+def test_an_error_after_a_move_counts_the_move_in_the_result_and_the_metrics(
+        backups: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The second of the two quarantine moves meets an error no move expects (a bug, SIGTERM): the run fails, and the
+    # move made before it is in the result and in pmr_guard_deleted (both said 0 before: the counts were only set
+    # when a run ended).
+    real_move = _cleanup_moves.move_no_replace
+    moved: list[str] = []
+
+    def move_once(src: str, dst: str) -> None:
+        if moved:
+            raise RuntimeError("the second move breaks")
+        real_move(src, dst)
+        moved.append(os.path.basename(src))
+
+    monkeypatch.setattr(_cleanup_moves, "move_no_replace", move_once)
+    result = run_module(guarded_cleanup, cleanup_args(backups))
+    assert result["failed"] and "RuntimeError: the second move breaks" in result["msg"], result
+    assert result["quarantined"] == moved and len(moved) == 1 and result["changed"] is True, result
+    assert (backups / "backups/.quarantine/items" / moved[0]).exists()
+    samples = guard_samples(backups / "metrics/cleanup.prom")
+    assert outcome(samples) == "failed"
+    assert samples["pmr_guard_planned_deletions"] == 2 and samples["pmr_guard_deleted"] == 1
 
 
 def test_sigterm_during_a_hanging_reference_is_a_failure(backups: Path) -> None:

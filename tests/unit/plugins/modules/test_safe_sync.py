@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import stat
@@ -427,7 +428,7 @@ def test_sigterm_during_the_real_pass_stops_rsync(mirror: Path, tmp_path_factory
     shell.chmod(shell.stat().st_mode | stat.S_IXUSR)
     before = tree(mirror / "mirror/debian/amd64")
     args = sync_args(mirror) | {"dest": f"lab-host:{mirror}/mirror/debian/amd64", "rsh": str(shell),
-                                "metrics_file": str(mirror / "metrics/sync.prom")}
+                                "metrics_file": str(mirror / "sync.prom")}
     process = start_module("safe_sync", args)
     try:
         deadline = time.monotonic() + 60
@@ -437,6 +438,12 @@ def test_sigterm_during_the_real_pass_stops_rsync(mirror: Path, tmp_path_factory
         process.send_signal(signal.SIGTERM)
         result = finish_module(process)
         assert result["failed"] and "terminated by SIGTERM" in result["msg"], result
+        # What the run did, not what it planned (the result and the metrics said 1 transferred and 1 deleted).
+        assert (result["transferred"], result["deleted"], result["pass_in_progress"]) == (0, 0, "transfer"), result
+        assert result["plan"]["delete_count"] == 1 and result["changed"] is True
+        metrics = (mirror / "sync.prom").read_text()
+        assert re.search(r"^pmr_guard_deleted\{[^}]*\} 0$", metrics, re.M), metrics
+        assert re.search(r"^pmr_guard_failed\{[^}]*\} 1$", metrics, re.M), metrics
         deadline = time.monotonic() + 10
         while processes_naming(f"--rsh={shell}") and time.monotonic() < deadline:
             time.sleep(0.1)
