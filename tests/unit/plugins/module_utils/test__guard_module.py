@@ -181,3 +181,24 @@ def test_sigterm_during_a_hanging_reference_is_a_failure(backups: Path) -> None:
     while processes_naming(str(started)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_naming(str(started)) == []
+
+
+def test_a_refusal_that_fails_the_task_stays_a_refusal(backups: Path) -> None:
+    result = run_module(guarded_cleanup, cleanup_args(backups, max_orphans=1))
+    assert result["failed"] and result["refused"]
+    assert outcome(guard_samples(backups / "metrics/cleanup.prom")) == "refused"
+
+
+def test_check_mode_failure_writes_nothing(backups: Path) -> None:
+    result = run_module(guarded_cleanup, cleanup_args(backups, grace_period="soon"), check_mode=True)
+    assert result["failed"]
+    assert os.listdir(backups / "metrics") == []
+
+
+@pytest.mark.parametrize("extra", [{"max_delete": 0}, {"max_delete_ratio": 2.0}], ids=["refused", "failed"])
+def test_a_metrics_file_that_cannot_be_written_leaves_a_refusal_or_failure_as_it_was(
+        mirror: Path, extra: dict[str, Any]) -> None:
+    result = sync(mirror, metrics_file=f"{mirror}/no-such-dir/mirror.prom", **extra)
+    assert result["failed"] and bool(result.get("refused")) == ("max_delete" in extra), result
+    assert "no-such-dir" in result["metrics_error"]
+    assert "metrics file" not in result["msg"]  # the task's message is the run's own
