@@ -202,17 +202,25 @@ class Reclaimer:
             free = self.free()
             if target is not None and free >= target:
                 break
+            report: dict[str, Any] | None = None
             try:
                 state = EngineState(self.api, with_volumes=(tier == "volumes" and with_volumes))
                 candidates, spared = self.plan_tier(tier, state)
-                report: dict[str, Any] = {"tier": tier, "removed": [], "failed": [], "spared": spared,
-                                          "estimated_bytes": sum(c["estimated_bytes"] for c in candidates),
-                                          "free_before": free}
+                report = {"tier": tier, "removed": [], "failed": [], "spared": spared,
+                          "estimated_bytes": sum(c["estimated_bytes"] for c in candidates), "free_before": free}
                 if candidates:
                     getattr(self, "_run_" + tier)(candidates, target, report)
-            except (self.api_error, PolicyError) as exc:
-                # The caller reports what the earlier tiers already removed.
-                exc.tier, exc.reports = tier, reports
+            except BaseException as exc:  # re-raised; SIGTERM's exception in the prune script too
+                # Any error, an unexpected one too: the caller reports what the earlier tiers removed, and what this
+                # tier removed before the error (an error nothing expected lost both, and the run said "nothing").
+                if report is not None and report["removed"]:
+                    try:
+                        report["free_after"] = self.free()
+                    except OSError:
+                        report["free_after"] = free
+                    report["reclaimed_bytes"] = max(0, report["free_after"] - free)
+                    reports.append(report)
+                exc.tier, exc.reports = tier, reports  # type: ignore[attr-defined]
                 raise
             report["free_after"] = self.free()
             report["reclaimed_bytes"] = max(0, report["free_after"] - free)

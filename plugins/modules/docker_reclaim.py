@@ -399,14 +399,17 @@ class ReclaimManager:
         started = time.time()
         try:
             reports = self.reclaimer.run(target=target, with_volumes="volumes" in self.tiers)
-        except (DockerAPIError, PolicyError, OSError) as exc:
-            # What the earlier tiers removed is reported: the caller must not read this failure as "nothing done".
+        except Exception as exc:
+            # What was removed before the error is reported, whatever the error: the caller must not read this
+            # failure as "nothing done".
             self._record(result, getattr(exc, "reports", []), target, started)
             self.module.fail_json(
-                msg="docker_reclaim: stopped in tier %s, %s: %s; the earlier tiers removed: %s"
+                msg="docker_reclaim: stopped in tier %s, %s: %s; removed before the error: %s"
                     % (getattr(exc, "tier", "?"),
                        "the engine's state is not plausible" if isinstance(exc, PolicyError)
-                       else "the engine failed" if isinstance(exc, DockerAPIError) else "a file operation failed",
+                       else "the engine failed" if isinstance(exc, DockerAPIError)
+                       else "a file operation failed" if isinstance(exc, OSError)
+                       else "an unexpected %s" % type(exc).__name__,
                        exc, self._removed_summary(result["removed"])),
                 **result)
         finally:

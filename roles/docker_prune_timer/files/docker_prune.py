@@ -182,15 +182,19 @@ def prune(config: dict, dry_run: bool) -> tuple[int, dict]:
                 say(f"dry run: {tier['tier']} would free about {policy.human_bytes(tier['estimated_bytes'])}: {would}")
             return 0, run
         reports = reclaimer.run(target=None, with_volumes="volumes" in config["tiers"])
-    except (_docker_api.DockerAPIError, policy.PolicyError, OSError) as exc:
-        # The tiers that ran before the failure removed things: the metrics and the journal say so.
+    except (Exception, Terminated) as exc:
+        # Whatever ended the run (an engine answer nothing expects and SIGTERM too), the tiers that ran before it
+        # removed things: the metrics and the journal say so.
         record_tiers(run, getattr(exc, "reports", []))
         run.update(timestamp=time.time(), duration=time.time() - started)
-        where = f" in tier {exc.tier}" if getattr(exc, "tier", None) else ""
+        tier = getattr(exc, "tier", None)
+        where = f" in tier {tier}" if tier else ""
+        kind = "" if isinstance(exc, (_docker_api.DockerAPIError, policy.PolicyError, OSError, Terminated)) \
+            else f"{type(exc).__name__}: "
         done = ", ".join(f"{name} {policy.human_bytes(t['reclaimed_bytes'])} ({t['removed']} removed)"
                          for name, t in run["tiers"].items())
         done = f"; the tiers before it: {done}" if done else ""
-        say(f"FAILED after {run['duration']:.1f} s{where}: {exc}{done}")
+        say(f"FAILED after {run['duration']:.1f} s{where}: {kind}{exc}{done}")
         return 1, run
     record_tiers(run, reports)
     free, size = policy.filesystem_usage(data_root)

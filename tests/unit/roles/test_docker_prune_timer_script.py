@@ -163,6 +163,32 @@ def test_a_failure_in_a_later_tier_keeps_what_the_earlier_tiers_did_in_the_metri
     assert [path for method, path in fake_engine.requests if method != "GET"] == ["/build/prune"]
 
 
+def test_an_unexpected_engine_answer_in_a_later_tier_keeps_what_the_earlier_tiers_did(installed, tmp_path, fake_engine,
+                                                                                       monkeypatch):
+    # After the build cache tier the engine lists its images as strings (no engine does): an error nothing expects.
+    # It was recorded as a failed run without the build cache it had removed.
+    answer = fake_engine.answer
+
+    def odd_images(method, path):
+        if path == "/images/json" and ("POST", "/build/prune") in fake_engine.requests:
+            fake_engine.requests.append((method, path))
+            return 200, ["sha256:a"]
+        if path == "/containers/json":
+            fake_engine.requests.append((method, path))
+            return 200, [{"Id": "c1", "Names": ["/web"]}]  # a plausible view: the guard does not refuse
+        return answer(method, path)
+
+    monkeypatch.setattr(fake_engine, "answer", odd_images)
+    config = write_config(tmp_path, docker_socket=str(tmp_path / "docker.sock"),
+                          tiers={"build_cache": {"enabled": True, "until": "24h"},
+                                 "dangling_images": {"enabled": True, "until": "1h"}})
+    result = run(installed, "--config", str(config))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "in tier dangling_images: AttributeError" in result.stdout, result.stdout
+    assert "the tiers before it: build_cache" in result.stdout
+    assert 'docker_prune_removed_objects{kind="build_cache"} 1' in metrics(tmp_path)
+
+
 # Every run that is not skipped for the lock leaves its outcome in the metrics, so that DockerPruneTimerFailing pages
 # within its `for:` instead of DockerPruneTimerStale two days later; a metrics file that cannot be written is said.
 def test_an_unusable_configuration_is_recorded_as_a_failed_run(installed, tmp_path):

@@ -112,7 +112,7 @@ def test_a_partial_view_in_a_later_tier_stops_the_run_and_reports_what_was_remov
     assert result.get("failed") is True, result
     assert result["guard"]["allowed"] is True
     assert "stopped in tier dangling_images, the engine's state is not plausible" in result["msg"]
-    assert "the earlier tiers removed: build_cache x1" in result["msg"]
+    assert "removed before the error: build_cache x1" in result["msg"]
     assert result["changed"] is True
     assert result["removed"] == {"build_cache": ["build cache record cache1"]}
     assert mutations(fake_engine) == [("POST", "/build/prune")]  # the image web:1 was not touched
@@ -140,3 +140,28 @@ def test_a_lock_file_that_cannot_be_created_fails_naming_it_before_any_tier(modu
     assert "cannot take the lock" in result["msg"] and "not-a-dir" in result["msg"], result["msg"]
     assert result["changed"] is False and result["removed"] == {}
     assert mutations(fake_engine) == []
+
+
+def test_an_unexpected_engine_answer_in_a_later_tier_still_reports_what_was_removed(module_runner, fake_engine,
+                                                                                   tmp_path, monkeypatch):
+    # After the build cache tier, the engine answers its image list with something no engine sends (a string per
+    # image): an error nothing expects. It used to fail "unexpected ..." without the build cache it had removed.
+    answer = fake_engine.answer
+
+    def odd_images(method, path):
+        status, body = answer(method, path)
+        if path == "/images/json" and ("POST", "/build/prune") in fake_engine.requests:
+            return 200, ["sha256:a"]
+        if path == "/containers/json":
+            return 200, [{"Id": "c1", "Names": ["/web"]}]  # a plausible view: the guard does not refuse
+        return status, body
+
+    monkeypatch.setattr(fake_engine, "answer", odd_images)
+    args = {"target_free": unmet_target(tmp_path), "docker_host": str(tmp_path / "docker.sock"),
+            "lock_file": str(tmp_path / "prune.lock"), "tiers": ["build_cache", "dangling_images", "unused_images"]}
+    result = module_runner("docker_reclaim", args)
+    assert result.get("failed") is True, result
+    assert "stopped in tier dangling_images, an unexpected" in result["msg"], result["msg"]
+    assert "removed before the error: build_cache x1" in result["msg"]
+    assert result["changed"] is True
+    assert result["removed"] == {"build_cache": ["build cache record cache1"]}
