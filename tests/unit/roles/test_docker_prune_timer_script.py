@@ -163,8 +163,8 @@ def test_a_failure_in_a_later_tier_keeps_what_the_earlier_tiers_did_in_the_metri
     assert [path for method, path in fake_engine.requests if method != "GET"] == ["/build/prune"]
 
 
-def test_an_unexpected_engine_answer_in_a_later_tier_keeps_what_the_earlier_tiers_did(installed, tmp_path, fake_engine,
-                                                                                       monkeypatch):
+def test_an_unexpected_engine_answer_in_a_later_tier_keeps_what_the_earlier_tiers_did(
+        installed, tmp_path, fake_engine, monkeypatch):
     # After the build cache tier the engine lists its images as strings (no engine does): an error nothing expects.
     # It was recorded as a failed run without the build cache it had removed.
     answer = fake_engine.answer

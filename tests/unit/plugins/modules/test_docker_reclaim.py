@@ -142,8 +142,8 @@ def test_a_lock_file_that_cannot_be_created_fails_naming_it_before_any_tier(modu
     assert mutations(fake_engine) == []
 
 
-def test_an_unexpected_engine_answer_in_a_later_tier_still_reports_what_was_removed(module_runner, fake_engine,
-                                                                                   tmp_path, monkeypatch):
+def test_an_unexpected_engine_answer_in_a_later_tier_still_reports_what_was_removed(
+        module_runner, fake_engine, tmp_path, monkeypatch):
     # After the build cache tier, the engine answers its image list with something no engine sends (a string per
     # image): an error nothing expects. It used to fail "unexpected ..." without the build cache it had removed.
     answer = fake_engine.answer
