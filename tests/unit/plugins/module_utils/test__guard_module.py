@@ -25,6 +25,7 @@ from guard_module_runner import (
     require_program,
     run_module,
     start_module,
+    wait_for_file,
 )
 from test__textfile_metrics import guard_samples
 
@@ -168,10 +169,7 @@ def test_sigterm_during_a_hanging_reference_is_a_failure(backups: Path) -> None:
     process = start_module("guarded_cleanup", args)
     # Signalled once the module waits on the reference command (a fixed 2.5 s was short on a loaded machine: the
     # module was still importing, and SIGTERM's default action killed it without a result).
-    deadline = time.monotonic() + 60
-    while not started.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert started.exists(), "the module never ran its reference command"
+    assert wait_for_file(started, process), "the module never ran its reference command"
     process.send_signal(signal.SIGTERM)
     result = finish_module(process)
     assert result["failed"] and "terminated by SIGTERM" in result["msg"]

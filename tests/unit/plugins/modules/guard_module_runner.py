@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -109,6 +110,14 @@ def finish_module(process: subprocess.Popen[str], timeout: float = 60) -> dict:
     out, err = process.communicate(timeout=timeout)
     assert out.strip(), f"no result from the module (rc {process.returncode}): {err}"
     return json.loads(out)
+
+
+def wait_for_file(path: Path, process: subprocess.Popen[str], timeout: float = 60) -> bool:
+    """Wait until ``path`` exists (a process shows where it is by writing it), the process ends, or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return path.exists()
 
 
 def processes_naming(text: str) -> list[str]:

@@ -26,6 +26,7 @@ from guard_module_runner import (
     run_module,
     start_module,
     tree,
+    wait_for_file,
 )
 
 RSYNC = require_program("rsync", "rsync")
@@ -431,10 +432,7 @@ def test_sigterm_during_the_real_pass_stops_rsync(mirror: Path, tmp_path_factory
                                 "metrics_file": str(mirror / "sync.prom")}
     process = start_module("safe_sync", args)
     try:
-        deadline = time.monotonic() + 60
-        while not hanging.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert hanging.exists(), "the real pass never started"
+        assert wait_for_file(hanging, process), "the real pass never started"
         process.send_signal(signal.SIGTERM)
         result = finish_module(process)
         assert result["failed"] and "terminated by SIGTERM" in result["msg"], result
